@@ -1,0 +1,91 @@
+"""The one settings object, read from the environment and `mlflow.env`.
+
+Built once at an edge (CLI, flow, app start) with `load_settings()` and passed down.
+With nothing set, everything lives under `AIFX_DATA_DIR` (default `./.aifx`): a SQLite
+file for the tables, MLflow on SQLite with a local artifact folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ENV_FILE = "mlflow.env"
+
+
+class Settings(BaseSettings):
+    """Where every store is. Environment variables win over `mlflow.env`."""
+
+    model_config = SettingsConfigDict(
+        env_file=DEFAULT_ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Field(default=Path(".aifx"), validation_alias="AIFX_DATA_DIR")
+    database_url: str | None = Field(default=None, validation_alias="AIFX_DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="AIFX_REDIS_URL")
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_registry_uri: str | None = Field(default=None, validation_alias="MLFLOW_REGISTRY_URI")
+    artifact_root: str | None = Field(default=None, validation_alias="AIFX_ARTIFACT_ROOT")
+    api_token: SecretStr | None = Field(default=None, validation_alias="AIFX_API_TOKEN")
+    alert_urls: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("AIFX_ALERT_URLS")
+    )
+
+    @field_validator("alert_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        # apprise URLs are separated by commas or whitespace in one variable.
+        if isinstance(value, str):
+            return [u for u in value.replace(",", " ").split() if u]
+        return value
+
+    @field_validator("database_url", "redis_url", "mlflow_tracking_uri", "mlflow_registry_uri",
+                     "artifact_root", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        data_dir = self.data_dir.expanduser().absolute()
+        self.data_dir = data_dir
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{data_dir / 'aifx.db'}"
+        self.database_url = normalize_database_url(self.database_url)
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"sqlite:///{data_dir / 'mlflow.db'}"
+        if self.mlflow_registry_uri is None:
+            self.mlflow_registry_uri = self.mlflow_tracking_uri
+        if self.artifact_root is None:
+            self.artifact_root = str(data_dir / "mlartifacts")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, never None after validation."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the tables live in a SQLite file (the laptop default)."""
+        return self.db_url.startswith("sqlite")
+
+
+def normalize_database_url(url: str) -> str:
+    """Let users write `postgresql://` or `postgres://`; we speak psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def load_settings(env_file: str | Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> Settings:
+    """Build the settings at an edge. `env_file=None` reads the environment only."""
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

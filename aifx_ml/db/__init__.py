@@ -1,0 +1,1 @@
+"""The tables of DESIGN.md, the engine, and schema migrations."""

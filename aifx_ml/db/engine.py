@@ -1,0 +1,106 @@
+"""Engines, sessions and schema migrations, for whichever database the settings name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+import migrations
+from aifx_ml.errors import SchemaOutdatedError
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url`; a SQLite file gets its folder, foreign keys and WAL journaling."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, **kwargs)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (expire_on_commit=False)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commits if the block succeeds, rolls everything back if it raises."""
+    with session_factory(engine)() as session, session.begin():
+        yield session
+
+
+def alembic_config(engine: Engine) -> Config:
+    """Alembic configuration pointing at our migrations and at this engine."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for a database we never migrated."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to `revision`."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Roll migrations back to `revision` (`base` removes every table)."""
+    command.downgrade(alembic_config(engine), revision)
+
+
+def ensure_schema(engine: Engine, auto_upgrade: bool) -> None:
+    """Make sure the schema is current before a command touches the tables.
+
+    A brand-new database (no tables of ours) is always created. An older schema is upgraded
+    only when `auto_upgrade` (the embedded SQLite default); elsewhere upgrading a shared
+    database is a deliberate step, so we stop and say which command does it.
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    fresh = current is None and "market_data" not in inspect(engine).get_table_names()
+    if fresh or auto_upgrade:
+        upgrade(engine)
+        return
+    raise SchemaOutdatedError(
+        f"database schema is at revision {current or 'none'}, this code needs {head}: "
+        "run `aifx db upgrade`"
+    )

@@ -1,0 +1,238 @@
+"""SQLAlchemy models of the tables users rely on (names and columns from DESIGN.md).
+
+Enumerations are strings with named CHECK constraints rather than native enums, so the same
+migration runs and rolls back on PostgreSQL and SQLite alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aifx_ml.db.types import JSONType, UTCDateTime
+from aifx_ml.labeling.rules import OUTCOMES, SIGNALS
+from aifx_ml.markets import TIMEFRAMES
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TRAINING_TYPES = ("full", "incremental")
+TRAINING_STATUSES = ("running", "completed", "failed", "skipped")
+VERSION_STATUSES = ("training", "staging", "production", "archived")
+AB_STATUSES = ("active", "completed", "cancelled")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# Portable stand-in for ^[A-Z]{3}/[A-Z]{3}$ (SQLite has no regex operator).
+PAIR_CHECK = "length(pair) = 7 AND substr(pair, 4, 1) = '/' AND upper(pair) = pair"
+
+
+def utcnow() -> datetime:
+    """Default for created/updated columns; domain code passes its own clock instead."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class MarketData(Base):
+    """One OHLCV candle (open time in UTC) with its indicators."""
+
+    __tablename__ = "market_data"
+    __table_args__ = (
+        UniqueConstraint("pair", "timeframe", "timestamp", name="uq_market_data_series_ts"),
+        CheckConstraint(PAIR_CHECK, name="pair_format"),
+        CheckConstraint(_in("timeframe", TIMEFRAMES), name="timeframe_valid"),
+        CheckConstraint("open > 0 AND high > 0 AND low > 0 AND close > 0", name="prices_positive"),
+        CheckConstraint("high >= low", name="high_ge_low"),
+        CheckConstraint("volume >= 0", name="volume_nonneg"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    pair: Mapped[str] = mapped_column(String(7))
+    timeframe: Mapped[str] = mapped_column(String(5))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+    open: Mapped[float] = mapped_column(Double)
+    high: Mapped[float] = mapped_column(Double)
+    low: Mapped[float] = mapped_column(Double)
+    close: Mapped[float] = mapped_column(Double)
+    volume: Mapped[float] = mapped_column(Double, default=0.0)
+    technical_indicators: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    source: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TradingSignal(Base):
+    """A signal a model (or baseline) emitted, and what the market made of it."""
+
+    __tablename__ = "trading_signals"
+    __table_args__ = (
+        CheckConstraint(PAIR_CHECK, name="pair_format"),
+        CheckConstraint(_in("timeframe", TIMEFRAMES), name="timeframe_valid"),
+        CheckConstraint(_in("signal", SIGNALS), name="signal_valid"),
+        CheckConstraint(_in("actual_outcome", OUTCOMES), name="outcome_valid"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        CheckConstraint("entry_price > 0", name="entry_positive"),
+        Index("ix_trading_signals_pending", "actual_outcome", "pair", "timeframe", "created_at"),
+        Index("ix_trading_signals_model_version", "model_version", "created_at"),
+        Index("ix_trading_signals_ab_test_id", "ab_test_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    pair: Mapped[str] = mapped_column(String(7))
+    timeframe: Mapped[str] = mapped_column(String(5))
+    signal: Mapped[str] = mapped_column(String(4))
+    confidence: Mapped[float] = mapped_column(Double)
+    probability: Mapped[float | None] = mapped_column(Double, nullable=True)
+    entry_price: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actual_outcome: Mapped[str] = mapped_column(String(9), default="pending")
+    actual_pnl_percent: Mapped[float | None] = mapped_column(Double, nullable=True)
+    labeled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ab_test_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("model_ab_test.id", ondelete="SET NULL"), nullable=True
+    )
+    routing_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class ModelTrainingLog(Base):
+    """One training attempt, whatever became of it."""
+
+    __tablename__ = "model_training_log"
+    __table_args__ = (
+        CheckConstraint(_in("training_type", TRAINING_TYPES), name="training_type_valid"),
+        CheckConstraint(_in("status", TRAINING_STATUSES), name="status_valid"),
+        Index("ix_model_training_log_type_status", "training_type", "status", "started_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    training_type: Mapped[str] = mapped_column(String(11))
+    model_type: Mapped[str] = mapped_column(String(64))
+    dataset_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data_time_range: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    status: Mapped[str] = mapped_column(String(9), default="running")
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    training_duration: Mapped[float | None] = mapped_column(Double, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ModelVersion(Base):
+    """A registered model version and its lifecycle stage."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(_in("status", VERSION_STATUSES), name="status_valid"),
+        # At most one production version per model type, enforced by the database itself.
+        Index(
+            "uq_model_versions_one_production",
+            "model_type",
+            unique=True,
+            postgresql_where=text("status = 'production'"),
+            sqlite_where=text("status = 'production'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    version: Mapped[str] = mapped_column(String(64), unique=True)
+    model_type: Mapped[str] = mapped_column(String(64))
+    model_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    training_log_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("model_training_log.id", ondelete="SET NULL"), nullable=True
+    )
+    parent_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(10), default="training")
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    production_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ModelABTest(Base):
+    """A live comparison of two model versions."""
+
+    __tablename__ = "model_ab_test"
+    __table_args__ = (
+        CheckConstraint(_in("status", AB_STATUSES), name="status_valid"),
+        CheckConstraint("traffic_split > 0 AND traffic_split < 1", name="traffic_split_range"),
+        CheckConstraint("model_a_version <> model_b_version", name="distinct_versions"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    test_name: Mapped[str] = mapped_column(String(128))
+    model_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_a_version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"))
+    model_b_version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"))
+    traffic_split: Mapped[float] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(9), default="active")
+    winner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DataQuarantine(Base):
+    """An input row that was refused, kept with the reason so nothing is silently dropped."""
+
+    __tablename__ = "data_quarantine"
+    __table_args__ = (
+        # The same bad row of the same file is recorded once, however often it is imported.
+        UniqueConstraint("row_hash", name="uq_data_quarantine_row_hash"),
+        Index("ix_data_quarantine_series", "pair", "timeframe", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    source: Mapped[str] = mapped_column(String(255))
+    pair: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    timeframe: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    row_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    reason: Mapped[str] = mapped_column(Text)
+    row_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EventOutbox(Base):
+    """Events written in the same transaction as the change they announce, relayed later."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (Index("ix_event_outbox_unpublished", "published_at", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    channel: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

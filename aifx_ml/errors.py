@@ -1,0 +1,17 @@
+"""Exceptions raised by the library; the CLI turns each into one clear line."""
+
+
+class AifxError(Exception):
+    """Base class for every error the library raises on purpose."""
+
+
+class InvalidInputError(AifxError):
+    """An argument (pair, timeframe, date range, ...) is not valid."""
+
+
+class MalformedFileError(AifxError):
+    """An input file cannot be read as what it claims to be; nothing was written."""
+
+
+class SchemaOutdatedError(AifxError):
+    """The database schema is not at the revision this code expects."""

@@ -1,0 +1,1 @@
+"""Features: technical indicators per candle and fixed-length windows for sequence models."""

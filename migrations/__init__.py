@@ -1,0 +1,1 @@
+"""Alembic migrations for every table (`aifx db upgrade` applies them)."""
