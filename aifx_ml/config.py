@@ -45,8 +45,14 @@ class Settings(BaseSettings):
             return [u for u in value.replace(",", " ").split() if u]
         return value
 
-    @field_validator("database_url", "redis_url", "mlflow_tracking_uri", "mlflow_registry_uri",
-                     "artifact_root", mode="before")
+    @field_validator(
+        "database_url",
+        "redis_url",
+        "mlflow_tracking_uri",
+        "mlflow_registry_uri",
+        "artifact_root",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -82,10 +88,10 @@ def normalize_database_url(url: str) -> str:
     """Let users write `postgresql://` or `postgres://`; we speak psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
 def load_settings(env_file: str | Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> Settings:
     """Build the settings at an edge. `env_file=None` reads the environment only."""
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file, **overrides)

@@ -7,8 +7,10 @@ Friday 21:00 to Sunday 22:00 UTC (wide enough for both the summer and the winter
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
@@ -29,7 +31,8 @@ HORIZONS: dict[str, pd.Timedelta] = {
     "1M": pd.Timedelta(days=90),
 }
 
-_STEPS: dict[str, pd.Timedelta] = {
+# Candle lengths that are fixed durations (everything but the calendar month).
+FIXED_STEPS: dict[str, pd.Timedelta] = {
     "1min": pd.Timedelta(minutes=1),
     "5min": pd.Timedelta(minutes=5),
     "15min": pd.Timedelta(minutes=15),
@@ -47,7 +50,9 @@ WEEKEND_OPEN = (6, 22)  # Sunday 22:00 UTC
 def validate_pair(pair: str) -> str:
     """Return the pair if it looks like `EUR/USD`, else raise one clear error."""
     if not isinstance(pair, str) or not PAIR_RE.match(pair):
-        raise InvalidInputError(f"invalid pair {pair!r}: expected three capitals/three capitals, e.g. EUR/USD")
+        raise InvalidInputError(
+            f"invalid pair {pair!r}: expected three capitals/three capitals, e.g. EUR/USD"
+        )
     return pair
 
 
@@ -70,7 +75,7 @@ def step_offset(timeframe: str) -> pd.Timedelta | pd.DateOffset:
     validate_timeframe(timeframe)
     if timeframe == "1M":
         return pd.DateOffset(months=1)
-    return _STEPS[timeframe]
+    return FIXED_STEPS[timeframe]
 
 
 def candle_close_times(timestamps: pd.DatetimeIndex, timeframe: str) -> pd.DatetimeIndex:
@@ -84,7 +89,7 @@ def expected_grid(start: pd.Timestamp, end: pd.Timestamp, timeframe: str) -> pd.
     if timeframe == "1M":
         grid = pd.date_range(start.normalize().replace(day=1), end, freq="MS", tz="UTC")
         return grid[grid >= start]
-    grid = pd.date_range(start, end, freq=_STEPS[timeframe], tz="UTC")
+    grid = pd.date_range(start, end, freq=FIXED_STEPS[timeframe], tz="UTC")
     if timeframe == "1w":
         return grid
     return grid[~market_closed(grid, timeframe)]
@@ -106,3 +111,12 @@ def market_closed(timestamps: pd.DatetimeIndex, timeframe: str) -> np.ndarray:
         | ((dow == WEEKEND_OPEN[0]) & (minutes < open_min))
     )
     return closed
+
+
+def iter_series(frame: pd.DataFrame) -> Iterator[tuple[str, str, npt.NDArray[np.intp]]]:
+    """(pair, timeframe, row positions) of every series in a frame with those two columns."""
+    groups: dict[tuple[str, str], npt.NDArray[np.intp]] = frame.groupby(
+        ["pair", "timeframe"]
+    ).indices  # type: ignore[assignment]
+    for (pair, timeframe), rows in groups.items():
+        yield str(pair), str(timeframe), rows

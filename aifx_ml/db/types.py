@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import JSON, DateTime
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -31,8 +32,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise TypeError(f"expected a datetime, got {type(value).__name__}")
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value.isoformat()}: timestamps must be UTC-aware")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        utc: datetime = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -41,3 +42,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def to_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as dicts for an executemany, with NaN/NaT as None (SQL NULL, JSON null)."""
+    columns = [str(c) for c in frame.columns]
+    values = frame.to_numpy(dtype=object, na_value=None)  # type: ignore[arg-type]  # stubs omit None
+    return [dict(zip(columns, row, strict=True)) for row in values]

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import talib
 
+from aifx_ml.db.types import to_rows
+
 INDICATOR_COLUMNS: tuple[str, ...] = (
     "rsi_14",
     "macd",
@@ -39,7 +41,9 @@ def compute_indicators(candles: pd.DataFrame) -> pd.DataFrame:
     close = candles["close"].to_numpy(np.float64)
     macd, macd_signal, macd_hist = talib.MACD(close, fastperiod=12, slowperiod=26, signalperiod=9)
     bb_upper, bb_middle, bb_lower = talib.BBANDS(close, timeperiod=20, nbdevup=2.0, nbdevdn=2.0)
-    stoch_k, stoch_d = talib.STOCH(high, low, close, fastk_period=14, slowk_period=3, slowd_period=3)
+    stoch_k, stoch_d = talib.STOCH(
+        high, low, close, fastk_period=14, slowk_period=3, slowd_period=3
+    )
     values = {
         "rsi_14": talib.RSI(close, timeperiod=14),
         "macd": macd,
@@ -62,8 +66,7 @@ def compute_indicators(candles: pd.DataFrame) -> pd.DataFrame:
 
 def indicators_to_json(indicators: pd.DataFrame) -> list[dict[str, Any]]:
     """One JSON-ready dict per row; NaN (warm-up) becomes None because JSON has no NaN."""
-    rounded = indicators.astype(object).where(indicators.notna(), None)
-    return rounded.to_dict(orient="records")  # type: ignore[return-value]
+    return to_rows(indicators)
 
 
 def indicators_from_json(records: pd.Series) -> pd.DataFrame:

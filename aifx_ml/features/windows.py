@@ -16,18 +16,24 @@ from aifx_ml.errors import InvalidInputError
 WINDOW_LENGTH = 60
 
 
-def build_windows(features: npt.NDArray[np.floating], length: int = WINDOW_LENGTH) -> npt.NDArray[np.floating]:
+def build_windows(
+    features: npt.NDArray[np.floating], length: int = WINDOW_LENGTH
+) -> npt.NDArray[np.floating]:
     """All windows of `length` consecutive rows of a (candles, features) array, without copying.
 
     Returns a read-only view of shape (candles - length + 1, length, features); row k is the
     window ending at candle k + length - 1.
     """
     if features.ndim != 2:
-        raise InvalidInputError(f"features must be 2-D (candles, features), got shape {features.shape}")
+        raise InvalidInputError(
+            f"features must be 2-D (candles, features), got shape {features.shape}"
+        )
     if length < 1:
         raise InvalidInputError(f"window length must be >= 1, got {length}")
     if len(features) < length:
-        raise InvalidInputError(f"need at least {length} candles for one window, got {len(features)}")
+        raise InvalidInputError(
+            f"need at least {length} candles for one window, got {len(features)}"
+        )
     view = np.lib.stride_tricks.sliding_window_view(features, (length, features.shape[1]))
     return view[:, 0]  # sliding_window_view is read-only already: callers cannot corrupt the series
 

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from aifx_ml.markets import candle_close_times, horizon
+from aifx_ml.markets import candle_close_times, horizon, iter_series
 
 DEFAULT_THRESHOLD = 0.005
 
@@ -129,8 +129,8 @@ def label_signals(
         bad = sorted(set(signals["signal"][kinds.codes < 0].astype(str)))
         raise ValueError(f"unknown signal value(s) {bad}: expected one of {SIGNALS}")
     codes = kinds.codes.astype(np.int8)
-    candle_groups = {key: idx for key, idx in candles.groupby(["pair", "timeframe"]).indices.items()}
-    for (pair, timeframe), rows in signals.groupby(["pair", "timeframe"]).indices.items():
+    candle_groups = {(pair, tf): idx for pair, tf, idx in iter_series(candles)}
+    for pair, timeframe, rows in iter_series(signals):
         idx = candle_groups.get((pair, timeframe))
         if idx is None:
             continue
@@ -143,13 +143,15 @@ def label_signals(
             series["high"].to_numpy(np.float64),
             series["low"].to_numpy(np.float64),
             series["close"].to_numpy(np.float64),
-            horizon(str(timeframe)).value,
+            horizon(timeframe).value,
             threshold,
         )
         outcome[rows], pnl[rows] = out, p
     return pd.DataFrame(
         {
-            "actual_outcome": pd.Categorical.from_codes(outcome, categories=OUTCOMES),
+            "actual_outcome": pd.Categorical.from_codes(
+                outcome.tolist(), categories=pd.Index(OUTCOMES)
+            ),
             "actual_pnl_percent": pnl,
         },
         index=signals.index,
@@ -184,4 +186,5 @@ def _ns(values: pd.Series | pd.DatetimeIndex) -> I64:
     index = pd.DatetimeIndex(values)
     if index.tz is None:
         index = index.tz_localize("UTC")
-    return index.tz_convert("UTC").as_unit("ns").asi8
+    nanos: I64 = index.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy().view(np.int64)
+    return nanos

@@ -1,0 +1,94 @@
+"""What every command shares: the settings, the engine, the clock, parsing and output."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from aifx_ml.config import Settings
+from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.errors import InvalidInputError
+
+# Logs and CI are not terminals; 80 columns would truncate every table there.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+@dataclass
+class AppContext:
+    """Built once per invocation by the root callback and handed to every command."""
+
+    settings: Settings
+    debug: bool = False
+    _engine: Engine | None = field(default=None, repr=False)
+
+    def engine(self, *, migrate: bool = True) -> Engine:
+        """The database engine, schema checked (and created on a fresh database) on first use."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings.db_url)
+            if migrate:
+                ensure_schema(self._engine, auto_upgrade=self.settings.is_embedded)
+        return self._engine
+
+    def now(self) -> datetime:
+        """The wall clock, read only here at the edge; the library takes `as_of`."""
+        return datetime.now(UTC)
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext)
+    return obj
+
+
+def parse_time(value: str, option: str) -> datetime:
+    """A date or timestamp from the command line; naive means UTC."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise InvalidInputError(
+            f"invalid {option} {value!r}: expected a date like 2026-01-31 or an ISO timestamp"
+        ) from None
+    if pd.isna(ts):
+        raise InvalidInputError(f"invalid {option} {value!r}")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    moment: datetime = ts.to_pydatetime()
+    return moment
+
+
+def parse_list(value: str | None) -> list[str] | None:
+    """`EUR/USD,GBP/USD` → ['EUR/USD', 'GBP/USD']; None or empty → None (meaning all)."""
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def frame_table(frame: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich table of a small DataFrame, numbers right-aligned and timestamps in ISO form."""
+    table = Table(title=title, title_justify="left")
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        table.add_column(
+            str(column), justify="right" if numeric else "left", min_width=len(str(column))
+        )
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if isinstance(value, pd.Timestamp | datetime):
+        return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, float):
+        return f"{value:,.4f}"
+    return str(value)

@@ -1,0 +1,81 @@
+"""The `aifx` entry point: the root command, its global options, and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from aifx_ml.cli import data, db, signals
+from aifx_ml.cli.common import AppContext, console, err_console
+from aifx_ml.cli.demo import demo_cmd
+from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
+from aifx_ml.errors import AifxError
+
+app = typer.Typer(
+    name="aifx",
+    help="AIFX: continuous learning for forex trading-signal models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(data.app, name="data")
+app.add_typer(signals.app, name="signals")
+app.command("label")(signals.label_cmd)
+app.command("demo")(demo_cmd)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+    env_file: Annotated[
+        Path, typer.Option("--env-file", help="Settings file read after the environment.")
+    ] = Path(DEFAULT_ENV_FILE),
+) -> None:
+    """Settings come from the environment and mlflow.env; with none, everything is under ./.aifx."""
+    ctx.obj = AppContext(settings=load_settings(env_file), debug=debug)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `aifx` with `argv`; returns the exit code. Errors are one line unless --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        code = app(args=args, prog_name="aifx", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("[red]aborted[/]")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except AifxError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err_console.print(
+            f"[red]error:[/] {type(exc).__name__}: {message} (run with --debug for the traceback)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    console.file.flush()
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Market data: reading, validating, importing, synthesizing and exporting candles."""

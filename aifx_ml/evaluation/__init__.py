@@ -1,0 +1,1 @@
+"""Evaluation: naive baselines, holdout metrics and comparisons."""

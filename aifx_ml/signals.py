@@ -1,0 +1,66 @@
+"""Recording trading signals in `trading_signals`, each announced on `ml:new_prediction`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from aifx_ml.db.models import TradingSignal
+from aifx_ml.db.types import to_rows
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.events.outbox import enqueue_many
+from aifx_ml.labeling.rules import SIGNALS
+from aifx_ml.markets import validate_pair, validate_timeframe
+
+SIGNAL_COLUMNS = ("pair", "timeframe", "signal", "confidence", "entry_price", "created_at")
+OPTIONAL_COLUMNS = ("probability", "model_version", "ab_test_id", "routing_key")
+
+
+def record_signals(session: Session, signals: pd.DataFrame, as_of: datetime) -> list[uuid.UUID]:
+    """Insert signals as pending (SIGNAL_COLUMNS plus any OPTIONAL_COLUMNS); returns their ids."""
+    missing = [c for c in SIGNAL_COLUMNS if c not in signals]
+    if missing:
+        raise InvalidInputError(f"signals lack column(s) {', '.join(missing)}")
+    for pair in signals["pair"].unique():
+        validate_pair(str(pair))
+    for timeframe in signals["timeframe"].unique():
+        validate_timeframe(str(timeframe))
+    unknown = set(signals["signal"]) - set(SIGNALS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown signal value(s) {sorted(unknown)}: expected one of {SIGNALS}"
+        )
+    if len(signals) == 0:
+        return []
+    frame = signals[[c for c in (*SIGNAL_COLUMNS, *OPTIONAL_COLUMNS) if c in signals]].copy()
+    created = pd.to_datetime(frame["created_at"], utc=True)
+    frame["actual_outcome"] = "pending"
+    rows = to_rows(frame)
+    for row, ts in zip(rows, created, strict=True):
+        row["id"] = uuid.uuid4()
+        row["created_at"] = ts.to_pydatetime()
+    session.execute(insert(TradingSignal), rows)
+    enqueue_many(
+        session,
+        "ml:new_prediction",
+        (
+            {
+                "signal_id": str(r["id"]),
+                "pair": r["pair"],
+                "timeframe": r["timeframe"],
+                "signal": r["signal"],
+                "confidence": float(r["confidence"]),
+                "entry_price": float(r["entry_price"]),
+                "created_at": r["created_at"].isoformat(),
+                "model_version": r.get("model_version"),
+                "ab_test_id": None if r.get("ab_test_id") is None else str(r["ab_test_id"]),
+            }
+            for r in rows
+        ),
+        as_of,
+    )
+    return [r["id"] for r in rows]
