@@ -1,0 +1,1 @@
+"""Prefect flows: thin compositions of library calls, one file per flow."""

@@ -71,6 +71,8 @@ def indicators_to_json(indicators: pd.DataFrame) -> list[dict[str, Any]]:
 
 def indicators_from_json(records: pd.Series) -> pd.DataFrame:
     """Expand a column of indicator dicts back into INDICATOR_COLUMNS (missing → NaN)."""
+    if records.empty:
+        return pd.DataFrame(index=records.index, columns=list(INDICATOR_COLUMNS), dtype=np.float64)
     frame = pd.DataFrame.from_records(
         [r if isinstance(r, dict) else {} for r in records], index=records.index
     )

@@ -1,0 +1,46 @@
+# Every target builds the virtual environment it needs from requirements.lock first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+LOCK := requirements.lock
+
+.PHONY: venv demo test lint typecheck unit bench lock clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: $(LOCK) pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+## The main job on the embedded default (SQLite + local files under ./.aifx).
+demo: venv
+	$(BIN)/aifx demo
+
+## Lint, format check, type check, then the whole test suite.
+test: lint typecheck
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+## Unit tests only (no database).
+unit: venv
+	$(BIN)/pytest tests/code -m "not integration"
+
+bench: venv
+	$(BIN)/python benchmarks/bench_labeling_windows.py
+
+## Re-resolve the pins after changing dependencies in pyproject.toml.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o $(LOCK)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,135 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when reachable, required in CI).
+
+Each database test gets a fresh database migrated to head: a SQLite file in tmp_path, or a
+PostgreSQL database created for the test and dropped after it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+import redis
+from sqlalchemy import Engine, MetaData, select
+
+from aifx_ml.db.engine import make_engine, upgrade
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
+REDIS_URL = os.environ.get("AIFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def _postgres_error() -> str | None:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+def _redis_error() -> str | None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        return None
+    except redis.RedisError as exc:
+        return str(exc)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI the real services are part of the test: refuse to run without them."""
+    if not IN_CI:
+        return
+    problems = [
+        f"{name} unreachable: {error}"
+        for name, error in (("PostgreSQL", _postgres_error()), ("Redis", _redis_error()))
+        if error
+    ]
+    if problems:
+        pytest.exit("CI=true but " + "; ".join(problems), returncode=3)
+
+
+_PG_ERROR: list[str | None] = []
+
+
+def _postgres_database() -> Iterator[str]:
+    if not _PG_ERROR:
+        _PG_ERROR.append(_postgres_error())
+    if _PG_ERROR[0] is not None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL unreachable in CI: {_PG_ERROR[0]}")
+        pytest.skip(f"PostgreSQL unreachable here ({_PG_ERROR[0]}); it runs in CI")
+    name = f"aifx_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = psycopg.conninfo.conninfo_to_dict(POSTGRES_ADMIN_DSN)
+    user = params.get("user", "postgres")
+    host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
+    try:
+        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An empty database of each kind (not migrated)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'aifx.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A database of each kind, migrated to head."""
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def as_of() -> datetime:
+    """The clock every test passes in: fixed, so results never depend on when tests run."""
+    return AS_OF
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, sorted: two equal snapshots mean nothing changed."""
+    meta = MetaData()
+    meta.reflect(engine)
+    out = {}
+    with engine.connect() as conn:
+        for table in meta.sorted_tables:
+            rows = conn.execute(select(table)).all()
+            out[table.name] = sorted((tuple(map(repr, r)) for r in rows))
+    return out
+
+
+def hourly_candles(start: str, periods: int, price: float = 1.1, seed: int = 0) -> pd.DataFrame:
+    """A small hourly random-walk series with consistent OHLC (weekend hours included)."""
+    rng = np.random.default_rng(seed)
+    close = price * np.exp(np.cumsum(rng.normal(0, 0.001, periods)))
+    open_ = np.concatenate([[price], close[:-1]])
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range(start, periods=periods, freq="1h", tz="UTC"),
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.0005,
+            "low": np.minimum(open_, close) * 0.9995,
+            "close": close,
+            "volume": rng.integers(10, 100, periods).astype(float),
+        }
+    )
