@@ -114,7 +114,7 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
     with engine.connect() as conn:
         for table in meta.sorted_tables:
             rows = conn.execute(select(table)).all()
-            out[table.name] = sorted((tuple(map(repr, r)) for r in rows))
+            out[table.name] = sorted(tuple(map(repr, r)) for r in rows)
     return out
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, insert
+from sqlalchemy import Engine, insert, inspect
 from sqlalchemy.exc import IntegrityError
 
 from aifx_ml.db.engine import (
@@ -40,14 +40,14 @@ def test_upgrade_downgrade_upgrade(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(engine)
     assert current_revision(engine) == head_revision()
-    assert TABLES <= set(inspect(engine).get_table_names())
+    assert set(inspect(engine).get_table_names()) >= TABLES
 
     downgrade(engine, "base")
     assert current_revision(engine) is None
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
 
     upgrade(engine)
-    assert TABLES <= set(inspect(engine).get_table_names())
+    assert set(inspect(engine).get_table_names()) >= TABLES
     engine.dispose()
 
 

@@ -1,0 +1,45 @@
+"""Label pending signals whose horizon has elapsed (deployment: every 5 minutes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from aifx_ml.config import load_settings
+from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
+from aifx_ml.labeling.store import LabelReport, label_pending
+
+
+@task(retries=3, retry_delay_seconds=[5, 30, 120], cache_policy=NO_CACHE)
+def label_task(database_url: str, embedded: bool, as_of: datetime, threshold: float) -> LabelReport:
+    """The database is the only I/O here, so this is the one task that retries."""
+    engine = make_engine(database_url)
+    try:
+        ensure_schema(engine, auto_upgrade=embedded)
+        return label_pending(engine, as_of, threshold)
+    finally:
+        engine.dispose()
+
+
+@flow(name="label-signals", log_prints=False)
+def label_signals_flow(
+    threshold: float = DEFAULT_THRESHOLD, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """Label every pending signal whose horizon has elapsed by `as_of` (default: now)."""
+    settings = load_settings()
+    report = label_task(
+        settings.db_url, settings.is_embedded, as_of or datetime.now(UTC), threshold
+    )
+    get_run_logger().info(
+        "labeled %d of %d pending signal(s): %s", report.labeled, report.examined, report.outcomes
+    )
+    return asdict(report)
+
+
+if __name__ == "__main__":
+    label_signals_flow()
