@@ -8,10 +8,17 @@ file for the tables, MLflow on SQLite with a local artifact folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ENV_FILE = "mlflow.env"
 
@@ -33,29 +40,37 @@ class Settings(BaseSettings):
     mlflow_registry_uri: str | None = Field(default=None, validation_alias="MLFLOW_REGISTRY_URI")
     artifact_root: str | None = Field(default=None, validation_alias="AIFX_ARTIFACT_ROOT")
     api_token: SecretStr | None = Field(default=None, validation_alias="AIFX_API_TOKEN")
-    alert_urls: list[str] = Field(
+    # NoDecode: the variable holds plain URLs separated by commas or spaces, not a JSON list.
+    alert_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("AIFX_ALERT_URLS")
     )
 
     @field_validator("alert_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
+        if value is None:
+            return []
         # apprise URLs are separated by commas or whitespace in one variable.
         if isinstance(value, str):
             return [u for u in value.replace(",", " ").split() if u]
         return value
 
     @field_validator(
+        "data_dir",
         "database_url",
         "redis_url",
         "mlflow_tracking_uri",
         "mlflow_registry_uri",
         "artifact_root",
+        "api_token",
         mode="before",
     )
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # `AIFX_DATABASE_URL=` in a shell or env file means "not set", not "the empty string".
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name or ""].get_default(call_default_factory=True)
+        return value
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

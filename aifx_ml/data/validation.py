@@ -47,8 +47,10 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         unit: Literal["ms", "s"] = "ms" if float(numeric.abs().max()) > 1e11 else "s"
         parsed: pd.Series = pd.to_datetime(numeric, unit=unit, utc=True)
         return parsed
-    # MT4 writes dates as 2026.01.05; pandas reads dashes.
+    # MT4 writes 2026.01.05 and Dukascopy 05.01.2026 (day first): both become ISO dates, so
+    # the day and month can never swap from one row to the next.
     cleaned = values.str.replace(r"^(\d{4})\.(\d{2})\.(\d{2})", r"\1-\2-\3", regex=True)
+    cleaned = cleaned.str.replace(r"^(\d{2})\.(\d{2})\.(\d{4})", r"\3-\2-\1", regex=True)
     return pd.to_datetime(cleaned, utc=True, errors="coerce", format="mixed")
 
 
@@ -64,6 +66,8 @@ def validate_candles(
     """
     validate_pair(pair)
     validate_timeframe(timeframe)
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware (UTC)")
     ts = parse_timestamps(raw["timestamp"])
     prices = {c: pd.to_numeric(raw[c], errors="coerce") for c in PRICE_COLUMNS}
     volume = pd.to_numeric(raw["volume"].replace("", "0"), errors="coerce")
@@ -92,7 +96,8 @@ def validate_candles(
 
     clean = pd.DataFrame({"timestamp": ts, **prices, "volume": volume}, index=raw.index)
     ok = reasons == ""
-    repeat = ok & clean["timestamp"].duplicated(keep="first") & ok
+    # Repeats are judged among rows that passed: a refused row cannot shadow a good one.
+    repeat = clean["timestamp"].where(ok).duplicated(keep="first") & ok
     identical = repeat & clean[ok].duplicated(keep="first").reindex(raw.index, fill_value=False)
     first_row = clean[ok].reset_index().drop_duplicates("timestamp").set_index("timestamp")["row"]
     conflicting = repeat & ~identical
