@@ -125,9 +125,14 @@ def print_import_reports(reports: list[ImportReport]) -> None:
     console.print(frame_table(table, title="import"))
     for r in reports:
         for gap in r.gaps[:10]:
+            where = (
+                f"at {gap.start:%Y-%m-%d %H:%M}"
+                if gap.missing == 1
+                else f"from {gap.start:%Y-%m-%d %H:%M} to {gap.end:%Y-%m-%d %H:%M}"
+            )
             console.print(
-                f"[yellow]gap[/] {r.pair} {r.timeframe}: {gap.missing} candle(s) missing "
-                f"from {gap.start:%Y-%m-%d %H:%M} to {gap.end:%Y-%m-%d %H:%M} UTC"
+                f"[yellow]gap[/] {r.pair} {r.timeframe}: "
+                f"{gap.missing} candle(s) missing {where} UTC"
             )
         if len(r.gaps) > 10:
             console.print(f"[yellow]gap[/] {r.pair} {r.timeframe}: … and {len(r.gaps) - 10} more")
@@ -211,17 +216,18 @@ def export_cmd(
 ) -> None:
     """Export candles with indicators and target, labeled signals, and metadata.json."""
     app_ctx = app_context(ctx)
-    result = export_dataset(
-        app_ctx.engine(),
-        parse_time(start, "--start"),
-        parse_time(end, "--end"),
-        out,
-        pairs=parse_list(pairs),
-        timeframes=parse_list(timeframes),
-        fmt=fmt,  # type: ignore[arg-type]
-        overwrite=overwrite,
-        as_of=app_ctx.now(),
-    )
+    with console.status("exporting…"):
+        result = export_dataset(
+            app_ctx.engine(),
+            parse_time(start, "--start"),
+            parse_time(end, "--end"),
+            out,
+            pairs=parse_list(pairs),
+            timeframes=parse_list(timeframes),
+            fmt=fmt,  # type: ignore[arg-type]
+            overwrite=overwrite,
+            as_of=app_ctx.now(),
+        )
     meta = result.metadata
     console.print(
         f"exported {meta['row_counts']['candles']:,} candles and {meta['row_counts']['signals']:,} "
@@ -238,7 +244,10 @@ def stats_cmd(
 ) -> None:
     """Candles per series (with gaps), signals per model and outcome, quarantined rows."""
     app_ctx = app_context(ctx)
-    stats = dataset_stats(app_ctx.engine(), parse_time(start, "--start"), parse_time(end, "--end"))
+    with console.status("counting…"):
+        stats = dataset_stats(
+            app_ctx.engine(), parse_time(start, "--start"), parse_time(end, "--end")
+        )
     console.print(frame_table(stats["candles"], title="candles"))
     console.print(frame_table(stats["signals"], title="signals"))
     console.print(frame_table(stats["quarantine"], title="quarantined rows (all time)"))

@@ -32,7 +32,8 @@ def label_cmd(
     if not 0 < threshold < 1:
         raise InvalidInputError(f"invalid --threshold {threshold}: expected a fraction in (0, 1)")
     app_ctx = app_context(ctx)
-    report = label_pending(app_ctx.engine(), app_ctx.now(), threshold)
+    with console.status("labeling…"):
+        report = label_pending(app_ctx.engine(), app_ctx.now(), threshold)
     outcomes = ", ".join(f"{k} {v:,}" for k, v in sorted(report.outcomes.items())) or "none"
     console.print(
         f"labeled {report.labeled:,} of {report.examined:,} pending signal(s) ({outcomes}); "

@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 
 from aifx_ml.data.validation import find_gaps
 from aifx_ml.db.engine import session_factory
@@ -75,10 +76,7 @@ def load_candles(
     query = select(
         *(getattr(MarketData, c) for c in CANDLE_COLUMNS), MarketData.technical_indicators
     ).where(MarketData.timestamp >= start, MarketData.timestamp < end)
-    if pairs:
-        query = query.where(MarketData.pair.in_([validate_pair(p) for p in pairs]))
-    if timeframes:
-        query = query.where(MarketData.timeframe.in_([validate_timeframe(t) for t in timeframes]))
+    query = _select_series(query, MarketData, pairs, timeframes)
     with session_factory(engine)() as session:
         rows = session.execute(
             query.order_by(MarketData.pair, MarketData.timeframe, MarketData.timestamp)
@@ -89,13 +87,26 @@ def load_candles(
     frame = pd.concat(
         [frame.astype({c: "float64" for c in CANDLE_COLUMNS[3:]}), indicators], axis=1
     )
-    frame["target"] = float("nan")
-    target = frame["target"].to_numpy(copy=True)
+    target = np.full(len(frame), np.nan)
     for _, timeframe, positions in iter_series(frame):
         series = frame.iloc[positions]
         target[positions] = direction_target(series["timestamp"], series["close"], timeframe)
     frame["target"] = target
     return frame
+
+
+def _select_series(
+    query: Select[Any],
+    model: type[MarketData] | type[TradingSignal],
+    pairs: list[str] | None,
+    timeframes: list[str] | None,
+) -> Select[Any]:
+    """Narrow a query to the given pairs and timeframes (None: all), refusing invalid names."""
+    if pairs:
+        query = query.where(model.pair.in_([validate_pair(p) for p in pairs]))
+    if timeframes:
+        query = query.where(model.timeframe.in_([validate_timeframe(t) for t in timeframes]))
+    return query
 
 
 def load_labeled_signals(
@@ -111,10 +122,7 @@ def load_labeled_signals(
         TradingSignal.created_at < end,
         TradingSignal.actual_outcome != "pending",
     )
-    if pairs:
-        query = query.where(TradingSignal.pair.in_(pairs))
-    if timeframes:
-        query = query.where(TradingSignal.timeframe.in_(timeframes))
+    query = _select_series(query, TradingSignal, pairs, timeframes)
     with session_factory(engine)() as session:
         rows = session.execute(query.order_by(TradingSignal.created_at, TradingSignal.id)).all()
     frame = pd.DataFrame(rows, columns=list(SIGNAL_EXPORT_COLUMNS))
