@@ -1,0 +1,1 @@
+"""Model architectures, by model type, with the configuration that rebuilds them."""

@@ -1,0 +1,1 @@
+"""Training: datasets of candle windows, model fitting, evaluation against baselines, runs."""

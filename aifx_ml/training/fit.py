@@ -1,0 +1,124 @@
+"""Fitting a Keras model on dataset windows, streamed in batches (one batch in memory at a time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import numpy.typing as npt
+
+from aifx_ml.training.dataset import Samples
+
+
+class WindowBatches(keras.utils.PyDataset):  # type: ignore[misc]
+    """Batches of (windows[rows], target) gathered from a zero-copy window view."""
+
+    def __init__(
+        self,
+        windows: npt.NDArray[np.float32],
+        rows: npt.NDArray[np.int64],
+        target: npt.NDArray[np.float32],
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.windows, self.rows, self.target = windows, rows, target
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self._rng = np.random.default_rng(seed)
+        self._order = np.arange(len(rows))
+        if shuffle:
+            self._rng.shuffle(self._order)
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.rows) / self.batch_size))
+
+    def __getitem__(self, index: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        take = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return np.take(self.windows, self.rows[take], axis=0), self.target[take]
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._rng.shuffle(self._order)
+
+
+class EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """Calls `on_epoch(epoch, logs)` after every epoch (progress bars, MLflow metrics)."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None]) -> None:
+        super().__init__()
+        self._on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._on_epoch(epoch, {k: float(v) for k, v in (logs or {}).items()})
+
+
+def fit_model(
+    model: keras.Model,
+    windows: npt.NDArray[np.float32],
+    samples: Samples,
+    train: npt.NDArray[np.int64],
+    validation: npt.NDArray[np.int64] | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    early_stopping_patience: int | None = None,
+    reduce_lr_patience: int | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    seed: int = 42,
+) -> dict[str, list[float]]:
+    """Train on samples[train]; returns the per-epoch history.
+
+    With validation samples, early stopping and learning-rate reduction watch the validation
+    loss and the best weights are restored; without, they watch the training loss.
+    """
+    keras.utils.set_random_seed(seed)
+    has_validation = validation is not None and len(validation) > 0
+    monitor = "val_loss" if has_validation else "loss"
+    watchers: list[keras.callbacks.Callback] = []
+    if early_stopping_patience is not None:
+        watchers.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, patience=early_stopping_patience, restore_best_weights=True
+            )
+        )
+    if reduce_lr_patience is not None:
+        watchers.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=0.5, patience=reduce_lr_patience, min_lr=1e-6
+            )
+        )
+    val_data = None
+    if has_validation and validation is not None:
+        val_data = WindowBatches(
+            windows, samples.rows[validation], samples.target[validation], batch_size
+        )
+    train_data = WindowBatches(
+        windows, samples.rows[train], samples.target[train], batch_size, shuffle=True, seed=seed
+    )
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        callbacks=[*watchers, *callbacks],
+        verbose=0,
+    )
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def predict_proba(
+    model: keras.Model,
+    windows: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    batch_size: int = 1024,
+) -> npt.NDArray[np.float64]:
+    """P(up) for the given window rows, batch by batch (offline evaluation, not serving)."""
+    if len(rows) == 0:
+        return np.empty(0)
+    parts = [
+        np.asarray(model(np.take(windows, rows[i : i + batch_size], axis=0), training=False))
+        for i in range(0, len(rows), batch_size)
+    ]
+    return np.concatenate([p.reshape(-1) for p in parts]).astype(np.float64)

@@ -1,0 +1,229 @@
+"""The two training types: weekly full (from scratch) and daily incremental (fine-tuning the
+Production model). Each compares its result with the Production model and the baselines on
+the same holdout; `lifecycle` does the bookkeeping around both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from aifx_ml.errors import AifxError, InvalidInputError
+from aifx_ml.evaluation.metrics import compare_with_baselines, holdout_metrics
+from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
+from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, TrainingSkipped
+from aifx_ml.training.data import load_start, load_training_candles, samples_since
+from aifx_ml.training.dataset import (
+    Dataset,
+    Scaler,
+    Split,
+    build_dataset,
+    chronological_split,
+    scaler_for,
+)
+from aifx_ml.training.fit import fit_model, predict_proba
+from aifx_ml.training.lifecycle import (
+    OnEpoch,
+    complete,
+    epoch_logger,
+    model_card,
+    start_mlflow,
+    training_run,
+)
+from registry.versions import LoadedModel, load_version, production_version
+
+
+def train_full(
+    stores: Stores,
+    config: TrainingConfig,
+    as_of: datetime,
+    candles: pd.DataFrame | None = None,
+    on_epoch: OnEpoch | None = None,
+    signals: pd.DataFrame | None = None,
+) -> TrainingResult:
+    """Train from scratch on the last `config.days` days before `as_of` (80/20 chronological).
+
+    The current Production model, if any, is scored on the same holdout for comparison.
+    """
+    since = samples_since(stores.engine, config, "full", as_of)
+    with training_run(stores, config, "full", as_of) as run:
+        if run.result.status != "running":
+            return run.result
+        if candles is None:
+            candles = load_training_candles(stores.engine, config, load_start(since, config), as_of)
+        if candles.empty:
+            raise TrainingSkipped(f"no candles between {since.isoformat()} and {as_of.isoformat()}")
+        dataset = build_dataset(
+            candles, config.lstm.window, signals if config.include_signals else None
+        )
+        split = _split(dataset, config, config.validation_fraction, since)
+        scaler = scaler_for(dataset, split)
+        windows = dataset.windows(scaler)
+        start_mlflow(run, dataset, split, {})
+        lstm = replace(config.lstm, n_features=len(dataset.feature_names), window=dataset.window)
+        model = build_lstm(lstm, seed=config.seed)
+        history = fit_model(
+            model,
+            windows,
+            dataset.samples,
+            split.train,
+            split.validation,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            early_stopping_patience=config.early_stopping_patience,
+            reduce_lr_patience=config.reduce_lr_patience,
+            callbacks=[epoch_logger(on_epoch)],
+            seed=config.seed,
+        )
+        metrics = _evaluate(model, windows, dataset, split, history)
+        production = production_version(stores.engine, config.model_type)
+        if production is not None:
+            metrics.update(_versus(load_version(production), dataset, split, metrics))
+        card = model_card(config, lstm, scaler, dataset, as_of, parent=None)
+        complete(run, model, card, dataset, split, history, metrics, windows)
+    return run.result
+
+
+def train_incremental(
+    stores: Stores,
+    config: TrainingConfig,
+    as_of: datetime,
+    candles: pd.DataFrame | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> TrainingResult:
+    """Fine-tune the Production model on data since the last successful run.
+
+    The holdout is the newest part of that data: neither the parent nor the child has
+    trained on it, so the two are compared fairly. No Production model yet: a full
+    training runs instead, and the result says so.
+    """
+    parent_row = production_version(stores.engine, config.model_type)
+    if parent_row is None:
+        result = train_full(stores, config, as_of, on_epoch=on_epoch)
+        result.fell_back_to_full = True
+        result.reason = f"no Production {config.model_type} model yet: ran a full training instead"
+        return result
+    since = samples_since(stores.engine, config, "incremental", as_of)
+    with training_run(stores, config, "incremental", as_of) as run:
+        if run.result.status != "running":
+            return run.result
+        run.result.parent_version = parent_row.version
+        if candles is None:
+            candles = load_training_candles(stores.engine, config, load_start(since, config), as_of)
+        if candles.empty:
+            raise TrainingSkipped(f"no candles since {since.isoformat()}")
+        parent = load_version(parent_row)
+        if parent.card["features"] != list(FEATURE_NAMES):
+            raise AifxError(
+                f"parent {parent.version} was trained on other features: {parent.card['features']}"
+            )
+        dataset = build_dataset(candles, int(parent.card["window"]))
+        split = _split(dataset, config, 0.0, since)
+        # The child must see its inputs exactly as its parent did.
+        scaler = Scaler.from_dict(parent.card["scaler"])
+        windows = dataset.windows(scaler)
+        start_mlflow(run, dataset, split, {"parent_version": parent.version})
+        # Score the parent before fine-tuning changes its weights in place.
+        before = _versus(parent, dataset, split, None)
+        model = parent.model
+        compile_for_training(model, config.incremental_learning_rate)
+        history = fit_model(
+            model,
+            windows,
+            dataset.samples,
+            split.train,
+            None,
+            epochs=config.incremental_epochs,
+            batch_size=config.batch_size,
+            callbacks=[epoch_logger(on_epoch)],
+            seed=config.seed,
+        )
+        metrics = _evaluate(model, windows, dataset, split, history)
+        metrics.update(before)
+        metrics["lift_over_production"] = (
+            metrics["holdout_accuracy"] - before["production_holdout_accuracy"]
+        )
+        lstm = LSTMConfig.from_dict(parent.card["architecture"])
+        card = model_card(config, lstm, scaler, dataset, as_of, parent=parent.version)
+        complete(run, model, card, dataset, split, history, metrics, windows)
+    return run.result
+
+
+def _versus(
+    reference: LoadedModel, dataset: Dataset, split: Split, metrics: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The reference (Production) model scored on the same holdout, with its own scaler.
+
+    With `metrics` of the new model, also the lift over the reference's accuracy. A reference
+    with another window length or feature list cannot be scored on these samples; that is
+    recorded rather than guessed around.
+    """
+    out: dict[str, Any] = {"production_version": reference.version}
+    same_inputs = int(reference.card["window"]) == dataset.window and list(
+        reference.card["features"]
+    ) == list(dataset.feature_names)
+    out["production_comparable"] = same_inputs
+    if not same_inputs:
+        return out
+    windows = dataset.windows(Scaler.from_dict(reference.card["scaler"]))
+    holdout = split.holdout
+    scored = holdout_metrics(
+        dataset.samples.target[holdout],
+        predict_proba(reference.model, windows, dataset.samples.rows[holdout]),
+    )
+    out.update(scored.as_dict("production_holdout_"))
+    if metrics is not None:
+        out["lift_over_production"] = metrics["holdout_accuracy"] - scored.accuracy
+    return out
+
+
+def _split(
+    dataset: Dataset, config: TrainingConfig, validation_fraction: float, since: datetime
+) -> Split:
+    """[train | purge | validation | purge | holdout] over the samples decided since `since`."""
+    try:
+        split = chronological_split(
+            dataset.samples, config.holdout_fraction, validation_fraction, since=pd.Timestamp(since)
+        )
+    except InvalidInputError as too_few:
+        raise TrainingSkipped(f"too little data since {since.isoformat()}: {too_few}") from None
+    _require_enough(split, config, since)
+    return split
+
+
+def _evaluate(
+    model: Any, windows: Any, dataset: Dataset, split: Split, history: dict[str, list[float]]
+) -> dict[str, Any]:
+    s = dataset.samples
+    p = predict_proba(model, windows, s.rows[split.holdout])
+    comparison = compare_with_baselines(
+        s.target[split.holdout],
+        p,
+        s.target[split.train],
+        s.last_move[split.train],
+        s.last_move[split.holdout],
+    )
+    return {
+        **comparison.as_dict(),
+        "epochs_run": len(history.get("loss", [])),
+        "train_samples": int(len(split.train)),
+        "validation_samples": int(len(split.validation)),
+        "holdout_samples": int(len(split.holdout)),
+        "holdout_start": split.holdout_start.isoformat(),
+    }
+
+
+def _require_enough(split: Split, config: TrainingConfig, since: datetime) -> None:
+    if (
+        len(split.train) < config.min_train_samples
+        or len(split.holdout) < config.min_holdout_samples
+    ):
+        raise TrainingSkipped(
+            f"too little data since {since.isoformat()}: {len(split.train)} training and "
+            f"{len(split.holdout)} holdout samples (need {config.min_train_samples} and "
+            f"{config.min_holdout_samples})"
+        )
