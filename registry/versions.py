@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,8 +65,20 @@ def register_in_mlflow(
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description=f"AIFX {model_type} direction model")
     created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
-    client.transition_model_version_stage(name, created.version, "Staging")
+    transition_stage(client, name, str(created.version), "Staging")
     return str(created.version)
+
+
+def transition_stage(
+    client: MlflowClient, name: str, version: str, stage: str, archive_existing: bool = False
+) -> None:
+    """Set an MLflow stage. Stages are deprecated in MLflow 3 but still what its UI and many
+    tools show; we keep them in step with the aliases and silence the deprecation notice."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage(
+            name, version, stage, archive_existing_versions=archive_existing
+        )
 
 
 def unregister_in_mlflow(client: MlflowClient, model_type: str, mlflow_version: str) -> None:
@@ -168,8 +181,6 @@ def set_production(
         )
         name = registered_name(target.model_type)
         mlflow_version = (target.model_path or "").rsplit("/", 1)[-1]
-        client.transition_model_version_stage(
-            name, mlflow_version, "Production", archive_existing_versions=True
-        )
+        transition_stage(client, name, mlflow_version, "Production", archive_existing=True)
         client.set_registered_model_alias(name, CHAMPION, mlflow_version)
     return previous.version if previous else None

@@ -7,9 +7,12 @@ PostgreSQL database created for the test and dropped after it.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,3 +136,56 @@ def hourly_candles(start: str, periods: int, price: float = 1.1, seed: int = 0) 
             "volume": rng.integers(10, 100, periods).astype(float),
         }
     )
+
+
+# --- training: a migrated MLflow store per test, synthetic candles, a tiny model -------------
+
+TRAIN_AS_OF = datetime(2026, 3, 1, 1, 0, tzinfo=UTC)  # a Sunday, 01:00 UTC: the weekly slot
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, migrated once: creating one costs seconds, copying none."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_template: Path, tmp_path: Path) -> str:
+    """A fresh MLflow tracking and registry store for one test."""
+    path = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_template, path)
+    return f"sqlite:///{path}"
+
+
+def tiny_training_config(**changes: Any) -> Any:
+    """DESIGN.md's training with a model small enough for a test (seconds, not minutes)."""
+    from aifx_ml.training.config import training_config
+
+    values: dict[str, Any] = {
+        "pairs": ["EUR/USD", "GBP/USD"],
+        "days": 30,
+        "epochs": 2,
+        "batch_size": 64,
+        "window": 8,
+        "lstm_units": [4, 2],
+        "dense_units": 2,
+        "lock_timeout": 0.0,
+    }
+    values.update(changes)
+    return training_config(**values)
+
+
+def import_synthetic(engine: Engine, start: str = "2026-01-20", end: str = "2026-03-06") -> None:
+    """Six weeks of hourly synthetic candles for EUR/USD and GBP/USD, with indicators."""
+    from aifx_ml.data.importer import import_frame
+    from aifx_ml.data.synth import synthesize_candles
+
+    frames = synthesize_candles(
+        ["EUR/USD", "GBP/USD"], "1h", pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC")
+    )
+    for pair, frame in frames.items():
+        import_frame(engine, frame, pair, "1h", AS_OF, source="synthetic")

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
 MODEL_TYPE = "lstm"
 
@@ -43,6 +44,9 @@ class LSTMConfig:
 
 def build_lstm(config: LSTMConfig, seed: int = 42) -> keras.Model:
     """A compiled model; the same seed and config give the same initial weights."""
+    # TensorFlow takes seconds to import: only when a model is built, not at import.
+    import keras  # noqa: PLC0415
+
     keras.utils.set_random_seed(seed)
     first, second = config.lstm_units
     d1, d2, d3 = config.dropout
@@ -65,6 +69,8 @@ def build_lstm(config: LSTMConfig, seed: int = 42) -> keras.Model:
 
 def compile_for_training(model: keras.Model, learning_rate: float) -> None:
     """(Re)compile with Adam at `learning_rate`: fine-tuning recompiles at a lower rate."""
+    import keras  # noqa: PLC0415
+
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="binary_crossentropy",

@@ -5,14 +5,16 @@ it reports back (TrainingResult). Defaults are DESIGN.md's training defaults.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
 from aifx_ml.config import Settings
-from aifx_ml.errors import AifxError
+from aifx_ml.errors import AifxError, InvalidInputError
+from aifx_ml.markets import validate_pair, validate_timeframe
 from aifx_ml.models.lstm import MODEL_TYPE, LSTMConfig
 
 
@@ -93,3 +95,63 @@ class TrainingSkipped(AifxError):
 
 class TrainingFailedError(AifxError):
     """The run failed; its log row says why and nothing was registered."""
+
+
+def training_config(
+    pairs: Sequence[str] | None = None,
+    timeframes: Sequence[str] = ("1h",),
+    *,
+    days: int | None = None,
+    epochs: int | None = None,
+    incremental_epochs: int | None = None,
+    batch_size: int | None = None,
+    window: int | None = None,
+    lstm_units: Sequence[int] | None = None,
+    dense_units: int | None = None,
+    seed: int = 42,
+    include_signals: bool = False,
+    lock_timeout: float = 3600.0,
+) -> TrainingConfig:
+    """A TrainingConfig from loose values (CLI options, flow parameters), each checked.
+
+    None keeps DESIGN.md's default; a bad value raises one clear InvalidInputError.
+    """
+    sizes = {
+        "days": days,
+        "epochs": epochs,
+        "incremental_epochs": incremental_epochs,
+        "batch_size": batch_size,
+        "window": window,
+        "dense_units": dense_units,
+    }
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise InvalidInputError(f"invalid {name} {value!r}: expected a positive integer")
+    if lstm_units is not None and (len(lstm_units) != 2 or any(int(u) < 1 for u in lstm_units)):
+        raise InvalidInputError(
+            f"invalid lstm_units {list(lstm_units)}: expected two positive sizes like 128,64"
+        )
+    if not timeframes:
+        raise InvalidInputError("no timeframes given: expected at least one, e.g. 1h")
+    lstm = LSTMConfig()
+    if window is not None:
+        lstm = replace(lstm, window=window)
+    if lstm_units is not None:
+        lstm = replace(lstm, lstm_units=(int(lstm_units[0]), int(lstm_units[1])))
+    if dense_units is not None:
+        lstm = replace(lstm, dense_units=dense_units)
+    config = TrainingConfig(
+        pairs=tuple(validate_pair(p) for p in pairs or ()),
+        timeframes=tuple(validate_timeframe(t) for t in timeframes),
+        lstm=lstm,
+        seed=seed,
+        include_signals=include_signals,
+        lock_timeout=lock_timeout,
+    )
+    return replace(
+        config,
+        days=days or config.days,
+        epochs=epochs or config.epochs,
+        incremental_epochs=incremental_epochs or config.incremental_epochs,
+        batch_size=batch_size or config.batch_size,
+    )

@@ -105,7 +105,8 @@ def train_incremental(
     if parent_row is None:
         result = train_full(stores, config, as_of, on_epoch=on_epoch)
         result.fell_back_to_full = True
-        result.reason = f"no Production {config.model_type} model yet: ran a full training instead"
+        fallback = f"no Production {config.model_type} model yet: ran a full training instead"
+        result.reason = f"{fallback}; {result.reason}" if result.reason else fallback
         return result
     since = samples_since(stores.engine, config, "incremental", as_of)
     with training_run(stores, config, "incremental", as_of) as run:

@@ -5,6 +5,7 @@ holdout metrics, the Keras model with its signature and model card, and a traini
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,10 @@ import mlflow.keras
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from mlflow.tracking._model_registry import utils as _registry_utils
+from mlflow.tracking._tracking_service import utils as _tracking_utils
+
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 matplotlib.use("Agg")  # files only; no display here or on a server
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,17 +33,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 def mlflow_stores(tracking_uri: str, registry_uri: str) -> Iterator[MlflowClient]:
     """Point MLflow's fluent API at our stores for the duration of a run.
 
-    MLflow keeps its URIs in process-global state; setting them here, and putting the
-    previous ones back afterwards, keeps that state from leaking between runs and tests.
+    MLflow keeps its URIs in module globals and, as a side effect of setting them, in the
+    MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI environment variables (which our settings read
+    too). Both are put back exactly as they were, so nothing leaks into the next run, test or
+    settings object.
     """
-    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    saved_env = {name: os.environ.get(name) for name in _MLFLOW_ENV}
+    saved = (_tracking_utils._tracking_uri, _registry_utils._registry_uri)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri)
     try:
         yield MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        _tracking_utils._tracking_uri, _registry_utils._registry_uri = saved
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def experiment_for(client: MlflowClient, model_type: str, artifact_root: str) -> str:

@@ -1,0 +1,53 @@
+"""Daily incremental training (deployment `daily-incremental`, 01:00 UTC): the Production model
+fine-tuned on what arrived since the last successful run, the child registered in Staging."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+
+from aifx_ml.config import load_settings
+from aifx_ml.training.config import training_config
+from flows.training_tasks import load_series_task, plan_task, train_task
+
+
+@flow(name="daily-incremental", log_prints=False)
+def daily_incremental_flow(
+    pairs: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    epochs: int = 5,
+    batch_size: int = 32,
+    seed: int = 42,
+    as_of: datetime | None = None,
+) -> dict[str, Any]:
+    """Fine-tune as of `as_of` (default: now, UTC); with no Production model, train in full."""
+    settings = load_settings()
+    moment = as_of or datetime.now(UTC)
+    config = training_config(
+        pairs, timeframes or ["1h"], incremental_epochs=epochs, batch_size=batch_size, seed=seed
+    )
+    series, start = plan_task(settings, config, "incremental", moment)
+    frames = load_series_task.map(
+        unmapped(settings),
+        [p for p, _ in series],
+        [t for _, t in series],
+        unmapped(start),
+        unmapped(moment),
+    )
+    result = train_task(settings, config, "incremental", moment, frames.result())
+    logger = get_run_logger()
+    if result["fell_back_to_full"]:
+        logger.warning("%s", result["reason"])
+    logger.info(
+        "daily incremental training %s: %s (parent %s)",
+        result["status"],
+        result["version"] or result["reason"],
+        result["parent_version"],
+    )
+    return result
+
+
+if __name__ == "__main__":
+    daily_incremental_flow()

@@ -1,0 +1,72 @@
+"""Prefect tasks shared by the two training flows: thin wrappers over `aifx_ml.training`.
+
+Loading is mapped per (pair, timeframe), so a Dask or Ray task runner fans it out; the reads
+retry, the training itself does not (a failed run is recorded, not repeated blindly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from aifx_ml.config import Settings
+from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.training.config import Stores, TrainingConfig
+from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
+from aifx_ml.training.runs import train_full, train_incremental
+from aifx_ml.training.tracking import git_commit
+
+READ_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
+
+
+@task(cache_policy=NO_CACHE, **READ_RETRIES)
+def plan_task(
+    settings: Settings, config: TrainingConfig, training_type: str, as_of: datetime
+) -> tuple[list[tuple[str, str]], datetime]:
+    """The series to read and where reading starts (a window before the first sample)."""
+    engine = make_engine(settings.db_url)
+    try:
+        ensure_schema(engine, auto_upgrade=settings.is_embedded)
+        since = samples_since(engine, config, training_type, as_of)
+        return stored_series(engine, config), load_start(since, config)
+    finally:
+        engine.dispose()
+
+
+@task(cache_policy=NO_CACHE, **READ_RETRIES)
+def load_series_task(
+    settings: Settings, pair: str, timeframe: str, start: datetime, as_of: datetime
+) -> pd.DataFrame:
+    """Candles, indicators and target of one series, closed by `as_of`."""
+    engine = make_engine(settings.db_url)
+    try:
+        return load_series(engine, pair, timeframe, start, as_of)
+    finally:
+        engine.dispose()
+
+
+@task(cache_policy=NO_CACHE)
+def train_task(
+    settings: Settings,
+    config: TrainingConfig,
+    training_type: str,
+    as_of: datetime,
+    frames: list[pd.DataFrame],
+) -> dict[str, Any]:
+    """One training run on the loaded series; its record says how it ended."""
+    engine = make_engine(settings.db_url)
+    try:
+        stores = Stores.from_settings(settings, engine, git_commit())
+        candles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if training_type == "full":
+            result = train_full(stores, config, as_of, candles=candles)
+        else:
+            result = train_incremental(stores, config, as_of, candles=candles)
+        return asdict(result)
+    finally:
+        engine.dispose()

@@ -1,0 +1,257 @@
+"""Training runs against real databases and a real MLflow store: what each ending leaves behind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import Engine, select
+
+from aifx_ml.db.models import EventOutbox, ModelTrainingLog, ModelVersion
+from aifx_ml.training.config import Stores, TrainingFailedError
+from aifx_ml.training.lock import training_lock
+from aifx_ml.training.runs import train_full, train_incremental
+from aifx_ml.training.tracking import mlflow_stores
+from registry.versions import load_version, set_production
+from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
+
+pytestmark = pytest.mark.integration
+
+MONDAY = TRAIN_AS_OF + timedelta(days=1)  # only a few hours of new data since the weekly run
+WEDNESDAY = TRAIN_AS_OF + timedelta(days=3)
+
+
+@pytest.fixture
+def stores(engine: Engine, mlflow_uri: str, tmp_path: Path) -> Iterator[Stores]:
+    import_synthetic(engine)
+    yield Stores(
+        engine=engine,
+        tracking_uri=mlflow_uri,
+        registry_uri=mlflow_uri,
+        artifact_root=str(tmp_path / "artifacts"),
+        lock_dir=tmp_path / "locks",
+        code_version="test-commit",
+    )
+
+
+def logs(engine: Engine) -> list[ModelTrainingLog]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(ModelTrainingLog).order_by(ModelTrainingLog.started_at)).all()
+    return [ModelTrainingLog(**row._mapping) for row in rows]
+
+
+def versions(engine: Engine) -> dict[str, dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(ModelVersion)).mappings().all()
+    return {row["version"]: dict(row) for row in rows}
+
+
+def channels(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(EventOutbox.channel, EventOutbox.payload).where(
+                EventOutbox.channel.like("ml:training%")
+            )
+        ).all()
+    return [(channel, payload["data"]) for channel, payload in rows]
+
+
+def mlflow_versions(stores: Stores) -> dict[str, str]:
+    client = MlflowClient(tracking_uri=stores.tracking_uri, registry_uri=stores.registry_uri)
+    found = client.search_model_versions("name = 'aifx-lstm'")
+    return {str(v.version): str(v.current_stage) for v in found}
+
+
+def promote(stores: Stores, version: str, as_of: datetime) -> None:
+    with mlflow_stores(stores.tracking_uri, stores.registry_uri) as client:
+        set_production(stores.engine, client, version, as_of, "test")
+
+
+def test_weekly_then_daily_gives_a_child_of_the_production_version(stores: Stores) -> None:
+    config = tiny_training_config()
+    weekly = train_full(stores, config, TRAIN_AS_OF)
+    assert weekly.status == "completed" and weekly.version == "lstm-v1"
+    assert weekly.metrics["train_samples"] > 0 and weekly.metrics["holdout_samples"] > 0
+    assert mlflow_versions(stores) == {"1": "Staging"}
+    promote(stores, "lstm-v1", TRAIN_AS_OF)
+
+    daily = train_incremental(stores, config, WEDNESDAY)
+    assert daily.status == "completed", daily.reason
+    assert (daily.version, daily.parent_version) == ("lstm-v2", "lstm-v1")
+    rows = versions(stores.engine)
+    assert rows["lstm-v2"]["parent_version"] == "lstm-v1"
+    assert rows["lstm-v2"]["status"] == "staging"
+    assert rows["lstm-v1"]["status"] == "production"  # a new version never replaces it alone
+    assert rows["lstm-v2"]["model_path"] == "models:/aifx-lstm/2"
+    assert mlflow_versions(stores) == {"1": "Production", "2": "Staging"}
+
+    # The child learned only from data its parent never saw, and both were scored on it.
+    metrics = daily.metrics
+    assert metrics["production_version"] == "lstm-v1"
+    assert metrics["production_comparable"] is True
+    assert metrics["production_holdout_samples"] == metrics["holdout_samples"]
+    assert metrics["holdout_start"] > weekly_data_end(stores.engine)
+    assert metrics["lift_over_production"] == pytest.approx(
+        metrics["holdout_accuracy"] - metrics["production_holdout_accuracy"]
+    )
+    assert metrics["epochs_run"] == config.incremental_epochs
+
+    full_log, daily_log = logs(stores.engine)
+    assert (full_log.training_type, full_log.status) == ("full", "completed")
+    assert (daily_log.training_type, daily_log.status) == ("incremental", "completed")
+    assert daily_log.training_duration and daily_log.training_duration > 0
+    assert daily_log.data_time_range and len(daily_log.data_time_range["dataset_hash"]) == 64
+    assert rows["lstm-v2"]["training_log_id"] == daily_log.id
+
+    # The child loads from the registry with the card that feeds it: the parent's scaler.
+    with mlflow_stores(stores.tracking_uri, stores.registry_uri):
+        child = load_version(ModelVersion(**rows["lstm-v2"]))
+        parent = load_version(ModelVersion(**rows["lstm-v1"]))
+    assert child.card["parent_version"] == "lstm-v1"
+    assert child.card["scaler"] == parent.card["scaler"]
+
+    events = channels(stores.engine)
+    assert [c for c, _ in events].count("ml:training_started") == 2
+    completed = [d for c, d in events if c == "ml:training_completed"]
+    assert {(d["version"], d["status"]) for d in completed} == {
+        ("lstm-v1", "completed"),
+        ("lstm-v2", "completed"),
+    }
+
+
+def weekly_data_end(engine: Engine) -> str:
+    first = logs(engine)[0]
+    assert first.data_time_range is not None
+    return str(first.data_time_range["end"])
+
+
+def test_daily_without_production_trains_in_full_and_says_so(stores: Stores) -> None:
+    result = train_incremental(stores, tiny_training_config(), TRAIN_AS_OF)
+    assert result.status == "completed"
+    assert result.fell_back_to_full and result.reason and "full training instead" in result.reason
+    assert result.training_type == "full" and result.parent_version is None
+    assert [log.training_type for log in logs(stores.engine)] == ["full"]
+
+
+def test_too_little_new_data_is_skipped_with_the_reason_and_no_version(stores: Stores) -> None:
+    config = tiny_training_config()
+    train_full(stores, config, TRAIN_AS_OF)
+    promote(stores, "lstm-v1", TRAIN_AS_OF)
+    # Monday 01:00: since the weekly run's data (Friday evening) only three candles arrived.
+    result = train_incremental(stores, config, MONDAY)
+    assert result.status == "skipped"
+    assert result.reason and "too little data" in result.reason
+    skipped = logs(stores.engine)[-1]
+    assert (skipped.status, skipped.training_type) == ("skipped", "incremental")
+    assert skipped.error_message == result.reason
+    assert skipped.completed_at is not None
+    assert set(versions(stores.engine)) == {"lstm-v1"}
+    assert mlflow_versions(stores) == {"1": "Production"}
+    statuses = [d["status"] for c, d in channels(stores.engine) if c == "ml:training_completed"]
+    assert sorted(statuses) == ["completed", "skipped"]
+
+
+def test_a_crash_while_training_leaves_a_failed_log_and_nothing_registered(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_training_config()
+    train_full(stores, config, TRAIN_AS_OF)
+    promote(stores, "lstm-v1", TRAIN_AS_OF)
+
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr("aifx_ml.training.runs.fit_model", explode)
+    with pytest.raises(TrainingFailedError, match="out of memory"):
+        train_incremental(stores, config, WEDNESDAY)
+    failed = logs(stores.engine)[-1]
+    assert failed.status == "failed"
+    assert failed.error_message == "RuntimeError: out of memory (simulated)"
+    assert set(versions(stores.engine)) == {"lstm-v1"}
+    assert versions(stores.engine)["lstm-v1"]["status"] == "production"
+    assert mlflow_versions(stores) == {"1": "Production"}
+    client = MlflowClient(tracking_uri=stores.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("aifx-lstm").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
+def test_a_registration_the_table_refuses_is_taken_back_out_of_mlflow(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database went away (simulated)")
+
+    monkeypatch.setattr("aifx_ml.training.lifecycle.record_version", refuse)
+    with pytest.raises(TrainingFailedError, match="database went away"):
+        train_full(stores, tiny_training_config(), TRAIN_AS_OF)
+    assert versions(stores.engine) == {}
+    assert mlflow_versions(stores) == {}
+    assert [log.status for log in logs(stores.engine)] == ["failed"]
+
+
+def test_a_second_run_of_the_same_model_type_does_not_overlap(stores: Stores) -> None:
+    with training_lock(stores.engine, stores.lock_dir, "lstm", timeout=0):
+        result = train_full(stores, tiny_training_config(), TRAIN_AS_OF)
+    assert result.status == "skipped"
+    assert result.reason and "another lstm training run is in progress" in result.reason
+    assert versions(stores.engine) == {}
+
+
+def test_a_run_as_of_a_past_moment_sees_nothing_after_it(stores: Stores) -> None:
+    as_of = TRAIN_AS_OF - timedelta(days=7)
+    result = train_full(stores, tiny_training_config(days=20), as_of)
+    assert result.status == "completed"
+    (log,) = logs(stores.engine)
+    assert log.data_time_range is not None
+    # The last candle read is the one that closed at as_of at the latest.
+    last_open = datetime.fromisoformat(log.data_time_range["end"])
+    assert last_open + timedelta(hours=1) <= as_of
+    assert log.started_at == as_of
+
+
+def test_mlflow_holds_params_curves_model_signature_and_card(stores: Stores) -> None:
+    result = train_full(stores, tiny_training_config(epochs=3), TRAIN_AS_OF)
+    assert result.mlflow_run_id
+    client = MlflowClient(tracking_uri=stores.tracking_uri, registry_uri=stores.registry_uri)
+    run = client.get_run(result.mlflow_run_id)
+    params = run.data.params
+    for key in ("dataset_hash", "git_commit", "pairs", "timeframes", "data_range", "epochs"):
+        assert key in params, key
+    assert params["git_commit"] == "test-commit"
+    assert params["lstm_lstm_units"] == "[4, 2]"
+    for key in ("holdout_accuracy", "holdout_auc", "holdout_log_loss", "holdout_brier"):
+        assert key in run.data.metrics, key
+    assert "lift_over_baseline" in run.data.metrics
+    assert run.data.tags["aifx.beats_baseline"] in ("True", "False")
+    assert run.data.tags["aifx.version"] == "lstm-v1"
+    epochs = client.get_metric_history(result.mlflow_run_id, "loss")
+    assert [m.step for m in epochs] == list(range(result.metrics["epochs_run"]))
+    artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+    assert {"training_curves.png", "aifx_model.json"} <= artifacts
+    with mlflow_stores(stores.tracking_uri, stores.registry_uri):
+        model_info = mlflow.models.get_model_info("models:/aifx-lstm/1")
+    assert model_info.signature is not None
+    assert tuple(model_info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 8, 17)
+
+
+def test_pointing_mlflow_at_a_store_leaves_no_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow writes the URIs it is given into the environment, where our settings read them:
+    # a run must leave both MLflow's globals and the environment exactly as they were.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///outer.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = mlflow.get_tracking_uri()
+    inner = f"sqlite:///{tmp_path / 'inner.db'}"
+    with mlflow_stores(inner, inner):
+        assert mlflow.get_tracking_uri() == inner
+        assert mlflow.get_registry_uri() == inner
+    assert mlflow.get_tracking_uri() == before == "sqlite:///outer.db"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///outer.db"
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
