@@ -30,18 +30,23 @@ class HoldoutMetrics:
 
 
 def holdout_metrics(y_true: npt.ArrayLike, p_up: npt.ArrayLike) -> HoldoutMetrics:
-    """Accuracy (threshold 0.5), ROC AUC, log-loss, Brier score and the share of ups."""
+    """Accuracy (threshold 0.5), ROC AUC, log-loss, Brier score and the share of ups.
+
+    Only the log-loss sees probabilities clipped away from 0 and 1 (to stay finite); AUC and
+    Brier use them as given, so two confident scores are not made a tie.
+    """
     y = np.asarray(y_true, dtype=np.float64)
-    p = np.clip(np.asarray(p_up, dtype=np.float64), EPS, 1 - EPS)
+    raw = np.asarray(p_up, dtype=np.float64)
+    p = np.clip(raw, EPS, 1 - EPS)
     if len(y) == 0:
         nan = float("nan")
         return HoldoutMetrics(0, nan, nan, nan, nan, nan)
     return HoldoutMetrics(
         samples=len(y),
-        accuracy=float(np.mean((p >= 0.5) == (y == 1.0))),
-        auc=roc_auc(y, p),
+        accuracy=float(np.mean((raw >= 0.5) == (y == 1.0))),
+        auc=roc_auc(y, raw),
         log_loss=float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
-        brier=float(np.mean((p - y) ** 2)),
+        brier=float(np.mean((raw - y) ** 2)),
         up_rate=float(np.mean(y)),
     )
 

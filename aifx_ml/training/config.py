@@ -125,9 +125,13 @@ def training_config(
         "dense_units": dense_units,
     }
     for name, value in sizes.items():
-        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise InvalidInputError(f"invalid {name} {value!r}: expected a positive integer")
-    if lstm_units is not None and (len(lstm_units) != 2 or any(int(u) < 1 for u in lstm_units)):
+    if lstm_units is not None and (
+        len(lstm_units) != 2 or any(not isinstance(u, int) or u < 1 for u in lstm_units)
+    ):
         raise InvalidInputError(
             f"invalid lstm_units {list(lstm_units)}: expected two positive sizes like 128,64"
         )

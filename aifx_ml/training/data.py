@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from aifx_ml.data.export import load_candles
+from aifx_ml.data.export import load_candles, load_labeled_signals
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import MarketData, ModelTrainingLog
-from aifx_ml.markets import FIXED_STEPS, step_offset
+from aifx_ml.markets import FIXED_STEPS, horizon, step_offset
 from aifx_ml.training.config import TrainingConfig
 
 
@@ -94,3 +94,23 @@ def incremental_since(engine: Engine, config: TrainingConfig, as_of: datetime) -
     until = last_trained_until(engine, config.model_type)
     default = as_of - timedelta(hours=config.incremental_hours)
     return until if until is not None and until < as_of else default
+
+
+def load_training_signals(
+    engine: Engine, config: TrainingConfig, start: datetime, as_of: datetime
+) -> pd.DataFrame:
+    """Labeled signals created since `start` whose outcome was known by `as_of`.
+
+    An outcome is known once the horizon candle has closed; one labeled later in a replay
+    (or by a clock ahead of ours) is not used, so a run as of the past never sees it.
+    """
+    signals = load_labeled_signals(
+        engine, start, as_of, list(config.pairs) or None, list(config.timeframes)
+    )
+    if signals.empty:
+        return signals
+    known_at = signals["created_at"].copy()
+    for timeframe, rows in signals.groupby("timeframe").groups.items():
+        known_at[rows] += horizon(str(timeframe)) + step_offset(str(timeframe))
+    labeled = signals["labeled_at"].isna() | (signals["labeled_at"] <= pd.Timestamp(as_of))
+    return signals[(known_at <= pd.Timestamp(as_of)) & labeled].reset_index(drop=True)

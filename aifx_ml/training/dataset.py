@@ -3,8 +3,9 @@
 All series are concatenated into one (candles, features) array so that every window is a
 zero-copy view into it; a window is usable only if it lies inside one series with finite
 features. A sample is (window row, target, time, label end): the label of a sample ending at
-candle i is decided by prices up to its *label end* (i's close time + horizon), and a purge
-keeps every training label end before the first holdout sample, so no label leaks across.
+candle i is decided by prices up to its *label end* — when the horizon candle (the last one
+opened by i's close time + horizon) has closed — and a purge keeps every training label end
+before the first holdout sample, so no label leaks across, even between timeframes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.engineering import FEATURE_NAMES, candle_features
 from aifx_ml.features.windows import WINDOW_LENGTH, build_windows
-from aifx_ml.markets import candle_close_times, horizon, iter_series
+from aifx_ml.markets import candle_close_times, horizon, iter_series, step_offset
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -62,7 +63,7 @@ class Samples:
     rows: I64  # window row in Dataset.windows
     target: F32  # 1.0 up, 0.0 down
     time: DT  # when the example's decision is made (its last candle's close)
-    label_end: DT  # when its label is known
+    label_end: DT  # when its label is known: the horizon candle has closed
     last_move: F32  # +1/-1/0: the last candle's direction (for the persistence baseline)
     from_signal: npt.NDArray[np.bool_]  # added from a labeled trading signal
 
@@ -173,7 +174,7 @@ def _candle_samples(
         rows=(ends + offset - (window - 1)).astype(np.int64),
         target=target[ends].astype(np.float32),
         time=_naive(decided),
-        label_end=_naive(decided + horizon(timeframe)),
+        label_end=_naive(decided + horizon(timeframe) + step_offset(timeframe)),
         last_move=np.sign(feats[ends, 0]).astype(np.float32),
         from_signal=np.zeros(len(ends), dtype=bool),
     )
@@ -209,7 +210,7 @@ def _signal_samples(
         rows=(ends + offset - (window - 1)).astype(np.int64),
         target=direction[keep].astype(np.float32),
         time=_naive(created[keep]),
-        label_end=_naive(created[keep] + horizon(timeframe)),
+        label_end=_naive(created[keep] + horizon(timeframe) + step_offset(timeframe)),
         last_move=np.sign(feats[ends, 0]).astype(np.float32),
         from_signal=np.ones(len(ends), dtype=bool),
     )

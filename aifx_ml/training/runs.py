@@ -16,7 +16,12 @@ from aifx_ml.evaluation.metrics import compare_with_baselines, holdout_metrics
 from aifx_ml.features.engineering import FEATURE_NAMES
 from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
 from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, TrainingSkipped
-from aifx_ml.training.data import load_start, load_training_candles, samples_since
+from aifx_ml.training.data import (
+    load_start,
+    load_training_candles,
+    load_training_signals,
+    samples_since,
+)
 from aifx_ml.training.dataset import (
     Dataset,
     Scaler,
@@ -57,6 +62,8 @@ def train_full(
             candles = load_training_candles(stores.engine, config, load_start(since, config), as_of)
         if candles.empty:
             raise TrainingSkipped(f"no candles between {since.isoformat()} and {as_of.isoformat()}")
+        if config.include_signals and signals is None:
+            signals = load_training_signals(stores.engine, config, since, as_of)
         dataset = build_dataset(
             candles, config.lstm.window, signals if config.include_signals else None
         )
@@ -212,6 +219,7 @@ def _evaluate(
         **comparison.as_dict(),
         "epochs_run": len(history.get("loss", [])),
         "train_samples": int(len(split.train)),
+        "signal_samples": int(s.from_signal[split.train].sum()),
         "validation_samples": int(len(split.validation)),
         "holdout_samples": int(len(split.holdout)),
         "holdout_start": split.holdout_start.isoformat(),

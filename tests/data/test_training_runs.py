@@ -255,3 +255,21 @@ def test_pointing_mlflow_at_a_store_leaves_no_trace(
     assert mlflow.get_tracking_uri() == before == "sqlite:///outer.db"
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///outer.db"
     assert "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+def test_labeled_signals_known_by_as_of_join_the_training_examples(stores: Stores) -> None:
+    from aifx_ml.cli.signals import record_baseline_signals
+    from aifx_ml.labeling.store import label_pending
+
+    engine = stores.engine
+    start = TRAIN_AS_OF - timedelta(days=40)
+    record_baseline_signals(engine, None, "1h", start, TRAIN_AS_OF, TRAIN_AS_OF)
+    label_pending(engine, TRAIN_AS_OF)
+    with_signals = train_full(stores, tiny_training_config(include_signals=True), TRAIN_AS_OF)
+    assert with_signals.status == "completed"
+    assert with_signals.metrics["signal_samples"] > 0
+    # The same run as of an earlier moment cannot use outcomes labeled after it.
+    earlier = TRAIN_AS_OF - timedelta(days=3)
+    past = train_full(stores, tiny_training_config(include_signals=True, days=20), earlier)
+    assert past.status == "completed"
+    assert past.metrics["signal_samples"] == 0
