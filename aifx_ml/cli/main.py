@@ -10,7 +10,7 @@ from typing import Annotated
 import click
 import typer
 
-from aifx_ml.cli import data, db, signals, train
+from aifx_ml.cli import data, db, events, signals, train
 from aifx_ml.cli.common import AppContext, console, err_console
 from aifx_ml.cli.demo import demo_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(data.app, name="data")
 app.add_typer(signals.app, name="signals")
+app.add_typer(events.app, name="events")
 app.add_typer(train.app, name="train")
 app.command("label")(signals.label_cmd)
 app.command("demo")(demo_cmd)
@@ -81,5 +82,7 @@ def run() -> None:
     """Console-script entry point."""
     # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is noise on a terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # MLflow draws a progress bar per model download; ours are a few small files.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     console.file.flush()
     sys.exit(main())

@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Double,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -177,6 +179,36 @@ class ModelVersion(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ModelStageHistory(Base):
+    """One stage change of a model version: when, from what to what, why and by whom."""
+
+    __tablename__ = "model_stage_history"
+    __table_args__ = (
+        CheckConstraint(
+            f"from_status IS NULL OR {_in('from_status', VERSION_STATUSES)}",
+            name="from_status_valid",
+        ),
+        CheckConstraint(_in("to_status", VERSION_STATUSES), name="to_status_valid"),
+        Index("ix_model_stage_history_type_time", "model_type", "changed_at"),
+        Index("ix_model_stage_history_version", "version"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    version: Mapped[str] = mapped_column(
+        String(64), ForeignKey("model_versions.version", ondelete="CASCADE")
+    )
+    model_type: Mapped[str] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(10))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the caller's clock (as_of)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))  # the command or flow that made the change
+    ab_test_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ModelABTest(Base):
@@ -223,13 +255,26 @@ class DataQuarantine(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+# PostgreSQL numbers outbox rows from this sequence; SQLite has none, so `enqueue_many` takes
+# max(seq) + 1 inside the writer's transaction (SQLite lets one writer in at a time).
+EVENT_SEQUENCE = Sequence("event_outbox_seq")
+
+
 class EventOutbox(Base):
-    """Events written in the same transaction as the change they announce, relayed later."""
+    """Events written in the same transaction as the change they announce, relayed later.
+
+    `seq` is the order they were written in: ids are random and `created_at` is the caller's
+    clock (simulated in a replay, shared by every event of one change), so neither orders them.
+    """
 
     __tablename__ = "event_outbox"
-    __table_args__ = (Index("ix_event_outbox_unpublished", "published_at", "created_at"),)
+    __table_args__ = (
+        UniqueConstraint("seq", name="uq_event_outbox_seq"),
+        Index("ix_event_outbox_pending", "published_at", "seq"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    seq: Mapped[int] = mapped_column(BigInteger, EVENT_SEQUENCE)
     channel: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

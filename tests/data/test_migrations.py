@@ -33,6 +33,7 @@ TABLES = {
     "model_ab_test",
     "data_quarantine",
     "event_outbox",
+    "model_stage_history",
 }
 
 

@@ -1,0 +1,292 @@
+"""The outbox relay against the real Redis (db 15) on SQLite and PostgreSQL: events reach
+Pub/Sub and the stream in the order they were written, wait out a Redis outage, and are
+never lost nor handed twice to a de-duplicating consumer, whatever the connection does."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import redis
+from sqlalchemy import Engine, event, select
+
+from aifx_ml.db.engine import transaction
+from aifx_ml.db.models import EventOutbox
+from aifx_ml.events.consumers import Event, StreamConsumer, read_stream, subscribe
+from aifx_ml.events.outbox import CHANNELS, enqueue, enqueue_many
+from aifx_ml.events.relay import (
+    count_pending,
+    outbox_status,
+    redis_client,
+    relay_events,
+    relay_outbox,
+)
+from aifx_ml.signals import record_signals
+from tests.conftest import IN_CI, REDIS_URL
+from tests.tcp_proxy import CuttableProxy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    """A client of the test Redis database (15)."""
+    client = redis_client(REDIS_URL, timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if IN_CI:
+            pytest.fail(f"Redis unreachable in CI: {exc}")
+        pytest.skip(f"Redis unreachable here ({exc}); it runs in CI")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stream(client: redis.Redis) -> Iterator[str]:
+    """A stream key of this test's own, removed afterwards."""
+    key = f"test:aifx:events:{uuid.uuid4().hex[:12]}"
+    yield key
+    client.delete(key)
+
+
+@pytest.fixture
+def proxy() -> Iterator[CuttableProxy]:
+    """A cuttable TCP proxy in front of the test Redis."""
+    target = redis.connection.parse_url(REDIS_URL)
+    with CuttableProxy((target.get("host", "127.0.0.1"), int(target.get("port", 6379)))) as p:
+        yield p
+
+
+@pytest.fixture
+def behind_proxy(proxy: CuttableProxy) -> Iterator[redis.Redis]:
+    """A fail-fast client of the test database that goes through the proxy."""
+    db = redis.connection.parse_url(REDIS_URL).get("db", 0)
+    client = redis_client(f"redis://127.0.0.1:{proxy.port}/{db}", timeout=2)
+    yield client
+    client.close()
+
+
+def add_events(engine: Engine, as_of: datetime, n: int, channel: str = "ml:new_prediction") -> None:
+    with transaction(engine) as session:
+        enqueue_many(session, channel, [{"n": i} for i in range(n)], as_of)
+
+
+def outbox_ids(engine: Engine) -> list[str]:
+    """Event ids in the order they were written."""
+    with engine.connect() as conn:
+        return [str(i) for i in conn.scalars(select(EventOutbox.id).order_by(EventOutbox.seq))]
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_relay_publishes_on_channels_and_stream_in_order(
+    engine: Engine, client: redis.Redis, stream: str, as_of: datetime
+) -> None:
+    for channel in ("ml:training_started", "ml:training_completed", "ml:model_deployed"):
+        with transaction(engine) as session:
+            enqueue(session, channel, {"version": "v7"}, as_of)
+    add_events(engine, as_of, 3)
+    expected = outbox_ids(engine)
+
+    received: list[Event] = []
+    done = threading.Event()
+    listener = threading.Thread(
+        target=subscribe,
+        args=(client, None, received.append),
+        kwargs={"stop": done.is_set, "poll_timeout": 0.05},
+    )
+    listener.start()
+    try:
+        wait_for(lambda: dict(client.pubsub_numsub("ml:model_deployed"))[b"ml:model_deployed"] > 0)
+        report = relay_events(engine, client, now=lambda: as_of, stream=stream, batch_size=4)
+        assert (report.published, report.pending, report.batches, report.ok) == (6, 0, 2, True)
+        wait_for(lambda: {e.id for e in received} >= set(expected))
+    finally:
+        done.set()
+        listener.join(timeout=5)
+
+    mine = [e for e in received if e.id in set(expected)]
+    assert [e.id for e in mine] == expected
+    assert [e.channel for e in mine[:3]] == [
+        "ml:training_started",
+        "ml:training_completed",
+        "ml:model_deployed",
+    ]
+    assert mine[2].data == {"version": "v7"} and mine[2].timestamp == as_of.isoformat()
+
+    entries = client.xrange(stream)
+    assert [fields[b"id"].decode() for _, fields in entries] == expected
+    assert set(entries[0][1]) == {b"id", b"channel", b"payload"}
+    events, _ = read_stream(client, stream=stream)
+    assert [e.id for e in events] == expected
+    assert [e.data for e in events[3:]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(EventOutbox.published_at, EventOutbox.attempts)).all()
+    assert rows == [(as_of, 1)] * 6
+    assert relay_events(engine, client, now=lambda: as_of, stream=stream).published == 0
+
+
+def test_event_waits_out_a_redis_outage_then_arrives_once(
+    engine: Engine,
+    client: redis.Redis,
+    stream: str,
+    proxy: CuttableProxy,
+    behind_proxy: redis.Redis,
+    as_of: datetime,
+) -> None:
+    consumer = StreamConsumer(client, stream=stream)  # listening from now on
+    proxy.cut()
+
+    # The state change itself does not need Redis: it commits with its event.
+    signals = pd.DataFrame(
+        {
+            "pair": ["EUR/USD"],
+            "timeframe": ["1h"],
+            "signal": ["buy"],
+            "confidence": [0.7],
+            "entry_price": [1.1],
+            "created_at": [as_of],
+            "model_version": ["v1"],
+        }
+    )
+    with transaction(engine) as session:
+        (signal_id,) = record_signals(session, signals, as_of)
+    add_events(engine, as_of, 3)  # more changes while Redis is away
+    for _ in range(2):
+        report = relay_events(engine, behind_proxy, now=lambda: as_of, stream=stream)
+        assert (report.published, report.pending, report.ok) == (0, 4, False)
+        assert report.error is not None and "ConnectionError" in report.error
+    status = outbox_status(engine)
+    assert (status.pending, status.max_attempts) == (4, 2)
+    assert status.last_error is not None and "ConnectionError" in status.last_error
+    assert consumer.poll() == []
+
+    proxy.restore()
+    report = relay_events(engine, behind_proxy, now=lambda: as_of, stream=stream)
+    assert (report.published, report.pending, report.ok) == (4, 0, True)
+    relay_events(engine, behind_proxy, now=lambda: as_of, stream=stream)  # nothing left to send
+    got = consumer.poll(block_ms=1000)
+    assert [e.id for e in got] == outbox_ids(engine)  # each once, in the order written
+    assert got[0].data["signal_id"] == str(signal_id)
+    assert [e.data for e in got[1:]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert consumer.duplicates == 0 and client.xlen(stream) == 4
+
+
+def skip_fsync(engine: Engine) -> None:
+    """Commits without waiting for the disk: this test is about the Redis connection, and a
+    thousand fsyncs would only make it slow."""
+    engine.dispose()
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA synchronous=NORMAL"))
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{engine.url.database}" SET synchronous_commit = off')
+    engine.dispose()
+
+
+def test_no_event_is_lost_across_1000_changes_with_the_connection_cut_at_random(
+    engine: Engine,
+    client: redis.Redis,
+    stream: str,
+    proxy: CuttableProxy,
+    behind_proxy: redis.Redis,
+    as_of: datetime,
+) -> None:
+    skip_fsync(engine)
+    rng = random.Random(20261124)
+    consumer = StreamConsumer(client, stream=stream, from_start=True)
+    delivered: list[Event] = []
+    failures = 0
+
+    def relay() -> None:
+        nonlocal failures
+        report = relay_events(
+            engine, behind_proxy, now=lambda: as_of, stream=stream, batch_size=rng.choice([5, 20])
+        )
+        failures += report.error is not None
+        delivered.extend(consumer.poll(count=10_000))
+
+    for i in range(1000):
+        with transaction(engine) as session:  # one state change, one transaction
+            enqueue(session, CHANNELS[i % len(CHANNELS)], {"change": i}, as_of)
+        roll = rng.random()
+        if roll < 0.03:
+            proxy.cut()  # an outage, until a later restore
+        elif roll < 0.10:
+            proxy.restore()
+            proxy.cut_after(rng.randrange(0, 3000))  # in the middle of a pipeline or its replies
+        elif roll < 0.20:
+            proxy.restore()
+        if rng.random() < 0.15:
+            relay()
+
+    proxy.restore()
+    for _ in range(5):
+        if count_pending(engine) == 0:
+            break
+        relay()
+    delivered.extend(consumer.poll(count=10_000))
+
+    assert count_pending(engine) == 0
+    assert [e.id for e in delivered] == outbox_ids(engine)  # each once, in the order written
+    assert [e.data["change"] for e in delivered] == list(range(1000))
+    # The cuts really happened, and what they made Redis receive twice was filtered out.
+    assert proxy.cuts > 10 and failures > 10
+    raw = client.xlen(stream)
+    assert consumer.duplicates == raw - 1000 > 0
+    with engine.connect() as conn:
+        assert conn.scalar(select(EventOutbox.attempts).order_by(EventOutbox.attempts.desc())) > 1
+
+
+def test_two_relays_at_once_never_publish_the_same_event(
+    engine: Engine, client: redis.Redis, stream: str, as_of: datetime
+) -> None:
+    add_events(engine, as_of, 600)
+    start = threading.Barrier(3)
+
+    def run() -> None:
+        own = redis_client(REDIS_URL)
+        start.wait()
+        relay_events(engine, own, now=lambda: as_of, stream=stream, batch_size=50)
+        own.close()
+
+    relays = [threading.Thread(target=run) for _ in range(3)]
+    for t in relays:
+        t.start()
+    for t in relays:
+        t.join(timeout=30)
+    relay_events(engine, client, now=lambda: as_of, stream=stream)  # any a busy relay left
+    events, _ = read_stream(client, stream=stream, count=10_000)
+    assert [e.id for e in events] == outbox_ids(engine)
+
+
+def test_without_redis_configured_events_wait(engine: Engine, as_of: datetime) -> None:
+    add_events(engine, as_of, 3)
+    report = relay_outbox(engine, None, now=lambda: as_of)
+    assert (report.configured, report.published, report.pending, report.ok) == (False, 0, 3, False)
+    assert outbox_status(engine).max_attempts == 0
+
+
+def test_a_redis_command_error_keeps_the_batch_pending(
+    engine: Engine, client: redis.Redis, stream: str, as_of: datetime
+) -> None:
+    client.set(stream, "not a stream")  # XADD fails with WRONGTYPE; PUBLISH succeeds
+    add_events(engine, as_of, 2)
+    report = relay_events(engine, client, now=lambda: as_of, stream=stream)
+    assert (report.published, report.pending) == (0, 2)
+    assert report.error is not None and "WRONGTYPE" in report.error
+    client.delete(stream)
+    assert relay_events(engine, client, now=lambda: as_of, stream=stream).published == 2
