@@ -37,6 +37,7 @@ unit: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_labeling_windows.py
+	$(BIN)/python benchmarks/bench_relay.py
 	$(BIN)/python benchmarks/bench_training_overhead.py
 
 ## Re-resolve the pins after changing dependencies in pyproject.toml.
