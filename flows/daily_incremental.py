@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, unmapped
 
 from aifx_ml.config import load_settings
 from aifx_ml.training.config import training_config
+from flows.common import reconcile_task, relay_task
 from flows.training_tasks import load_series_task, plan_task, train_task
 
 
@@ -28,6 +29,7 @@ def daily_incremental_flow(
     config = training_config(
         pairs, timeframes or ["1h"], incremental_epochs=epochs, batch_size=batch_size, seed=seed
     )
+    reconcile_task(settings, "flow daily-incremental")
     series, start = plan_task(settings, config, "incremental", moment)
     frames = load_series_task.map(
         unmapped(settings),
@@ -37,6 +39,7 @@ def daily_incremental_flow(
         unmapped(moment),
     )
     result = train_task(settings, config, "incremental", moment, frames.result())
+    relay_task(settings)
     logger = get_run_logger()
     if result["fell_back_to_full"]:
         logger.warning("%s", result["reason"])

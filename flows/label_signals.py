@@ -13,6 +13,7 @@ from aifx_ml.config import load_settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.labeling.store import LabelReport, label_pending
+from flows.common import reconcile_task, relay_task
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], cache_policy=NO_CACHE)
@@ -32,12 +33,14 @@ def label_signals_flow(
 ) -> dict[str, Any]:
     """Label every pending signal whose horizon has elapsed by `as_of` (default: now)."""
     settings = load_settings()
+    reconcile_task(settings, "flow label-signals")
     report = label_task(
         settings.db_url, settings.is_embedded, as_of or datetime.now(UTC), threshold
     )
     get_run_logger().info(
         "labeled %d of %d pending signal(s): %s", report.labeled, report.examined, report.outcomes
     )
+    relay_task(settings)
     return asdict(report)
 
 

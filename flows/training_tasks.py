@@ -61,7 +61,8 @@ def train_task(
     """One training run on the loaded series; its record says how it ended."""
     engine = make_engine(settings.db_url)
     try:
-        stores = Stores.from_settings(settings, engine, git_commit())
+        actor = "flow weekly-full" if training_type == "full" else "flow daily-incremental"
+        stores = Stores.from_settings(settings, engine, git_commit(), actor)
         candles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if training_type == "full":
             result = train_full(stores, config, as_of, candles=candles)

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, unmapped
 
 from aifx_ml.config import load_settings
 from aifx_ml.training.config import training_config
+from flows.common import reconcile_task, relay_task
 from flows.training_tasks import load_series_task, plan_task, train_task
 
 
@@ -40,6 +41,7 @@ def weekly_full_flow(
         dense_units=dense_units,
         seed=seed,
     )
+    reconcile_task(settings, "flow weekly-full")
     series, start = plan_task(settings, config, "full", moment)
     frames = load_series_task.map(
         unmapped(settings),
@@ -49,6 +51,7 @@ def weekly_full_flow(
         unmapped(moment),
     )
     result = train_task(settings, config, "full", moment, frames.result())
+    relay_task(settings)
     get_run_logger().info(
         "weekly full training %s: %s", result["status"], result["version"] or result["reason"]
     )

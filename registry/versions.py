@@ -1,39 +1,52 @@
 """Model versions in both places at once: MLflow's registry and the `model_versions` table.
 
-A version is registered in MLflow (stage Staging) and recorded in the table in one step; the
-Production version is found in the table and loaded from the registry by its alias
-`champion`, never from a file path. Gated promotion, rollback, history and reconciliation
-build on these (issue 4).
+A version is registered in MLflow (stage Staging) with the SHA-256 of its files and recorded
+in the table, with its first history row, in one step. Models are loaded from the registry by
+their `models:/` URI, never from a file path, and only after their checksum matches. The table
+is the source of truth for stages (`registry.stages` changes them, `registry.reconcile` brings
+MLflow back in line).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import keras
 import mlflow
-import mlflow.keras
 from mlflow import MlflowClient
-from sqlalchemy import Engine, select, update
+from mlflow.models import Model
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from aifx_ml.db.engine import transaction
-from aifx_ml.db.models import ModelVersion
+from aifx_ml.db.engine import session_factory
+from aifx_ml.db.models import ModelStageHistory, ModelVersion
 from aifx_ml.errors import AifxError
-from aifx_ml.events.outbox import enqueue
+from registry.integrity import directory_sha256, download_version, verify
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-MODEL_CARD = "aifx_model.json"
+if TYPE_CHECKING:
+    import keras
+
+CHAMPION = "champion"  # alias of the Production version
+CHALLENGER = "challenger"  # alias of the Staging version under test
+SHA_TAG = "aifx.sha256"
+
+# model_versions.status -> MLflow stage
+MLFLOW_STAGES: dict[str, str] = {
+    "training": "None",
+    "staging": "Staging",
+    "production": "Production",
+    "archived": "Archived",
+}
 
 
 class RegistryError(AifxError):
-    """MLflow and the table disagree, or a version does not exist."""
+    """A version does not exist, or cannot change stage the way asked."""
 
 
 def registered_name(model_type: str) -> str:
@@ -46,27 +59,20 @@ def version_label(model_type: str, mlflow_version: str) -> str:
     return f"{model_type}-v{mlflow_version}"
 
 
+def mlflow_version_of(row: ModelVersion) -> str:
+    """The MLflow version number behind a row (`models:/aifx-lstm/3` → "3")."""
+    if not row.model_path or not row.model_path.startswith("models:/"):
+        raise RegistryError(f"model version {row.version} has no registry URI")
+    return row.model_path.rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A registered model with everything needed to use it (see `model_card`)."""
+    """A registered model with everything needed to use it (architecture, scaler, window)."""
 
     version: str
     model: keras.Model
     card: dict[str, Any]
-
-
-def register_in_mlflow(
-    client: MlflowClient, model_type: str, model_uri: str, run_id: str, tags: dict[str, str]
-) -> str:
-    """Create the MLflow model version in stage Staging; returns its version number."""
-    name = registered_name(model_type)
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description=f"AIFX {model_type} direction model")
-    created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
-    transition_stage(client, name, str(created.version), "Staging")
-    return str(created.version)
 
 
 def transition_stage(
@@ -79,6 +85,24 @@ def transition_stage(
         client.transition_model_version_stage(
             name, version, stage, archive_existing_versions=archive_existing
         )
+
+
+def register_in_mlflow(
+    client: MlflowClient, model_type: str, model_uri: str, run_id: str, tags: dict[str, str]
+) -> tuple[str, str]:
+    """Create the MLflow model version in stage Staging; returns (version number, SHA-256)."""
+    name = registered_name(model_type)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=f"AIFX {model_type} direction model")
+    created = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+    number = str(created.version)
+    with tempfile.TemporaryDirectory(prefix="aifx-sha-") as tmp:
+        sha = directory_sha256(download_version(client, name, number, Path(tmp)))
+    client.set_model_version_tag(name, number, SHA_TAG, sha)
+    transition_stage(client, name, number, "Staging")
+    return number, sha
 
 
 def unregister_in_mlflow(client: MlflowClient, model_type: str, mlflow_version: str) -> None:
@@ -95,9 +119,12 @@ def record_version(
     training_log_id: uuid.UUID,
     parent_version: str | None,
     metrics: dict[str, Any],
+    artifact_sha256: str,
     as_of: datetime,
+    actor: str,
 ) -> None:
-    """The `model_versions` row of a freshly registered version (status staging)."""
+    """The `model_versions` row of a freshly registered version (status staging) and the first
+    line of its history."""
     session.add(
         ModelVersion(
             version=version,
@@ -107,15 +134,40 @@ def record_version(
             parent_version=parent_version,
             status="staging",
             metrics=metrics,
+            artifact_sha256=artifact_sha256,
             created_at=as_of,
             updated_at=as_of,
         )
     )
+    session.flush()
+    session.add(
+        ModelStageHistory(
+            version=version,
+            model_type=model_type,
+            from_status=None,
+            to_status="staging",
+            changed_at=as_of,
+            reason="registered by a training run",
+            actor=actor,
+            details={"training_log_id": str(training_log_id), "parent_version": parent_version},
+        )
+    )
+
+
+def get_version(engine: Engine, version: str) -> ModelVersion:
+    """The row of `version`, or one clear error naming it."""
+    with session_factory(engine)() as session:
+        row = session.execute(
+            select(ModelVersion).where(ModelVersion.version == version)
+        ).scalar_one_or_none()
+    if row is None:
+        raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
+    return row
 
 
 def production_version(engine: Engine, model_type: str) -> ModelVersion | None:
     """The version serving in production for this model type, if any."""
-    with transaction(engine) as session:
+    with session_factory(engine)() as session:
         return session.execute(
             select(ModelVersion).where(
                 ModelVersion.model_type == model_type, ModelVersion.status == "production"
@@ -123,64 +175,21 @@ def production_version(engine: Engine, model_type: str) -> ModelVersion | None:
         ).scalar_one_or_none()
 
 
-def load_version(version: ModelVersion) -> LoadedModel:
-    """Load a version's Keras model and card from the MLflow registry by its URI."""
-    uri = version.model_path
-    if not uri:
-        raise RegistryError(f"model version {version.version} has no registry URI")
-    model = mlflow.keras.load_model(uri)
-    info = mlflow.models.get_model_info(uri)
-    card = (info.metadata or {}).get("aifx")
-    if not card:
-        raise RegistryError(f"model version {version.version} at {uri} carries no model card")
-    return LoadedModel(version=version.version, model=model, card=json.loads(card))
+def load_version(row: ModelVersion, client: MlflowClient | None = None) -> LoadedModel:
+    """Load a version's Keras model and card from the MLflow registry, checksum verified.
 
-
-def set_production(
-    engine: Engine, client: MlflowClient, version: str, as_of: datetime, reason: str
-) -> str | None:
-    """Make `version` the Production version; the previous one is archived in the same step.
-
-    Returns the previous production version. The table changes in one transaction (the
-    partial unique index guarantees a single production version per type); MLflow's stages
-    and the `champion` alias follow.
+    The files are downloaded once, checked against the SHA-256 recorded at registration, and
+    the model is loaded from exactly those files.
     """
-    with transaction(engine) as session:
-        target = session.execute(
-            select(ModelVersion).where(ModelVersion.version == version).with_for_update()
-        ).scalar_one_or_none()
-        if target is None:
-            raise RegistryError(f"unknown model version {version!r}")
-        previous = session.execute(
-            select(ModelVersion).where(
-                ModelVersion.model_type == target.model_type, ModelVersion.status == "production"
-            )
-        ).scalar_one_or_none()
-        if previous is not None and previous.version != version:
-            session.execute(
-                update(ModelVersion)
-                .where(ModelVersion.id == previous.id)
-                .values(status="archived", archived_at=as_of, updated_at=as_of)
-            )
-            session.flush()
-        session.execute(
-            update(ModelVersion)
-            .where(ModelVersion.id == target.id)
-            .values(status="production", promoted_at=as_of, updated_at=as_of)
-        )
-        enqueue(
-            session,
-            "ml:model_deployed",
-            {
-                "model_type": target.model_type,
-                "version": version,
-                "previous_version": previous.version if previous else None,
-                "reason": reason,
-            },
-            as_of,
-        )
-        name = registered_name(target.model_type)
-        mlflow_version = (target.model_path or "").rsplit("/", 1)[-1]
-        transition_stage(client, name, mlflow_version, "Production", archive_existing=True)
-        client.set_registered_model_alias(name, CHAMPION, mlflow_version)
-    return previous.version if previous else None
+    import mlflow.keras  # noqa: PLC0415  (pulls in TensorFlow: only when a model is loaded)
+
+    client = client or MlflowClient()
+    name = registered_name(row.model_type)
+    with tempfile.TemporaryDirectory(prefix="aifx-load-") as tmp:
+        local = download_version(client, name, mlflow_version_of(row), Path(tmp))
+        verify(local, row.artifact_sha256, row.version)
+        model = mlflow.keras.load_model(str(local))
+        card = (Model.load(str(local / "MLmodel")).metadata or {}).get("aifx")
+    if not card:
+        raise RegistryError(f"model version {row.version} carries no model card")
+    return LoadedModel(version=row.version, model=model, card=json.loads(card))

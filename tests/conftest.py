@@ -22,6 +22,8 @@ import redis
 from sqlalchemy import Engine, MetaData, select
 
 from aifx_ml.db.engine import make_engine, upgrade
+from aifx_ml.events.relay import redis_client
+from tests.tcp_proxy import CuttableProxy
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_DSN = os.environ.get(
@@ -29,6 +31,8 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 )
 REDIS_URL = os.environ.get("AIFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+# MLflow draws a progress bar for every model download; in test logs it is only noise.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _postgres_error() -> str | None:
@@ -189,3 +193,37 @@ def import_synthetic(engine: Engine, start: str = "2026-01-20", end: str = "2026
     )
     for pair, frame in frames.items():
         import_frame(engine, frame, pair, "1h", AS_OF, source="synthetic")
+
+
+# --- Redis: the test database, and a cuttable proxy in front of it ---------------------------
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    """A client of the test Redis database (15)."""
+    client = redis_client(REDIS_URL, timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if IN_CI:
+            pytest.fail(f"Redis unreachable in CI: {exc}")
+        pytest.skip(f"Redis unreachable here ({exc}); it runs in CI")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[CuttableProxy]:
+    """A cuttable TCP proxy in front of the test Redis."""
+    target = redis.connection.parse_url(REDIS_URL)
+    with CuttableProxy((target.get("host", "127.0.0.1"), int(target.get("port", 6379)))) as p:
+        yield p
+
+
+@pytest.fixture
+def behind_proxy(proxy: CuttableProxy) -> Iterator[redis.Redis]:
+    """A fail-fast client of the test database that goes through the proxy."""
+    db = redis.connection.parse_url(REDIS_URL).get("db", 0)
+    client = redis_client(f"redis://127.0.0.1:{proxy.port}/{db}", timeout=2)
+    yield client
+    client.close()

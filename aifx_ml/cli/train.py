@@ -123,7 +123,8 @@ def run_training(
     from aifx_ml.training.runs import train_full, train_incremental  # noqa: PLC0415
     from aifx_ml.training.tracking import git_commit  # noqa: PLC0415
 
-    stores = Stores.from_settings(app_ctx.settings, app_ctx.engine(), git_commit())
+    actor = f"aifx train {'weekly' if training_type == 'full' else 'daily'}"
+    stores = Stores.from_settings(app_ctx.settings, app_ctx.engine(), git_commit(), actor)
     total = config.epochs if training_type == "full" else config.incremental_epochs
     columns = (
         TextColumn("[bold]{task.description}"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +23,25 @@ from aifx_ml.errors import SchemaOutdatedError
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
+def json_dumps(value: Any) -> str:
+    """JSON for the JSON columns: NaN and ±inf (an AUC of a one-class holdout, say) become
+    null, which PostgreSQL accepts and every reader understands, instead of bare `NaN`."""
+    return json.dumps(_finite(value), allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; a SQLite file gets its folder, foreign keys and WAL journaling."""
+    kwargs.setdefault("json_serializer", json_dumps)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, **kwargs)

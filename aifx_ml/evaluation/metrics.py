@@ -110,6 +110,36 @@ class BaselineComparison:
         return out
 
 
+def baseline_scores(
+    y_holdout: npt.ArrayLike,
+    y_train: npt.ArrayLike,
+    last_move_train: npt.ArrayLike,
+    last_move_holdout: npt.ArrayLike,
+) -> dict[str, HoldoutMetrics]:
+    """Every baseline, fit on the training part, scored on the holdout."""
+    y = np.asarray(y_holdout, dtype=np.float64)
+    return {
+        "majority": holdout_metrics(y, majority_baseline(y_train, len(y))),
+        "persistence": holdout_metrics(
+            y, persistence_baseline(y_train, last_move_train, last_move_holdout)
+        ),
+    }
+
+
+def versus_baselines(
+    model: HoldoutMetrics, baselines: dict[str, HoldoutMetrics]
+) -> BaselineComparison:
+    """Does the model beat the best baseline on the same holdout?
+
+    "Beats" means a strictly higher accuracy and a log-loss no worse than every baseline's,
+    so a model that is right more often only by being overconfident does not pass.
+    """
+    best = max(baselines, key=lambda k: (baselines[k].accuracy, -baselines[k].log_loss))
+    lift = model.accuracy - baselines[best].accuracy
+    beats = bool(lift > 0 and model.log_loss <= min(b.log_loss for b in baselines.values()))
+    return BaselineComparison(model, baselines, best, float(lift), beats)
+
+
 def compare_with_baselines(
     y_holdout: npt.ArrayLike,
     p_model: npt.ArrayLike,
@@ -117,20 +147,8 @@ def compare_with_baselines(
     last_move_train: npt.ArrayLike,
     last_move_holdout: npt.ArrayLike,
 ) -> BaselineComparison:
-    """Score the model and every baseline on the same holdout; the model must beat the best.
-
-    "Beats" means a strictly higher accuracy and a log-loss no worse than the best baseline's,
-    so a model that is right more often only by being overconfident does not pass.
-    """
-    y = np.asarray(y_holdout, dtype=np.float64)
-    model = holdout_metrics(y, p_model)
-    baselines = {
-        "majority": holdout_metrics(y, majority_baseline(y_train, len(y))),
-        "persistence": holdout_metrics(
-            y, persistence_baseline(y_train, last_move_train, last_move_holdout)
-        ),
-    }
-    best = max(baselines, key=lambda k: (baselines[k].accuracy, -baselines[k].log_loss))
-    lift = model.accuracy - baselines[best].accuracy
-    beats = bool(lift > 0 and model.log_loss <= min(b.log_loss for b in baselines.values()))
-    return BaselineComparison(model, baselines, best, float(lift), beats)
+    """Score the model and every baseline on the same holdout (see `versus_baselines`)."""
+    model = holdout_metrics(y_holdout, p_model)
+    return versus_baselines(
+        model, baseline_scores(y_holdout, y_train, last_move_train, last_move_holdout)
+    )

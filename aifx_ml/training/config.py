@@ -58,9 +58,12 @@ class Stores:
     artifact_root: str
     lock_dir: Path
     code_version: str = "unknown"
+    actor: str = "aifx"  # the command or flow on whose behalf it runs, for the stage history
 
     @classmethod
-    def from_settings(cls, settings: Settings, engine: Engine, code_version: str) -> Stores:
+    def from_settings(
+        cls, settings: Settings, engine: Engine, code_version: str, actor: str = "aifx"
+    ) -> Stores:
         """The stores the settings name; training locks live in the data folder."""
         assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
         assert settings.artifact_root
@@ -71,6 +74,7 @@ class Stores:
             artifact_root=settings.artifact_root,
             lock_dir=settings.data_dir / "locks",
             code_version=code_version,
+            actor=actor,
         )
 
 

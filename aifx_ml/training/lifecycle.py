@@ -212,7 +212,7 @@ def complete(
     tracking.log_training_curves(history)
     model_uri = tracking.log_model_with_card(model, card, example)
     client = mlflow.MlflowClient()
-    mlflow_version = register_in_mlflow(
+    mlflow_version, sha = register_in_mlflow(
         client,
         run.config.model_type,
         model_uri,
@@ -231,7 +231,9 @@ def complete(
             training_log_id=run.result.training_log_id or uuid.uuid4(),
             parent_version=card.get("parent_version"),
             metrics=metrics,
+            artifact_sha256=sha,
             as_of=run.as_of,
+            actor=run.stores.actor,
         )
 
     try:

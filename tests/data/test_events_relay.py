@@ -28,24 +28,10 @@ from aifx_ml.events.relay import (
     relay_outbox,
 )
 from aifx_ml.signals import record_signals
-from tests.conftest import IN_CI, REDIS_URL
+from tests.conftest import REDIS_URL
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """A client of the test Redis database (15)."""
-    client = redis_client(REDIS_URL, timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if IN_CI:
-            pytest.fail(f"Redis unreachable in CI: {exc}")
-        pytest.skip(f"Redis unreachable here ({exc}); it runs in CI")
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -54,23 +40,6 @@ def stream(client: redis.Redis) -> Iterator[str]:
     key = f"test:aifx:events:{uuid.uuid4().hex[:12]}"
     yield key
     client.delete(key)
-
-
-@pytest.fixture
-def proxy() -> Iterator[CuttableProxy]:
-    """A cuttable TCP proxy in front of the test Redis."""
-    target = redis.connection.parse_url(REDIS_URL)
-    with CuttableProxy((target.get("host", "127.0.0.1"), int(target.get("port", 6379)))) as p:
-        yield p
-
-
-@pytest.fixture
-def behind_proxy(proxy: CuttableProxy) -> Iterator[redis.Redis]:
-    """A fail-fast client of the test database that goes through the proxy."""
-    db = redis.connection.parse_url(REDIS_URL).get("db", 0)
-    client = redis_client(f"redis://127.0.0.1:{proxy.port}/{db}", timeout=2)
-    yield client
-    client.close()
 
 
 def add_events(engine: Engine, as_of: datetime, n: int, channel: str = "ml:new_prediction") -> None:

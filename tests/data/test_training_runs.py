@@ -18,7 +18,8 @@ from aifx_ml.training.config import Stores, TrainingFailedError
 from aifx_ml.training.lock import training_lock
 from aifx_ml.training.runs import train_full, train_incremental
 from aifx_ml.training.tracking import mlflow_stores
-from registry.versions import load_version, set_production
+from registry.stages import change_stage
+from registry.versions import load_version
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,9 @@ def mlflow_versions(stores: Stores) -> dict[str, str]:
 
 def promote(stores: Stores, version: str, as_of: datetime) -> None:
     with mlflow_stores(stores.tracking_uri, stores.registry_uri) as client:
-        set_production(stores.engine, client, version, as_of, "test")
+        change_stage(
+            stores.engine, client, version, "production", as_of=as_of, reason="test", actor="test"
+        )
 
 
 def test_weekly_then_daily_gives_a_child_of_the_production_version(stores: Stores) -> None:

@@ -11,17 +11,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
+from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import Engine, select
 
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
+from aifx_ml.events.consumers import read_stream, stream_end
+from aifx_ml.events.relay import count_pending
 from aifx_ml.training.tracking import mlflow_stores
 from flows.daily_incremental import daily_incremental_flow
 from flows.weekly_full import weekly_full_flow
-from registry.versions import set_production
-from tests.conftest import TRAIN_AS_OF, import_synthetic
+from registry.stages import change_stage
+from registry.versions import transition_stage
+from tests.conftest import REDIS_URL, TRAIN_AS_OF, import_synthetic
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +53,11 @@ def settings_env(
 
 
 def test_weekly_then_daily_through_prefect(
-    prefect_api: None, settings_env: Engine, mlflow_uri: str
+    prefect_api: None,
+    settings_env: Engine,
+    mlflow_uri: str,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = settings_env
     weekly = weekly_full_flow(
@@ -61,8 +70,15 @@ def test_weekly_then_daily_through_prefect(
     )
     assert weekly["status"] == "completed", weekly["reason"]
     assert weekly["version"] == "lstm-v1"
-    with mlflow_stores(mlflow_uri, mlflow_uri) as client:
-        set_production(engine, client, "lstm-v1", TRAIN_AS_OF, "test")
+    with mlflow_stores(mlflow_uri, mlflow_uri) as registry:
+        change_stage(
+            engine, registry, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="t", actor="t"
+        )
+
+    # Something changed MLflow behind the table's back: the flow reconciles before it reads.
+    transition_stage(MlflowClient(mlflow_uri, mlflow_uri), "aifx-lstm", "1", "Archived")
+    start = stream_end(client)
+    monkeypatch.setenv("AIFX_REDIS_URL", REDIS_URL)
 
     daily = daily_incremental_flow(as_of=TRAIN_AS_OF + timedelta(days=3), **TINY)
     assert daily["status"] == "completed", daily["reason"]
@@ -81,6 +97,13 @@ def test_weekly_then_daily_through_prefect(
         )
     assert [tuple(r) for r in logged] == [("full", "completed"), ("incremental", "completed")]
     assert parents == {"lstm-v1": None, "lstm-v2": "lstm-v1"}
+    assert MlflowClient(mlflow_uri, mlflow_uri).get_model_version(
+        "aifx-lstm", "1"
+    ).current_stage == ("Production")
+    # The flow ended by relaying everything it announced (and what waited before it).
+    assert count_pending(engine) == 0
+    events, _ = read_stream(client, after_id=start, channels=["ml:training_completed"])
+    assert [e.data["version"] for e in events] == ["lstm-v1", "lstm-v2"]
 
 
 def test_a_skipped_daily_run_is_a_successful_flow_with_the_reason(

@@ -1,0 +1,56 @@
+"""Tasks every flow shares: reconcile the registry at the start, relay events at the end."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from aifx_ml.config import Settings
+from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.events.relay import relay_outbox
+
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def reconcile_task(settings: Settings, actor: str) -> list[str]:
+    """Bring MLflow's registry in line with `model_versions` before anything reads it."""
+    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from registry.reconcile import reconcile  # noqa: PLC0415  (MLflow: only when it runs)
+
+    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
+    engine = make_engine(settings.db_url)
+    try:
+        ensure_schema(engine, auto_upgrade=settings.is_embedded)
+        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+            fixes = reconcile(engine, client, _now(), actor)
+    finally:
+        engine.dispose()
+    logger = get_run_logger()
+    for fix in fixes:
+        logger.warning("reconciled %s %s: %s", fix.kind, fix.version, fix.detail)
+    return [f"{f.kind} {f.version}: {f.detail}" for f in fixes]
+
+
+@task(cache_policy=NO_CACHE)
+def relay_task(settings: Settings) -> dict[str, Any]:
+    """Publish what the flow announced; with Redis away the events wait for the next relay."""
+    engine = make_engine(settings.db_url)
+    try:
+        report = relay_outbox(engine, settings.redis_url, now=_now)
+    finally:
+        engine.dispose()
+    logger = get_run_logger()
+    if not report.configured:
+        logger.info("no Redis configured: %d event(s) wait in the outbox", report.pending)
+    elif report.error:
+        logger.warning("events not relayed, they wait in the outbox: %s", report.error)
+    return asdict(report)

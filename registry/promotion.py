@@ -1,0 +1,124 @@
+"""Gated promotion: score the candidate and the Production model on the same recent holdout,
+let `aifx_ml.evaluation.gate` decide, and change stages only on a pass (or a forced,
+explained override). The gate numbers are stored with the stage change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+from mlflow import MlflowClient
+from sqlalchemy import Engine
+
+from aifx_ml.evaluation.gate import (
+    DEFAULT_MARGIN,
+    DEFAULT_MIN_SAMPLES,
+    GateDecision,
+    promotion_gate,
+)
+from aifx_ml.evaluation.holdout import score_on_holdout
+from aifx_ml.training.config import training_config
+from aifx_ml.training.data import load_training_candles
+from registry.stages import StageResult, change_stage
+from registry.versions import RegistryError, get_version, load_version, production_version
+
+BASELINE_LOOKBACK = timedelta(days=30)
+
+
+@dataclass
+class PromotionOutcome:
+    """The gate's decision, and the stage change if one was made."""
+
+    version: str
+    decision: GateDecision | None
+    production_version: str | None
+    promoted: bool
+    forced: bool
+    stage: StageResult | None = None
+
+
+def evaluate_candidate(
+    engine: Engine,
+    client: MlflowClient,
+    version: str,
+    as_of: datetime,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> tuple[GateDecision, str | None]:
+    """The gate decision for `version` against the current Production version, as of `as_of`.
+
+    The holdout starts where the newer of the two stopped learning (each version's own
+    holdout start), so neither has trained on it, and ends at `as_of`.
+    """
+    candidate_row = get_version(engine, version)
+    if candidate_row.status == "production":
+        raise RegistryError(f"model version {version} is already in Production")
+    current = production_version(engine, candidate_row.model_type)
+    rows = [candidate_row] + ([current] if current is not None else [])
+    starts = [_holdout_start(r.version, r.metrics or {}) for r in rows]
+    holdout_start = max(starts)
+    card = load_version(candidate_row, client)
+    models = {candidate_row.version: (card.model, card.card)}
+    if current is not None:
+        champion = load_version(current, client)
+        models[current.version] = (champion.model, champion.card)
+    config = training_config(card.card["pairs"], card.card["timeframes"])
+    candles = load_training_candles(
+        engine, config, (holdout_start - BASELINE_LOOKBACK).to_pydatetime(), as_of
+    )
+    scores = score_on_holdout(models, candles, holdout_start)
+    decision = promotion_gate(
+        scores.models[candidate_row.version],
+        scores.models[current.version] if current is not None else None,
+        scores.baselines,
+        margin=margin,
+        min_samples=min_samples,
+        holdout=scores.holdout,
+    )
+    return decision, current.version if current is not None else None
+
+
+def promote(
+    engine: Engine,
+    client: MlflowClient,
+    version: str,
+    *,
+    as_of: datetime,
+    actor: str,
+    margin: float = DEFAULT_MARGIN,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    force_reason: str | None = None,
+) -> PromotionOutcome:
+    """Promote `version` if it passes the gate; with `force_reason`, promote it anyway and
+    store the reason next to the numbers it overrode."""
+    if force_reason is not None and not force_reason.strip():
+        raise RegistryError('a forced promotion needs a reason: --force --reason "..."')
+    decision, current = evaluate_candidate(
+        engine, client, version, as_of, margin=margin, min_samples=min_samples
+    )
+    outcome = PromotionOutcome(version, decision, current, promoted=False, forced=False)
+    if not decision.passed and force_reason is None:
+        return outcome
+    forced = not decision.passed
+    reason = f"forced: {force_reason}" if forced else f"passed the promotion gate (margin {margin})"
+    outcome.stage = change_stage(
+        engine,
+        client,
+        version,
+        "production",
+        as_of=as_of,
+        reason=reason,
+        actor=actor,
+        details={"gate": decision.as_dict(), "forced": forced},
+    )
+    outcome.promoted, outcome.forced = True, forced
+    return outcome
+
+
+def _holdout_start(version: str, metrics: dict[str, object]) -> pd.Timestamp:
+    start = metrics.get("holdout_start")
+    if not isinstance(start, str):
+        raise RegistryError(f"model version {version} has no holdout start in its metrics")
+    return pd.Timestamp(start)

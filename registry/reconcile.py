@@ -1,0 +1,201 @@
+"""Reconciliation: find every disagreement between MLflow's registry and `model_versions`,
+and fix it from the declared source of truth, the table.
+
+The table changes in transactions with its history and events; MLflow follows. So:
+- a stage or alias that differs in MLflow is set to what the table says;
+- a version MLflow has but the table never recorded (a registration whose database half
+  failed and whose clean-up did not run) is archived in MLflow and tagged `aifx.orphan`;
+- a version the table has but MLflow lost is re-registered from the run's logged model when
+  its checksum still matches; otherwise it cannot be served, and the table archives it
+  (a Production version is never archived this way: that is reported for a person to act on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy import Engine, select, update
+
+from aifx_ml.db.engine import session_factory, transaction
+from aifx_ml.db.models import ModelStageHistory, ModelTrainingLog, ModelVersion
+from registry.integrity import version_sha256
+from registry.stages import sync_mlflow
+from registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    SHA_TAG,
+    mlflow_version_of,
+    registered_name,
+    transition_stage,
+    version_label,
+)
+
+ORPHAN_TAG = "aifx.orphan"
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One disagreement found, and what was done about it."""
+
+    kind: str  # stage, alias, orphan_in_mlflow, missing_in_mlflow
+    version: str
+    detail: str
+
+
+def reconcile(engine: Engine, client: MlflowClient, as_of: datetime, actor: str) -> list[Fix]:
+    """Bring MLflow in line with the table for every model type either of them knows."""
+    types = {r.model_type for r in _rows(engine, None)} | _mlflow_types(client)
+    fixes: list[Fix] = []
+    for model_type in sorted(types):
+        fixes += _missing_in_mlflow(engine, client, _rows(engine, model_type), as_of, actor)
+        # Read again: a re-registered version has a new registry URI now.
+        fixes += _orphans_in_mlflow(client, model_type, _rows(engine, model_type))
+        for change in sync_mlflow(engine, client, model_type):
+            version = change.split(":", 1)[0] if ":" in change else model_type
+            kind = "alias" if "alias" in change else "stage"
+            fixes.append(Fix(kind, version, change))
+    return fixes
+
+
+def _rows(engine: Engine, model_type: str | None) -> list[ModelVersion]:
+    query = select(ModelVersion)
+    if model_type is not None:
+        query = query.where(ModelVersion.model_type == model_type)
+    with session_factory(engine)() as session:
+        return list(session.execute(query).scalars().all())
+
+
+def _mlflow_types(client: MlflowClient) -> set[str]:
+    found = client.search_registered_models(filter_string="name LIKE 'aifx-%'")
+    return {m.name.removeprefix("aifx-") for m in found}
+
+
+def _mlflow_numbers(client: MlflowClient, model_type: str) -> dict[str, object]:
+    name = registered_name(model_type)
+    return {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+
+
+def _orphans_in_mlflow(
+    client: MlflowClient, model_type: str, rows: list[ModelVersion]
+) -> list[Fix]:
+    name = registered_name(model_type)
+    recorded = {mlflow_version_of(r) for r in rows if r.model_path}
+    fixes = []
+    for number, found in _mlflow_numbers(client, model_type).items():
+        if number in recorded:
+            continue
+        stage = getattr(found, "current_stage", "None")
+        tags = getattr(found, "tags", {}) or {}
+        if stage == "Archived" and tags.get(ORPHAN_TAG) == "true":
+            continue
+        transition_stage(client, name, number, "Archived")
+        client.set_model_version_tag(name, number, ORPHAN_TAG, "true")
+        aliases = client.get_registered_model(name).aliases or {}
+        for alias in (CHAMPION, CHALLENGER):
+            if str(aliases.get(alias)) == number:
+                client.delete_registered_model_alias(name, alias)
+        fixes.append(
+            Fix(
+                "orphan_in_mlflow",
+                version_label(model_type, number),
+                f"in MLflow ({stage}) but never recorded in the table: archived and tagged "
+                f"{ORPHAN_TAG}",
+            )
+        )
+    return fixes
+
+
+def _missing_in_mlflow(
+    engine: Engine, client: MlflowClient, rows: list[ModelVersion], as_of: datetime, actor: str
+) -> list[Fix]:
+    if not rows:
+        return []
+    model_type = rows[0].model_type
+    present = _mlflow_numbers(client, model_type)
+    fixes = []
+    for row in rows:
+        if not row.model_path or mlflow_version_of(row) in present:
+            continue
+        restored = _reregister(engine, client, row)
+        if restored is not None:
+            fixes.append(
+                Fix("missing_in_mlflow", row.version, f"re-registered from its run as {restored}")
+            )
+            continue
+        if row.status == "production":
+            fixes.append(
+                Fix(
+                    "missing_in_mlflow",
+                    row.version,
+                    "Production version lost from MLflow and not recoverable: NOT changed; "
+                    "promote or roll back to another version",
+                )
+            )
+            continue
+        if row.status != "archived":
+            _archive_lost(engine, row, as_of, actor)
+        fixes.append(
+            Fix("missing_in_mlflow", row.version, "lost from MLflow, not recoverable: archived")
+        )
+    return fixes
+
+
+def _reregister(engine: Engine, client: MlflowClient, row: ModelVersion) -> str | None:
+    """Register the run's logged model again if its files still have the recorded checksum."""
+    run_id = _run_of(engine, row)
+    if run_id is None:
+        return None
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+        logged = client.search_logged_models(
+            [experiment], filter_string=f"source_run_id = '{run_id}'"
+        )
+    except MlflowException:
+        return None
+    name = registered_name(row.model_type)
+    for model in logged:
+        created = client.create_model_version(name, model.model_uri, run_id=run_id)
+        number = str(created.version)
+        if version_sha256(client, name, number) == row.artifact_sha256:
+            client.set_model_version_tag(name, number, SHA_TAG, row.artifact_sha256 or "")
+            with transaction(engine) as session:
+                session.execute(
+                    update(ModelVersion)
+                    .where(ModelVersion.id == row.id)
+                    .values(model_path=f"models:/{name}/{number}")
+                )
+            return f"models:/{name}/{number}"
+        client.delete_model_version(name, number)
+    return None
+
+
+def _run_of(engine: Engine, row: ModelVersion) -> str | None:
+    if row.training_log_id is None:
+        return None
+    with session_factory(engine)() as session:
+        return session.execute(
+            select(ModelTrainingLog.mlflow_run_id).where(ModelTrainingLog.id == row.training_log_id)
+        ).scalar_one_or_none()
+
+
+def _archive_lost(engine: Engine, row: ModelVersion, as_of: datetime, actor: str) -> None:
+    with transaction(engine) as session:
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == row.id)
+            .values(status="archived", archived_at=as_of, updated_at=as_of)
+        )
+        session.add(
+            ModelStageHistory(
+                version=row.version,
+                model_type=row.model_type,
+                from_status=row.status,
+                to_status="archived",
+                changed_at=as_of,
+                reason="reconcile: model files lost from MLflow and not recoverable",
+                actor=actor,
+            )
+        )

@@ -1,0 +1,337 @@
+"""The one place where a model version changes stage.
+
+A change is one database transaction: the `model_versions` rows, a `model_stage_history` row
+per version that moved (when, from what to what, why, by whom), and the `ml:model_deployed`
+event when Production changes. Promoting archives the previous Production version in the
+same transaction; a per-model-type lock serializes promotions, and a partial unique index
+makes two Production versions impossible even so. MLflow (stages, `champion` and
+`challenger` aliases) follows right after the commit; the table is the source of truth, and
+`registry.reconcile` repairs MLflow if that step was cut short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.orm import Session
+
+from aifx_ml.db.engine import session_factory, transaction
+from aifx_ml.db.models import ModelStageHistory, ModelVersion
+from aifx_ml.events.outbox import enqueue
+from registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    MLFLOW_STAGES,
+    RegistryError,
+    get_version,
+    mlflow_version_of,
+    registered_name,
+    transition_stage,
+)
+
+ALLOWED: dict[str, tuple[str, ...]] = {
+    # to_status: the statuses a version may come from
+    "production": ("staging", "archived"),
+    # Production is only ever left by being replaced: there is always one once there was one.
+    "archived": ("staging",),
+    "staging": ("archived",),
+}
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """One version moving from one status to another."""
+
+    version: str
+    from_status: str
+    to_status: str
+
+
+@dataclass
+class StageResult:
+    """What a stage change did, in the table and in MLflow."""
+
+    changes: list[StageChange] = field(default_factory=list)
+    mlflow_synced: bool = True
+    mlflow_error: str | None = None
+
+    @property
+    def previous_production(self) -> str | None:
+        archived = [c for c in self.changes if c.from_status == "production"]
+        return archived[0].version if archived else None
+
+
+def change_stage(
+    engine: Engine,
+    client: MlflowClient,
+    version: str,
+    to_status: str,
+    *,
+    as_of: datetime,
+    reason: str,
+    actor: str,
+    ab_test_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> StageResult:
+    """Move `version` to `to_status` (production, archived or staging) and record why.
+
+    To production: the current Production version of its model type is archived in the same
+    transaction. Refused, with one clear error, if the version does not exist or may not make
+    that move (an archived version can be promoted again — that is a rollback).
+    """
+    if to_status not in ALLOWED:
+        raise RegistryError(f"invalid stage {to_status!r}: expected one of {', '.join(ALLOWED)}")
+    model_type = get_version(engine, version).model_type
+    with _stage_lock(engine, model_type):
+        result = _change_in_table(
+            engine, version, to_status, model_type, as_of, reason, actor, ab_test_id, details
+        )
+        try:
+            sync_mlflow(engine, client, model_type)
+        except MlflowException as exc:
+            # The table has changed and is the truth; reconciliation brings MLflow in line.
+            result.mlflow_synced, result.mlflow_error = False, str(exc).splitlines()[0]
+    return result
+
+
+def _change_in_table(
+    engine: Engine,
+    version: str,
+    to_status: str,
+    model_type: str,
+    as_of: datetime,
+    reason: str,
+    actor: str,
+    ab_test_id: uuid.UUID | None,
+    details: dict[str, Any] | None,
+) -> StageResult:
+    result = StageResult()
+    with transaction(engine) as session:
+        _lock_model_type(session, model_type)
+        target = _row(session, version)
+        if target.status == to_status:
+            raise RegistryError(f"model version {version} is already {to_status}")
+        if target.status not in ALLOWED[to_status]:
+            raise RegistryError(
+                f"model version {version} is {target.status}: it cannot become {to_status}"
+            )
+        previous = None
+        if to_status == "production":
+            previous = session.execute(
+                select(ModelVersion).where(
+                    ModelVersion.model_type == model_type, ModelVersion.status == "production"
+                )
+            ).scalar_one_or_none()
+            if previous is not None:
+                result.changes.append(StageChange(previous.version, "production", "archived"))
+                _set_status(session, previous, "archived", as_of)
+                session.flush()  # the partial unique index sees one Production at a time
+        result.changes.append(StageChange(version, target.status, to_status))
+        _set_status(session, target, to_status, as_of)
+        for change in result.changes:
+            session.add(
+                ModelStageHistory(
+                    version=change.version,
+                    model_type=model_type,
+                    from_status=change.from_status,
+                    to_status=change.to_status,
+                    changed_at=as_of,
+                    reason=reason if change.version == version else f"replaced by {version}",
+                    actor=actor,
+                    ab_test_id=ab_test_id,
+                    details=details,
+                )
+            )
+        if to_status == "production":
+            enqueue(
+                session,
+                "ml:model_deployed",
+                {
+                    "model_type": model_type,
+                    "version": version,
+                    "previous_version": previous.version if previous else None,
+                    "reason": reason,
+                    "actor": actor,
+                    "ab_test_id": str(ab_test_id) if ab_test_id else None,
+                },
+                as_of,
+            )
+    return result
+
+
+def rollback(
+    engine: Engine,
+    client: MlflowClient,
+    model_type: str,
+    *,
+    as_of: datetime,
+    actor: str,
+    to: str | None = None,
+    reason: str | None = None,
+) -> StageResult:
+    """Restore the previous Production version (or `to`) in one step; the current one is
+    archived in the same transaction."""
+    current = _production(engine, model_type)
+    if to is None:
+        to = _last_replaced(engine, model_type, current)
+        if to is None:
+            raise RegistryError(
+                f"no earlier Production {model_type} version to roll back to: give --to VERSION"
+            )
+    target = get_version(engine, to)
+    if target.model_type != model_type:
+        raise RegistryError(f"{to} is a {target.model_type} model, not {model_type}")
+    why = reason or f"rollback from {current or 'no Production version'} to {to}"
+    return change_stage(engine, client, to, "production", as_of=as_of, reason=why, actor=actor)
+
+
+def sync_mlflow(engine: Engine, client: MlflowClient, model_type: str) -> list[str]:
+    """Make MLflow's stages and aliases of one model type say what the table says.
+
+    Returns what it changed (empty when they already agreed).
+    """
+    with session_factory(engine)() as session:
+        rows = (
+            session.execute(select(ModelVersion).where(ModelVersion.model_type == model_type))
+            .scalars()
+            .all()
+        )
+    name = registered_name(model_type)
+    changed: list[str] = []
+    known = {mlflow_version_of(r): r for r in rows if r.model_path}
+    for number, row in known.items():
+        want = MLFLOW_STAGES[row.status]
+        have = client.get_model_version(name, number).current_stage
+        if have != want:
+            transition_stage(client, name, number, want)
+            changed.append(f"{row.version}: MLflow stage {have} → {want}")
+    if not known:
+        return changed
+    # MLflow hands alias targets back as numbers from some stores, strings from others.
+    aliases = {k: str(v) for k, v in (client.get_registered_model(name).aliases or {}).items()}
+    production = [n for n, r in known.items() if r.status == "production"]
+    if production and aliases.get(CHAMPION) != production[0]:
+        client.set_registered_model_alias(name, CHAMPION, production[0])
+        changed.append(f"{known[production[0]].version}: alias {CHAMPION} set")
+    if not production and CHAMPION in aliases:
+        client.delete_registered_model_alias(name, CHAMPION)
+        changed.append(f"alias {CHAMPION} removed (no Production version)")
+    challenger = aliases.get(CHALLENGER)
+    if challenger is not None and (
+        challenger not in known or known[challenger].status != "staging"
+    ):
+        client.delete_registered_model_alias(name, CHALLENGER)
+        changed.append(f"alias {CHALLENGER} removed (version {challenger} is not in Staging)")
+    return changed
+
+
+def set_challenger(
+    engine: Engine, client: MlflowClient, version: str | None, model_type: str
+) -> None:
+    """Point the `challenger` alias at the Staging version under test (None: remove it)."""
+    name = registered_name(model_type)
+    if version is None:
+        if CHALLENGER in (client.get_registered_model(name).aliases or {}):
+            client.delete_registered_model_alias(name, CHALLENGER)
+        return
+    row = get_version(engine, version)
+    if row.status != "staging":
+        raise RegistryError(f"model version {version} is {row.status}: a challenger is in Staging")
+    client.set_registered_model_alias(name, CHALLENGER, mlflow_version_of(row))
+
+
+def _set_status(session: Session, row: ModelVersion, status: str, as_of: datetime) -> None:
+    values: dict[str, Any] = {"status": status, "updated_at": as_of}
+    if status == "production":
+        values["promoted_at"] = as_of
+    if status == "archived":
+        values["archived_at"] = as_of
+    session.execute(update(ModelVersion).where(ModelVersion.id == row.id).values(**values))
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _stage_lock(engine: Engine, model_type: str) -> Iterator[None]:
+    """One stage change of a model type at a time — the table change *and* the MLflow update
+    that follows it, so a slower change cannot write stale stages over a newer one.
+
+    Within a process a lock per model type; across processes on PostgreSQL an advisory lock
+    held on its own connection until the MLflow update is done.
+    """
+    with _PROCESS_LOCKS_GUARD:
+        local = _PROCESS_LOCKS.setdefault(model_type, threading.Lock())
+    with local:
+        if engine.dialect.name != "postgresql":
+            yield
+            return
+        key = int.from_bytes(
+            hashlib.sha256(f"aifx-stage:{model_type}".encode()).digest()[:8], "big", signed=True
+        )
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+
+def _lock_model_type(session: Session, model_type: str) -> None:
+    """SQLite: take the database's single write lock before reading, so two processes
+    changing stages at once are serialized (PostgreSQL: `_stage_lock` already holds one)."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.model_type == model_type)
+            .values(updated_at=ModelVersion.updated_at)
+        )
+
+
+def _row(session: Session, version: str) -> ModelVersion:
+    row = session.execute(
+        select(ModelVersion).where(ModelVersion.version == version)
+    ).scalar_one_or_none()
+    if row is None:
+        raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
+    return row
+
+
+def _production(engine: Engine, model_type: str) -> str | None:
+    with session_factory(engine)() as session:
+        return session.execute(
+            select(ModelVersion.version).where(
+                ModelVersion.model_type == model_type, ModelVersion.status == "production"
+            )
+        ).scalar_one_or_none()
+
+
+def _last_replaced(engine: Engine, model_type: str, current: str | None) -> str | None:
+    """The version most recently taken out of Production, other than the current one."""
+    with session_factory(engine)() as session:
+        rows = (
+            session.execute(
+                select(ModelStageHistory.version)
+                .where(
+                    ModelStageHistory.model_type == model_type,
+                    ModelStageHistory.from_status == "production",
+                    ModelStageHistory.version != (current or ""),
+                )
+                .order_by(ModelStageHistory.changed_at.desc(), ModelStageHistory.recorded_at.desc())
+            )
+            .scalars()
+            .all()
+        )
+    return rows[0] if rows else None

@@ -1,0 +1,111 @@
+"""A small trained registry, built once per test session and copied into each test's database.
+
+Training even a tiny LSTM costs seconds, so three versions (weekly runs as of three Sundays,
+all in Staging) are trained once on SQLite; each test gets its own copy of the MLflow store
+and of the registry tables, on SQLite or PostgreSQL. The model files themselves are shared
+read-only (MLflow records their absolute location).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from mlflow import MlflowClient
+from sqlalchemy import Engine, insert, select
+
+from aifx_ml.db.engine import make_engine, upgrade
+from aifx_ml.db.models import Base
+from aifx_ml.training.config import Stores
+from aifx_ml.training.runs import train_full
+from aifx_ml.training.tracking import mlflow_stores
+from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
+
+SUNDAYS = [TRAIN_AS_OF - timedelta(days=14), TRAIN_AS_OF - timedelta(days=7), TRAIN_AS_OF]
+REGISTRY_TABLES = ("model_training_log", "model_versions", "model_stage_history")
+
+
+@dataclass(frozen=True)
+class World:
+    """Where the trained template lives."""
+
+    root: Path
+    db_url: str
+    mlflow_db: Path
+    versions: tuple[str, ...]
+
+
+def build_world(root: Path) -> World:
+    """Train lstm-v1..v3 (weekly, as of three Sundays) into a fresh SQLite + MLflow store."""
+    db_url = f"sqlite:///{root / 'aifx.db'}"
+    engine = make_engine(db_url)
+    upgrade(engine)
+    import_synthetic(engine)
+    mlflow_uri = f"sqlite:///{root / 'mlflow.db'}"
+    stores = Stores(engine, mlflow_uri, mlflow_uri, str(root / "artifacts"), root / "locks")
+    versions = []
+    for sunday in SUNDAYS:
+        result = train_full(stores, tiny_training_config(days=14), sunday)
+        assert result.status == "completed" and result.version, result.reason
+        versions.append(result.version)
+    engine.dispose()
+    return World(root, db_url, root / "mlflow.db", tuple(versions))
+
+
+def copy_world(world: World, engine: Engine, into: Path) -> str:
+    """Candles and registry rows into `engine` (migrated), the MLflow store into `into`;
+    returns the copy's MLflow URI."""
+    import_synthetic(engine)
+    source = make_engine(world.db_url)
+    # The models' own tables, so values convert to and from each database's types.
+    with source.connect() as src, engine.begin() as dst:
+        for name in REGISTRY_TABLES:
+            table = Base.metadata.tables[name]
+            rows = [dict(r._mapping) for r in src.execute(select(table))]
+            if rows:
+                dst.execute(insert(table), rows)
+    source.dispose()
+    target = into / "mlflow.db"
+    shutil.copy(world.mlflow_db, target)
+    return f"sqlite:///{target}"
+
+
+def client_for(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def stages_agree(engine: Engine, uri: str) -> dict[str, tuple[str, str]]:
+    """Versions whose MLflow stage differs from the table, plus a wrong champion alias."""
+    from aifx_ml.db.models import ModelVersion
+    from registry.versions import MLFLOW_STAGES, mlflow_version_of, registered_name
+
+    client = client_for(uri)
+    with engine.connect() as conn:
+        rows = conn.execute(select(ModelVersion)).all()
+    wrong: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        row_obj = ModelVersion(**row._mapping)
+        have = client.get_model_version(
+            registered_name(row_obj.model_type), mlflow_version_of(row_obj)
+        ).current_stage
+        if have != MLFLOW_STAGES[row_obj.status]:
+            wrong[row_obj.version] = (row_obj.status, have)
+    production = [ModelVersion(**r._mapping) for r in rows if r.status == "production"]
+    aliases = client.get_registered_model("aifx-lstm").aliases or {}
+    champion = None if aliases.get("champion") is None else str(aliases["champion"])
+    expected = mlflow_version_of(production[0]) if production else None
+    if champion != expected:
+        wrong["champion"] = (str(expected), str(champion))
+    return wrong
+
+
+def promote_now(engine: Engine, uri: str, version: str, as_of: datetime) -> None:
+    """A forced stage change (no gate), for arranging a test's starting point."""
+    from registry.stages import change_stage
+
+    with mlflow_stores(uri, uri) as client:
+        change_stage(
+            engine, client, version, "production", as_of=as_of, reason="arrange", actor="test"
+        )
