@@ -15,3 +15,11 @@ class MalformedFileError(AifxError):
 
 class SchemaOutdatedError(AifxError):
     """The database schema is not at the revision this code expects."""
+
+
+class NotFoundError(AifxError):
+    """The thing asked for (an A/B test, a model version) does not exist."""
+
+
+class ConflictError(AifxError):
+    """The request contradicts the current state (a second active A/B test, say)."""

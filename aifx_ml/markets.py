@@ -83,6 +83,20 @@ def candle_close_times(timestamps: pd.DatetimeIndex, timeframe: str) -> pd.Datet
     return timestamps + step_offset(timeframe)
 
 
+def newest_closed_open(now: pd.Timestamp, timeframe: str) -> pd.Timestamp | None:
+    """Open time of the newest candle on the grid that has closed by `now` (None for 1w and 1M,
+    whose grids are not fixed offsets from the epoch). Whether the market was open then is
+    not checked: it is the newest candle that *could* exist."""
+    validate_timeframe(timeframe)
+    if timeframe not in FIXED_STEPS or timeframe == "1w":
+        return None
+    step = FIXED_STEPS[timeframe]
+    moment = pd.Timestamp(now)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    slot = (moment - step).value // step.value * step.value  # epoch-aligned, as the grid is
+    return pd.Timestamp(slot, tz="UTC")
+
+
 def expected_grid(start: pd.Timestamp, end: pd.Timestamp, timeframe: str) -> pd.DatetimeIndex:
     """Every candle open time in [start, end] on the timeframe's grid while the market is open."""
     validate_timeframe(timeframe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import insert
@@ -43,6 +44,18 @@ def record_signals(session: Session, signals: pd.DataFrame, as_of: datetime) -> 
     for row, ts in zip(rows, created, strict=True):
         row["id"] = uuid.uuid4()
         row["created_at"] = ts.to_pydatetime()
+    insert_signal_rows(session, rows, as_of)
+    return [r["id"] for r in rows]
+
+
+def insert_signal_rows(session: Session, rows: list[dict[str, Any]], as_of: datetime) -> None:
+    """Insert ready rows (ids and UTC `created_at` set) and announce each on ml:new_prediction.
+
+    The lean path the prediction service takes per request; `record_signals` checks a frame
+    first and comes here too.
+    """
+    if not rows:
+        return
     session.execute(insert(TradingSignal), rows)
     enqueue_many(
         session,
@@ -63,4 +76,3 @@ def record_signals(session: Session, signals: pd.DataFrame, as_of: datetime) -> 
         ),
         as_of,
     )
-    return [r["id"] for r in rows]

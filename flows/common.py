@@ -54,3 +54,29 @@ def relay_task(settings: Settings) -> dict[str, Any]:
     elif report.error:
         logger.warning("events not relayed, they wait in the outbox: %s", report.error)
     return asdict(report)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def challenger_task(
+    settings: Settings, version: str, as_of: datetime, split: float, actor: str
+) -> dict[str, Any]:
+    """Gate a new version; on a pass it is tried against Production in an A/B test."""
+    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from registry.challenger import offer_challenger  # noqa: PLC0415
+
+    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
+    engine = make_engine(settings.db_url)
+    try:
+        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+            outcome = offer_challenger(
+                engine, client, version, as_of=as_of, actor=actor, split=split
+            )
+    finally:
+        engine.dispose()
+    get_run_logger().info("challenger %s: %s %s", version, outcome.action, outcome.detail)
+    return {
+        "version": outcome.version,
+        "action": outcome.action,
+        "ab_test_id": str(outcome.ab_test_id) if outcome.ab_test_id else None,
+        "detail": outcome.detail,
+    }

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, unmapped
 
 from aifx_ml.config import load_settings
 from aifx_ml.training.config import training_config
-from flows.common import reconcile_task, relay_task
+from flows.common import challenger_task, reconcile_task, relay_task
 from flows.training_tasks import load_series_task, plan_task, train_task
 
 
@@ -22,6 +22,8 @@ def daily_incremental_flow(
     batch_size: int = 32,
     seed: int = 42,
     as_of: datetime | None = None,
+    auto_challenger: bool = True,
+    challenger_split: float = 0.2,
 ) -> dict[str, Any]:
     """Fine-tune as of `as_of` (default: now, UTC); with no Production model, train in full."""
     settings = load_settings()
@@ -39,6 +41,11 @@ def daily_incremental_flow(
         unmapped(moment),
     )
     result = train_task(settings, config, "incremental", moment, frames.result())
+    if auto_challenger and result["status"] == "completed":
+        # Passes the offline gate: tried live against Production (or becomes the first one).
+        result["challenger"] = challenger_task(
+            settings, result["version"], moment, challenger_split, "flow daily-incremental"
+        )
     relay_task(settings)
     logger = get_run_logger()
     if result["fell_back_to_full"]:

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, unmapped
 
 from aifx_ml.config import load_settings
 from aifx_ml.training.config import training_config
-from flows.common import reconcile_task, relay_task
+from flows.common import challenger_task, reconcile_task, relay_task
 from flows.training_tasks import load_series_task, plan_task, train_task
 
 
@@ -26,6 +26,8 @@ def weekly_full_flow(
     dense_units: int = 32,
     seed: int = 42,
     as_of: datetime | None = None,
+    auto_challenger: bool = True,
+    challenger_split: float = 0.2,
 ) -> dict[str, Any]:
     """Train from scratch as of `as_of` (default: now, UTC) on every series asked for."""
     settings = load_settings()
@@ -51,6 +53,11 @@ def weekly_full_flow(
         unmapped(moment),
     )
     result = train_task(settings, config, "full", moment, frames.result())
+    if auto_challenger and result["status"] == "completed":
+        # Passes the offline gate: tried live against Production (or becomes the first one).
+        result["challenger"] = challenger_task(
+            settings, result["version"], moment, challenger_split, "flow weekly-full"
+        )
     relay_task(settings)
     get_run_logger().info(
         "weekly full training %s: %s", result["status"], result["version"] or result["reason"]

@@ -35,7 +35,10 @@ def directory_sha256(root: Path) -> str:
 def download_version(client: MlflowClient, name: str, mlflow_version: str, into: Path) -> Path:
     """The files of a registered model version, copied to a local folder."""
     uri = client.get_model_version_download_uri(name, mlflow_version)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into))
+    # This client's stores, not MLflow's process-wide ones (a server proxies artifacts).
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=str(into), tracking_uri=client._tracking_client.tracking_uri
+    )
     return Path(local)
 
 

@@ -227,3 +227,11 @@ def behind_proxy(proxy: CuttableProxy) -> Iterator[redis.Redis]:
     client = redis_client(f"redis://127.0.0.1:{proxy.port}/{db}", timeout=2)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Three trained Staging versions, built once per session (see tests/registry_world.py)."""
+    from tests.registry_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("registry-world"))

@@ -217,6 +217,7 @@ class ModelABTest(Base):
     __tablename__ = "model_ab_test"
     __table_args__ = (
         CheckConstraint(_in("status", AB_STATUSES), name="status_valid"),
+        Index("ix_model_ab_test_type_status", "model_type", "status"),
         CheckConstraint("traffic_split > 0 AND traffic_split < 1", name="traffic_split_range"),
         CheckConstraint("model_a_version <> model_b_version", name="distinct_versions"),
     )
@@ -232,6 +233,10 @@ class ModelABTest(Base):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The plan fixed at the start (alpha, minimum sample, maximum duration, guardrail).
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    ended_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DataQuarantine(Base):

@@ -12,16 +12,11 @@ from sqlalchemy import Engine
 from aifx_ml.cli.main import main
 from aifx_ml.db.engine import make_engine, upgrade
 from registry.versions import transition_stage
-from tests.registry_world import World, build_world, client_for, copy_world
+from tests.registry_world import World, client_for, copy_world
 
 pytestmark = pytest.mark.integration
 
 Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return build_world(tmp_path_factory.mktemp("cli-world"))
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from registry.versions import RegistryError, get_version, load_version
 from tests.conftest import TRAIN_AS_OF, tiny_training_config
 from tests.registry_world import (
     World,
-    build_world,
     client_for,
     copy_world,
     promote_now,
@@ -41,11 +40,6 @@ from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
 LATER = TRAIN_AS_OF + timedelta(days=3)
-
-
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return build_world(tmp_path_factory.mktemp("registry-world"))
 
 
 @pytest.fixture

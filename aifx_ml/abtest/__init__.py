@@ -1,0 +1,1 @@
+"""A/B tests between two model versions: the statistics that decide them."""

@@ -1,0 +1,270 @@
+"""A/B tests in `model_ab_test`: create, list, complete, cancel — each with its event.
+
+Promoting a winner is the registry's job: `complete_test` takes it as a function, so this
+module never touches MLflow and the same code serves the API, the CLI and the flow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from aifx_ml.abtest import stats
+from aifx_ml.db.engine import session_factory, transaction
+from aifx_ml.db.models import ModelABTest, ModelVersion
+from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
+from aifx_ml.events.outbox import enqueue
+
+AB_STATUSES = ("active", "completed", "cancelled")
+
+
+@dataclass(frozen=True)
+class TestPlan:
+    """What a test is set up to do, fixed when it starts (a pre-registered plan): the
+    sequential test's parameters (`aifx_ml.abtest.stats`) and a maximum duration."""
+
+    __test__ = False  # not a pytest class, whatever its name says
+
+    alpha: float = stats.ALPHA
+    tau: float = stats.TAU
+    min_decided_per_arm: int = stats.MIN_DECIDED
+    max_decided_per_arm: int = stats.MAX_DECIDED
+    max_days: float = 30.0
+    guardrail_pnl_margin: float = stats.GUARDRAIL_MARGIN
+    srm_threshold: float = stats.SRM_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise InvalidInputError(f"invalid alpha {self.alpha}: expected a value in (0, 1)")
+        if self.min_decided_per_arm < 1 or self.max_decided_per_arm < self.min_decided_per_arm:
+            raise InvalidInputError(
+                "invalid sample plan: need 1 <= min_decided_per_arm <= max_decided_per_arm"
+            )
+        if self.max_days <= 0:
+            raise InvalidInputError(f"invalid max_days {self.max_days}: expected > 0")
+
+    def sequential(self) -> stats.SequentialPlan:
+        return stats.SequentialPlan(
+            alpha=self.alpha,
+            tau=self.tau,
+            min_decided_per_arm=self.min_decided_per_arm,
+            max_decided_per_arm=self.max_decided_per_arm,
+            srm_threshold=self.srm_threshold,
+            guardrail_pnl_margin=self.guardrail_pnl_margin,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TestPlan:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+def create_test(
+    engine: Engine,
+    *,
+    name: str,
+    model_a_version: str,
+    model_b_version: str,
+    traffic_split: float,
+    as_of: datetime,
+    plan: TestPlan | None = None,
+) -> ModelABTest:
+    """Start a test: A (usually Production) against B, `traffic_split` of requests to B.
+
+    Refused: an unknown or archived version, two versions of different types or the same one,
+    a split outside (0, 1) — InvalidInputError; a second active test of the model type —
+    ConflictError.
+    """
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise InvalidInputError("invalid test_name: expected 1 to 128 characters")
+    if not 0 < traffic_split < 1:
+        raise InvalidInputError(
+            f"invalid traffic_split {traffic_split}: expected a share of traffic in (0, 1)"
+        )
+    if model_a_version == model_b_version:
+        raise InvalidInputError("model_a_version and model_b_version must differ")
+    plan = plan or TestPlan()
+    with transaction(engine) as session:
+        versions = {
+            v.version: v
+            for v in session.execute(
+                select(ModelVersion).where(
+                    ModelVersion.version.in_([model_a_version, model_b_version])
+                )
+            ).scalars()
+        }
+        for version in (model_a_version, model_b_version):
+            if version not in versions:
+                raise InvalidInputError(f"unknown model version {version!r}")
+            if versions[version].status in ("archived", "training"):
+                raise InvalidInputError(
+                    f"model version {version} is {versions[version].status}: it cannot serve"
+                )
+        types = {v.model_type for v in versions.values()}
+        if len(types) != 1:
+            raise InvalidInputError(f"the two versions are of different model types: {types}")
+        model_type = types.pop()
+        running = session.execute(
+            select(ModelABTest.id, ModelABTest.test_name).where(
+                ModelABTest.model_type == model_type, ModelABTest.status == "active"
+            )
+        ).first()
+        if running is not None:
+            raise ConflictError(
+                f"A/B test {running.test_name!r} ({running.id}) is already active for "
+                f"{model_type}: complete or cancel it first"
+            )
+        test = ModelABTest(
+            id=uuid.uuid4(),
+            test_name=name,
+            model_type=model_type,
+            model_a_version=model_a_version,
+            model_b_version=model_b_version,
+            traffic_split=float(traffic_split),
+            status="active",
+            config=plan.as_dict(),
+            created_at=as_of,
+        )
+        session.add(test)
+        session.flush()
+        enqueue(session, "ml:ab_test_created", describe(test), as_of)
+    return test
+
+
+def list_tests(engine: Engine, status: str | None = None) -> list[ModelABTest]:
+    """Tests, newest first; `status` one of active, completed, cancelled."""
+    if status is not None and status not in AB_STATUSES:
+        raise InvalidInputError(f"invalid status {status!r}: expected one of {AB_STATUSES}")
+    query = select(ModelABTest).order_by(ModelABTest.created_at.desc())
+    if status is not None:
+        query = query.where(ModelABTest.status == status)
+    with session_factory(engine)() as session:
+        return list(session.execute(query).scalars())
+
+
+def get_test(engine: Engine, test_id: uuid.UUID | str) -> ModelABTest:
+    """One test, or NotFoundError naming the id."""
+    try:
+        key = test_id if isinstance(test_id, uuid.UUID) else uuid.UUID(str(test_id))
+    except ValueError:
+        raise NotFoundError(f"no A/B test {test_id!r}") from None
+    with session_factory(engine)() as session:
+        test = session.get(ModelABTest, key)
+    if test is None:
+        raise NotFoundError(f"no A/B test {test_id}")
+    return test
+
+
+def active_test(engine: Engine, model_type: str) -> ModelABTest | None:
+    """The running test of a model type, if any (at most one)."""
+    with session_factory(engine)() as session:
+        return session.execute(
+            select(ModelABTest).where(
+                ModelABTest.model_type == model_type, ModelABTest.status == "active"
+            )
+        ).scalar_one_or_none()
+
+
+def complete_test(
+    engine: Engine,
+    test_id: uuid.UUID | str,
+    *,
+    as_of: datetime,
+    winner: str | None,
+    reason: str,
+    metrics: dict[str, Any] | None = None,
+    promote: Callable[[ModelABTest, str], None] | None = None,
+) -> ModelABTest:
+    """End an active test; with a winner (one of its two versions), `promote` makes it the
+    Production version (through the registry) before the test is marked completed."""
+    test = _active(engine, test_id)
+    if winner is not None and winner not in (test.model_a_version, test.model_b_version):
+        raise InvalidInputError(
+            f"invalid winner {winner!r}: expected {test.model_a_version} or {test.model_b_version}"
+        )
+    if winner is not None and promote is not None:
+        promote(test, winner)
+    return _end(engine, test, "completed", as_of, reason, winner, metrics)
+
+
+def cancel_test(
+    engine: Engine, test_id: uuid.UUID | str, *, as_of: datetime, reason: str
+) -> ModelABTest:
+    """Stop an active test without a winner; Production stays as it is."""
+    return _end(engine, _active(engine, test_id), "cancelled", as_of, reason, None, None)
+
+
+def record_evaluation(
+    engine: Engine, test_id: uuid.UUID, metrics: dict[str, Any], as_of: datetime
+) -> None:
+    """Keep the latest look at a running test (its numbers and decision) with it."""
+    with transaction(engine) as session:
+        session.execute(
+            update(ModelABTest)
+            .where(ModelABTest.id == test_id)
+            .values(metrics=metrics, evaluated_at=as_of)
+        )
+
+
+def describe(test: ModelABTest) -> dict[str, Any]:
+    """The JSON face of a test (API responses and events)."""
+    return {
+        "id": str(test.id),
+        "test_name": test.test_name,
+        "model_type": test.model_type,
+        "model_a_version": test.model_a_version,
+        "model_b_version": test.model_b_version,
+        "traffic_split": test.traffic_split,
+        "status": test.status,
+        "winner": test.winner,
+        "created_at": test.created_at.isoformat() if test.created_at else None,
+        "completed_at": test.completed_at.isoformat() if test.completed_at else None,
+        "ended_reason": test.ended_reason,
+        "config": test.config,
+    }
+
+
+def _active(engine: Engine, test_id: uuid.UUID | str) -> ModelABTest:
+    test = get_test(engine, test_id)
+    if test.status != "active":
+        raise ConflictError(f"A/B test {test.id} is already {test.status}")
+    return test
+
+
+def _end(
+    engine: Engine,
+    test: ModelABTest,
+    status: str,
+    as_of: datetime,
+    reason: str,
+    winner: str | None,
+    metrics: dict[str, Any] | None,
+) -> ModelABTest:
+    with transaction(engine) as session:
+        done = session.execute(
+            update(ModelABTest)
+            .where(ModelABTest.id == test.id, ModelABTest.status == "active")
+            .values(
+                status=status,
+                winner=winner,
+                completed_at=as_of,
+                ended_reason=reason,
+                **({"metrics": metrics} if metrics is not None else {}),
+            )
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise ConflictError(f"A/B test {test.id} ended meanwhile")
+        ended = session.get(ModelABTest, test.id)
+        assert ended is not None
+        session.refresh(ended)
+        enqueue(session, "ml:ab_test_completed", describe(ended), as_of)
+    return ended

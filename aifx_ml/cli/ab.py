@@ -1,0 +1,237 @@
+"""`aifx serve` and `aifx ab`: the prediction service, and A/B tests from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from aifx_ml.abtest.store import (
+    TestPlan,
+    cancel_test,
+    complete_test,
+    create_test,
+    get_test,
+    list_tests,
+)
+from aifx_ml.cli.common import AppContext, app_context, console, frame_table
+from aifx_ml.db.models import ModelABTest
+
+app = typer.Typer(help="A/B tests between model versions.", no_args_is_help=True)
+
+
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    buy_threshold: Annotated[float, typer.Option(help="P(up) at or above: buy.")] = 0.55,
+    sell_threshold: Annotated[float, typer.Option(help="P(up) at or below: sell.")] = 0.45,
+) -> None:
+    """Serve predictions and the A/B test API (OpenAPI at /docs)."""
+    import uvicorn  # noqa: PLC0415
+
+    from aifx_ml.serving.app import create_app  # noqa: PLC0415
+    from aifx_ml.serving.predict import SignalPolicy  # noqa: PLC0415
+
+    app_ctx = app_context(ctx)
+    policy = SignalPolicy(buy_threshold=buy_threshold, sell_threshold=sell_threshold)
+    api = create_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy)
+    console.print(f"serving on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
+    uvicorn.run(api, host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command("create")
+def create_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="A name people will recognise.")],
+    model_a: Annotated[str, typer.Option("--a", help="Version A (usually Production).")],
+    model_b: Annotated[str, typer.Option("--b", help="Version B (the challenger).")],
+    split: Annotated[float, typer.Option(help="Share of traffic to B.")] = 0.2,
+    min_decided: Annotated[
+        int, typer.Option(help="Decided signals per arm before deciding.")
+    ] = 200,
+    max_decided: Annotated[int, typer.Option(help="Decided signals per arm at most.")] = 3000,
+    max_days: Annotated[float, typer.Option(help="Longest the test may run.")] = 30.0,
+) -> None:
+    """Start an A/B test: requests are split between A and B by a hash of their routing key."""
+    app_ctx = app_context(ctx)
+    plan = TestPlan(
+        min_decided_per_arm=min_decided, max_decided_per_arm=max_decided, max_days=max_days
+    )
+    test = create_test(
+        app_ctx.engine(),
+        name=name,
+        model_a_version=model_a,
+        model_b_version=model_b,
+        traffic_split=split,
+        as_of=app_ctx.now(),
+        plan=plan,
+    )
+    _with_registry(app_ctx, lambda client: _mark(app_ctx, client, test))
+    console.print(
+        f"[green]started[/] A/B test {test.test_name!r} ({test.id}): "
+        f"{model_a} vs {model_b}, {split:.0%} to B"
+    )
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="active, completed or cancelled.")] = None,
+) -> None:
+    """Every test, newest first."""
+    tests = list_tests(app_context(ctx).engine(), status)
+    if not tests:
+        console.print("no A/B tests")
+        return
+    frame = pd.DataFrame(
+        [
+            {
+                "id": str(t.id),
+                "name": t.test_name,
+                "A": t.model_a_version,
+                "B": t.model_b_version,
+                "split to B": t.traffic_split,
+                "status": t.status,
+                "winner": t.winner,
+                "created": t.created_at,
+                "ended": t.ended_reason,
+            }
+            for t in tests
+        ]
+    )
+    console.print(frame_table(frame, title="A/B tests"))
+
+
+@app.command("metrics")
+def metrics_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) -> None:
+    """Per arm: signals, outcomes, win rate with a cluster-robust interval, mean pnl; and the
+    sequential test's current statistic and decision."""
+    from aifx_ml.abtest.evaluation import look  # noqa: PLC0415
+
+    app_ctx = app_context(ctx)
+    test = get_test(app_ctx.engine(), test_id)
+    _print_look(test, look(app_ctx.engine(), test, app_ctx.now()).as_dict())
+
+
+@app.command("evaluate")
+def evaluate_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) -> None:
+    """Look at the test and act: promote a winner, end an inconclusive test."""
+    from aifx_ml.abtest.evaluation import evaluate_test  # noqa: PLC0415
+
+    app_ctx = app_context(ctx)
+    engine = app_ctx.engine()
+
+    def run(client: Any) -> dict[str, Any]:
+        return evaluate_test(engine, test_id, app_ctx.now(), _promoter(app_ctx, client)).as_dict()
+
+    seen = _with_registry(app_ctx, run)
+    test = get_test(engine, test_id)
+    _print_look(test, seen)
+    console.print(f"test is {test.status}" + (f", winner {test.winner}" if test.winner else ""))
+
+
+@app.command("complete")
+def complete_cmd(
+    ctx: typer.Context,
+    test_id: Annotated[str, typer.Argument()],
+    winner: Annotated[str | None, typer.Option(help="Version to promote.")] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "completed by hand",
+) -> None:
+    """End a test; a --winner becomes the Production version."""
+    app_ctx = app_context(ctx)
+
+    def run(client: Any) -> ModelABTest:
+        return complete_test(
+            app_ctx.engine(),
+            test_id,
+            as_of=app_ctx.now(),
+            winner=winner,
+            reason=reason,
+            promote=_promoter(app_ctx, client),
+        )
+
+    test = _with_registry(app_ctx, run)
+    console.print(f"completed {test.test_name!r}" + (f": {winner} in Production" if winner else ""))
+
+
+@app.command("cancel")
+def cancel_cmd(
+    ctx: typer.Context,
+    test_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "cancelled by hand",
+) -> None:
+    """Stop a test with no winner; Production stays."""
+    app_ctx = app_context(ctx)
+    test = cancel_test(app_ctx.engine(), test_id, as_of=app_ctx.now(), reason=reason)
+    console.print(f"cancelled {test.test_name!r}")
+
+
+def _with_registry(app_ctx: AppContext, work: Any) -> Any:
+    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+
+    settings = app_ctx.settings
+    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
+    with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+        return work(client)
+
+
+def _promoter(app_ctx: AppContext, client: Any) -> Any:
+    from registry.abtest import promote_winner  # noqa: PLC0415
+
+    def promote(test: ModelABTest, winner: str) -> None:
+        promote_winner(app_ctx.engine(), client, test, winner, as_of=app_ctx.now(), actor="aifx ab")
+
+    return promote
+
+
+def _mark(app_ctx: AppContext, client: Any, test: ModelABTest) -> None:
+    from registry.abtest import mark_challenger  # noqa: PLC0415
+
+    mark_challenger(app_ctx.engine(), client, test)
+
+
+def _print_look(test: ModelABTest, seen: dict[str, Any]) -> None:
+    table = Table(title=f"{test.test_name} ({test.status})", title_justify="left")
+    for column in (
+        "arm",
+        "version",
+        "signals",
+        "decided",
+        "wins",
+        "losses",
+        "breakevens",
+        "win rate",
+        "95% CI",
+        "mean pnl %",
+    ):
+        table.add_column(column, justify="left" if column in ("arm", "version") else "right")
+    for arm, version in (("a", test.model_a_version), ("b", test.model_b_version)):
+        s = seen["arms"][arm]
+        ci = s["win_rate_ci"]
+        table.add_row(
+            arm.upper(),
+            version,
+            str(s["signals"]),
+            str(s["decided"]),
+            str(s["wins"]),
+            str(s["losses"]),
+            str(s["breakevens"]),
+            _pct(s["win_rate"]),
+            f"{_pct(ci[0])}–{_pct(ci[1])}",
+            _num(s["mean_pnl"]),
+        )
+    console.print(table)
+    d = seen["decision"]
+    console.print(f"decision: [bold]{d['status']}[/] — {d['reason']}", highlight=False)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"

@@ -1,0 +1,101 @@
+"""The FastAPI app: predictions, A/B tests (and monitoring), built from the settings.
+
+`create_app` wires the library to the stores once; routes stay thin. Library errors become
+HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, conflicts 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+import aifx_ml
+from aifx_ml.config import Settings
+from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.db.models import ModelABTest, ModelVersion
+from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
+from aifx_ml.serving.deps import Services
+from aifx_ml.serving.inference import ModelServer
+from aifx_ml.serving.predict import PredictionService, SignalPolicy
+from aifx_ml.serving.routers import ab_tests, predict
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    now: Callable[[], datetime] = wall_clock,
+    policy: SignalPolicy | None = None,
+    refresh_seconds: float = 2.0,
+) -> FastAPI:
+    """The app over the settings' stores; `now` is the clock (a replay passes its own)."""
+    from mlflow import MlflowClient  # noqa: PLC0415  (MLflow loads only when serving)
+
+    from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415
+    from registry.versions import RegistryError, load_version  # noqa: PLC0415
+
+    engine = engine or make_engine(settings.db_url)
+    ensure_schema(engine, auto_upgrade=settings.is_embedded)
+    client = MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_registry_uri
+    )
+
+    def loader(row: ModelVersion) -> tuple[Any, dict[str, Any]]:
+        loaded = load_version(row, client)
+        return loaded.model, loaded.card
+
+    def promote(test: ModelABTest, winner: str) -> None:
+        promote_winner(engine, client, test, winner, as_of=now(), actor="api")
+        server.invalidate(test.model_type)
+
+    server = ModelServer(engine, loader, refresh_seconds)
+    predictions = PredictionService(engine, server, now, policy)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        predictions.close()  # the signal writer commits what waits, then stops
+
+    app = FastAPI(
+        title="AIFX",
+        version=aifx_ml.__version__,
+        description="Trading signals from continuously learned models, A/B tests, monitoring.",
+        lifespan=lifespan,
+    )
+    app.state.services = Services(
+        settings=settings,
+        engine=engine,
+        predictions=predictions,
+        now=now,
+        promote=promote,
+        mark_challenger=lambda test: mark_challenger(engine, client, test),
+    )
+    app.state.model_server = server
+    app.include_router(predict.router)
+    app.include_router(ab_tests.router)
+
+    for error, code in (
+        (InvalidInputError, 422),
+        (NotFoundError, 404),
+        (ConflictError, 409),
+        (RegistryError, 409),
+    ):
+        app.add_exception_handler(error, _handler(code))
+    return app
+
+
+def _handler(code: int) -> Callable[[Request, Exception], Any]:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+    return handle

@@ -1,0 +1,66 @@
+"""What every route depends on: the services built at start-up, and the write token."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from aifx_ml.config import Settings
+from aifx_ml.db.models import ModelABTest
+from aifx_ml.serving.predict import PredictionService
+
+# (test, winner version) -> promote the winner through the registry
+Promoter = Callable[[ModelABTest, str], None]
+
+
+@dataclass
+class Services:
+    """Built once when the app starts (see `serving.app.create_app`)."""
+
+    settings: Settings
+    engine: Engine
+    predictions: PredictionService
+    now: Callable[[], datetime]
+    promote: Promoter
+    mark_challenger: Callable[[ModelABTest], None]
+
+
+def services(request: Request) -> Services:
+    found = request.app.state.services
+    assert isinstance(found, Services)
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    svc: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Writes need `Authorization: Bearer <AIFX_API_TOKEN>`: 401 without, 403 if wrong."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing bearer token: send Authorization: Bearer <AIFX_API_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    expected = svc.settings.api_token
+    if expected is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="writes are disabled: no AIFX_API_TOKEN is configured on the server",
+        )
+    if not secrets.compare_digest(credentials.credentials, expected.get_secret_value()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid bearer token")
+
+
+WriteAccess = Depends(require_token)

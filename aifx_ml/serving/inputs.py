@@ -1,0 +1,146 @@
+"""The input of one prediction: the newest `window` candles of a series, as features.
+
+Either the stored candles (the default: their indicators were computed at import) or candles
+sent with the request (indicators computed here, which needs a warm-up before the window).
+A candle counts once it has closed by `now`, exactly as training saw them.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from aifx_ml.db.engine import session_factory
+from aifx_ml.db.models import MarketData
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.features.engineering import candle_features
+from aifx_ml.features.indicators import compute_indicators, indicators_from_json
+from aifx_ml.markets import newest_closed_open, step_offset
+
+WARMUP = 60  # candles TA-Lib needs before every indicator has a value (SMA 50, ADX 14)
+
+
+@dataclass(frozen=True)
+class InputWindow:
+    """Unscaled features of the newest `window` candles, and where they end."""
+
+    features: npt.NDArray[np.float64]  # (window, features)
+    last_open: pd.Timestamp
+    closed_at: pd.Timestamp  # when the newest candle closed: the signal's moment
+    entry_price: float  # its close
+
+
+def stored_window(
+    engine: Engine, pair: str, timeframe: str, window: int, now: datetime
+) -> InputWindow:
+    """The newest `window` stored candles of a series closed by `now`."""
+    last_open = pd.Timestamp(now) - step_offset(timeframe)
+    with session_factory(engine)() as session:
+        rows = session.execute(
+            select(
+                MarketData.timestamp,
+                MarketData.open,
+                MarketData.high,
+                MarketData.low,
+                MarketData.close,
+                MarketData.volume,
+                MarketData.technical_indicators,
+            )
+            .where(
+                MarketData.pair == pair,
+                MarketData.timeframe == timeframe,
+                MarketData.timestamp <= last_open.to_pydatetime(),
+            )
+            .order_by(MarketData.timestamp.desc())
+            .limit(window + 1)  # one more: returns need the previous close
+        ).all()
+    if not rows:
+        raise InvalidInputError(f"no stored {pair} {timeframe} candles closed by {now.isoformat()}")
+    frame = pd.DataFrame(
+        rows[::-1],
+        columns=["timestamp", "open", "high", "low", "close", "volume", "technical_indicators"],
+    )
+    indicators = indicators_from_json(frame.pop("technical_indicators"))
+    return _window(pd.concat([frame, indicators], axis=1), timeframe, window, f"{pair} {timeframe}")
+
+
+def request_window(candles: pd.DataFrame, timeframe: str, window: int) -> InputWindow:
+    """The window from candles sent with a request (timestamp, open, high, low, close[, volume]),
+    indicators computed over them: at least `window + WARMUP` candles are needed."""
+    need = window + WARMUP
+    if len(candles) < need:
+        raise InvalidInputError(
+            f"need at least {need} candles ({window} for the window and {WARMUP} to warm the "
+            f"indicators up), got {len(candles)}"
+        )
+    frame = candles.sort_values("timestamp").reset_index(drop=True)
+    if frame["timestamp"].duplicated().any():
+        raise InvalidInputError("candles repeat a timestamp")
+    if "volume" not in frame:
+        frame["volume"] = 0.0
+    frame = pd.concat([frame, compute_indicators(frame)], axis=1)
+    return _window(frame, timeframe, window, "the candles sent")
+
+
+def _window(frame: pd.DataFrame, timeframe: str, window: int, label: str) -> InputWindow:
+    features = candle_features(frame).to_numpy(np.float64)[-window:]
+    if len(features) < window or not np.isfinite(features).all():
+        raise InvalidInputError(
+            f"{label}: the newest {window} candles do not all have complete features "
+            f"(got {len(frame)} candles; indicators need a warm-up)"
+        )
+    last_open = pd.Timestamp(frame["timestamp"].iloc[-1])
+    last_open = last_open.tz_localize("UTC") if last_open.tzinfo is None else last_open
+    return InputWindow(
+        features=features,
+        last_open=last_open,
+        closed_at=last_open + step_offset(timeframe),
+        entry_price=float(frame["close"].iloc[-1]),
+    )
+
+
+class WindowCache:
+    """The newest window per (pair, timeframe, length), reused until a newer candle arrives.
+
+    A window that already ends at the newest candle the grid allows is used as it is; otherwise
+    the database is asked only for the newest candle's open time (one indexed row), and the
+    features are rebuilt only when that changed. A series answers its requests between two
+    candles from memory.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._windows: dict[tuple[str, str, int], InputWindow] = {}
+        self._lock = threading.Lock()
+
+    def get(self, pair: str, timeframe: str, window: int, now: datetime) -> InputWindow:
+        key = (pair, timeframe, window)
+        cached = self._windows.get(key)
+        if cached is not None and cached.last_open == newest_closed_open(
+            pd.Timestamp(now), timeframe
+        ):
+            return cached  # it already ends at the newest candle there can be
+        last_open = pd.Timestamp(now) - step_offset(timeframe)
+        with self._engine.connect() as conn:
+            newest = conn.execute(
+                select(MarketData.timestamp)
+                .where(
+                    MarketData.pair == pair,
+                    MarketData.timeframe == timeframe,
+                    MarketData.timestamp <= last_open.to_pydatetime(),
+                )
+                .order_by(MarketData.timestamp.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        if cached is not None and newest is not None and cached.last_open == pd.Timestamp(newest):
+            return cached
+        fresh = stored_window(self._engine, pair, timeframe, window, now)
+        with self._lock:
+            self._windows[key] = fresh
+        return fresh

@@ -1,0 +1,158 @@
+"""`/api/v1/ml/ab-tests`: create, list, complete, cancel, metrics (writes need the token)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, Field
+
+from aifx_ml.abtest.evaluation import evaluate_test, look
+from aifx_ml.abtest.store import (
+    TestPlan,
+    cancel_test,
+    complete_test,
+    create_test,
+    describe,
+    get_test,
+    list_tests,
+)
+from aifx_ml.db.models import ModelABTest
+from aifx_ml.serving.deps import ServicesDep, WriteAccess
+
+router = APIRouter(prefix="/api/v1/ml/ab-tests", tags=["A/B tests"])
+Version = Annotated[str, Field(min_length=1, max_length=64, examples=["lstm-v3"])]
+
+
+class PlanIn(BaseModel):
+    """The pre-registered plan (defaults: α 0.05, 200 to 3,000 decided signals per arm, 30 days)."""
+
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    min_decided_per_arm: Annotated[int, Field(ge=1)] = 200
+    max_decided_per_arm: Annotated[int, Field(ge=1)] = 3000
+    max_days: Annotated[float, Field(gt=0)] = 30.0
+    guardrail_pnl_margin: Annotated[float, Field(ge=0)] = 0.0
+
+
+class CreateIn(BaseModel):
+    test_name: Annotated[str, Field(min_length=1, max_length=128)]
+    model_a_version: Version
+    model_b_version: Version
+    traffic_split: Annotated[
+        float, Field(gt=0, lt=1, description="Share of requests routed to model B.")
+    ]
+    plan: PlanIn | None = None
+
+
+class CompleteIn(BaseModel):
+    winner: Version | None = Field(default=None, description="Promoted to Production.")
+    reason: Annotated[str, Field(max_length=500)] = "completed by hand"
+
+
+class CancelIn(BaseModel):
+    reason: Annotated[str, Field(max_length=500)] = "cancelled by hand"
+
+
+class TestOut(BaseModel):
+    id: uuid.UUID
+    test_name: str
+    model_type: str | None
+    model_a_version: str
+    model_b_version: str
+    traffic_split: float
+    status: str
+    winner: str | None
+    created_at: datetime | None
+    completed_at: datetime | None
+    ended_reason: str | None
+    config: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, test: ModelABTest) -> TestOut:
+        return cls.model_validate(describe(test))
+
+
+class ListOut(BaseModel):
+    tests: list[TestOut]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
+def create(body: CreateIn, svc: ServicesDep) -> TestOut:
+    """Start a test (409 if the model type already has an active one)."""
+    plan = TestPlan(**body.plan.model_dump()) if body.plan else TestPlan()
+    test = create_test(
+        svc.engine,
+        name=body.test_name,
+        model_a_version=body.model_a_version,
+        model_b_version=body.model_b_version,
+        traffic_split=body.traffic_split,
+        as_of=svc.now(),
+        plan=plan,
+    )
+    svc.mark_challenger(test)
+    svc.predictions.server.invalidate(test.model_type)  # route to the arms from now on
+    return TestOut.of(test)
+
+
+@router.get("")
+def list_all(
+    svc: ServicesDep,
+    status_filter: Annotated[
+        Literal["active", "completed", "cancelled"] | None, Query(alias="status")
+    ] = None,
+) -> ListOut:
+    """Every test, newest first (filter with ?status=active)."""
+    return ListOut(tests=[TestOut.of(t) for t in list_tests(svc.engine, status_filter)])
+
+
+@router.get("/{test_id}")
+def one(test_id: uuid.UUID, svc: ServicesDep) -> TestOut:
+    return TestOut.of(get_test(svc.engine, test_id))
+
+
+@router.post("/{test_id}/complete", dependencies=[WriteAccess])
+def complete(test_id: uuid.UUID, body: CompleteIn, svc: ServicesDep) -> TestOut:
+    """End the test; a `winner` becomes the Production version."""
+    test = complete_test(
+        svc.engine,
+        test_id,
+        as_of=svc.now(),
+        winner=body.winner,
+        reason=body.reason,
+        promote=svc.promote,
+    )
+    svc.predictions.server.invalidate(test.model_type)
+    return TestOut.of(test)
+
+
+@router.post("/{test_id}/cancel", dependencies=[WriteAccess])
+def cancel(test_id: uuid.UUID, body: CancelIn, svc: ServicesDep) -> TestOut:
+    """Stop the test with no winner; Production stays."""
+    test = cancel_test(svc.engine, test_id, as_of=svc.now(), reason=body.reason)
+    svc.predictions.server.invalidate(test.model_type)
+    return TestOut.of(test)
+
+
+@router.get("/{test_id}/metrics")
+def metrics(test_id: uuid.UUID, svc: ServicesDep) -> dict[str, Any]:
+    """Per variant: signals, labeled, wins, losses, breakevens, win rate with a cluster-robust
+    95% interval, mean pnl %; and the current sequential statistic and decision."""
+    test = get_test(svc.engine, test_id)
+    seen = look(svc.engine, test, svc.now())
+    out = seen.as_dict()
+    out["test"] = describe(test)
+    out["variants"] = {
+        "a": test.model_a_version,
+        "b": test.model_b_version,
+    }
+    return out
+
+
+@router.post("/{test_id}/evaluate", dependencies=[WriteAccess])
+def evaluate(test_id: uuid.UUID, svc: ServicesDep) -> dict[str, Any]:
+    """Look now and act on it (promote a winner, end an inconclusive test)."""
+    seen = evaluate_test(svc.engine, test_id, svc.now(), svc.promote)
+    svc.predictions.server.invalidate()
+    return seen.as_dict()

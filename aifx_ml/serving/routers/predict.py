@@ -1,0 +1,119 @@
+"""`POST /api/v1/predict` and `POST /api/v1/predict/batch`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import orjson
+import pandas as pd
+from fastapi import APIRouter, Response
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
+
+from aifx_ml.markets import PAIR_RE, TIMEFRAMES
+from aifx_ml.serving.deps import ServicesDep
+from aifx_ml.serving.predict import Prediction, PredictRequest
+
+router = APIRouter(prefix="/api/v1/predict", tags=["predictions"])
+
+
+class Candle(BaseModel):
+    """One OHLCV candle; `timestamp` is its open time (with a zone, or UTC)."""
+
+    timestamp: AwareDatetime
+    open: Annotated[float, Field(gt=0)]
+    high: Annotated[float, Field(gt=0)]
+    low: Annotated[float, Field(gt=0)]
+    close: Annotated[float, Field(gt=0)]
+    volume: Annotated[float, Field(ge=0)] = 0.0
+
+
+class PredictIn(BaseModel):
+    """What to predict. Without `candles` the newest stored candles are used."""
+
+    pair: Annotated[str, Field(pattern=PAIR_RE.pattern, examples=["EUR/USD"])]
+    timeframe: Annotated[str, Field(examples=["1h"])]
+    model_type: Annotated[str, Field(min_length=1, max_length=64)] = "lstm"
+    routing_key: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=128,
+            description="A user or account id: the same key always gets the same A/B arm.",
+        ),
+    ] = None
+    candles: Annotated[list[Candle] | None, Field(max_length=5000)] = None
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str) -> str:
+        if value not in TIMEFRAMES:
+            raise ValueError(f"expected one of {' '.join(TIMEFRAMES)}")
+        return value
+
+    def to_request(self) -> PredictRequest:
+        candles = None
+        if self.candles is not None:
+            candles = pd.DataFrame([c.model_dump() for c in self.candles])
+            candles["timestamp"] = pd.to_datetime(candles["timestamp"], utc=True)
+        return PredictRequest(
+            pair=self.pair,
+            timeframe=self.timeframe,
+            model_type=self.model_type,
+            routing_key=self.routing_key,
+            candles=candles,
+        )
+
+
+class PredictOut(BaseModel):
+    """The signal, as recorded in `trading_signals`."""
+
+    signal_id: uuid.UUID
+    pair: str
+    timeframe: str
+    signal: str = Field(description="buy, sell or hold")
+    confidence: float
+    probability: float | None = Field(description="P(up) from the model")
+    entry_price: float
+    created_at: datetime
+    model_version: str
+    ab_test_id: uuid.UUID | None
+    variant: str | None = Field(description="a or b when an A/B test routed the request")
+    reason: str | None = Field(description="why a hold was forced (stale model or inputs)")
+
+    @classmethod
+    def of(cls, p: Prediction) -> PredictOut:
+        return cls(**p.__dict__)
+
+
+class BatchIn(BaseModel):
+    requests: Annotated[list[PredictIn], Field(min_length=1, max_length=500)]
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictOut]
+
+
+@router.post("", response_model=PredictOut)
+def predict(body: PredictIn, svc: ServicesDep) -> Response:
+    """A signal for one series from the model that serves it (Production, or an A/B arm)."""
+    started = time.perf_counter()
+    # Recorded by the signal writer right after (see README: recording is asynchronous).
+    (answer,) = svc.predictions.predict([body.to_request()], wait=False)
+    took = (time.perf_counter() - started) * 1000
+    # The answer is built by our own code: serialized directly, not validated a second time.
+    return Response(
+        orjson.dumps(answer.__dict__),
+        media_type="application/json",
+        headers={"Server-Timing": f"predict;dur={took:.2f}"},
+    )
+
+
+@router.post("/batch", response_model=BatchOut)
+def predict_batch(body: BatchIn, svc: ServicesDep) -> BatchOut:
+    """Signals for many series in one call (one model call per model, one transaction)."""
+    # A batch is committed before it is answered: bulk callers read their signals right after.
+    answers = svc.predictions.predict([r.to_request() for r in body.requests], wait=True)
+    return BatchOut(predictions=[PredictOut.of(a) for a in answers])

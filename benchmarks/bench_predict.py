@@ -1,0 +1,257 @@
+"""`POST /api/v1/predict` over loopback, as a client sees it, next to the bare model call.
+
+A uvicorn server (its own process) serves two registered versions of the DESIGN.md LSTM
+(window 60) in an active A/B test, recording every signal in PostgreSQL (SQLite if no
+PostgreSQL is reachable, which the report says). Concurrent clients send a fixed number of
+requests with fresh routing keys; the report gives p50 / p99 latency and requests/s, and the
+bare `tf.function` call of the same model on the same input. Prints one JSON object.
+Targets on a 2-core machine: p50 <= 2 x bare, p99 <= 25 ms, >= 150 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import psycopg  # noqa: E402
+
+from aifx_ml.data.importer import import_frame  # noqa: E402
+from aifx_ml.data.synth import synthesize_candles  # noqa: E402
+from aifx_ml.db.engine import make_engine, upgrade  # noqa: E402
+
+SERVER_MS: list[float] = []  # the server's own time in the handler (Server-Timing)
+TARGETS = {"p50_vs_bare_max": 2.0, "p99_ms_max": 25.0, "requests_per_s_min": 150.0}
+ADMIN_DSN = os.environ.get(
+    "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
+PAIRS = ["EUR/USD", "GBP/USD", "USD/JPY"]
+NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+
+
+def database(work: Path) -> tuple[str, str | None]:
+    """A fresh PostgreSQL database (and its name, to drop), else a SQLite file."""
+    try:
+        name = f"aifx_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        params = psycopg.conninfo.conninfo_to_dict(ADMIN_DSN)
+        user, host = params.get("user", "postgres"), params.get("host", "127.0.0.1")
+        url = f"postgresql+psycopg://{user}@{host}:{params.get('port', '5432')}/{name}"
+        return url, name
+    except psycopg.Error:
+        return f"sqlite:///{work / 'aifx.db'}", None
+
+
+def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
+    """Candles up to NOW, two LSTM versions (v1 Production, v2 Staging) in an A/B test."""
+    from aifx_ml.abtest.store import create_test  # noqa: PLC0415
+    from aifx_ml.models.lstm import LSTMConfig  # noqa: PLC0415
+    from tests.serving_helpers import register_model  # noqa: PLC0415
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    frames = synthesize_candles(
+        PAIRS, "1h", pd.Timestamp(NOW - timedelta(days=20)), pd.Timestamp(NOW - timedelta(hours=1))
+    )
+    for pair, frame in frames.items():
+        import_frame(engine, frame, pair, "1h", NOW, source="bench")
+    config = LSTMConfig()  # DESIGN.md's LSTM, window 60
+    a = register_model(engine, mlflow_uri, artifacts, NOW, config, seed=1, status="production")
+    b = register_model(engine, mlflow_uri, artifacts, NOW, config, seed=2)
+    create_test(
+        engine, name="bench", model_a_version=a, model_b_version=b, traffic_split=0.5, as_of=NOW
+    )
+    engine.dispose()
+    return a, b
+
+
+def bare_call(db_url: str, mlflow_uri: str, version: str, repeat: int) -> float:
+    """Median seconds of the compiled model call on one window, as the service makes it."""
+    from mlflow import MlflowClient  # noqa: PLC0415
+
+    from aifx_ml.serving.inference import compile_model  # noqa: PLC0415
+    from registry.versions import get_version, load_version  # noqa: PLC0415
+
+    engine = make_engine(db_url)
+    row = get_version(engine, version)
+    loaded = load_version(row, MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri))
+    model = compile_model(loaded.model, loaded.card, row)
+    x = (
+        np.random.default_rng(0)
+        .normal(size=(1, model.window, len(model.features)))
+        .astype(np.float32)
+    )
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        model.p_up(x)
+        times.append(time.perf_counter() - started)
+    engine.dispose()
+    return float(np.median(times))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "import uvicorn; from datetime import datetime; from aifx_ml.config import load_settings;"
+        "from aifx_ml.serving.app import create_app;"
+        f"now = datetime.fromisoformat({NOW.isoformat()!r});"
+        "app = create_app(load_settings(), now=lambda: now, refresh_seconds=5.0);"
+        f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def load(port: int, requests: int, clients: int) -> tuple[list[float], float, int]:
+    """Send `requests` predictions from `clients` threads; latencies, wall seconds, errors."""
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                body = {"pair": PAIRS[i % len(PAIRS)], "timeframe": "1h", "routing_key": f"k{i}"}
+                started = time.perf_counter()
+                response = http.post("/api/v1/predict", json=body)
+                elapsed = time.perf_counter() - started
+                timing = response.headers.get("server-timing", "dur=nan").split("dur=")[-1]
+                with lock:
+                    latencies.append(elapsed)
+                    server_ms.append(float(timing))
+                    if response.status_code != 200:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    SERVER_MS.extend(server_ms)
+    return latencies, time.perf_counter() - started, errors[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=8, help="for the throughput phase")
+    parser.add_argument("--latency-requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="aifx-bench-predict-"))
+    db_url, pg_name = database(work)
+    server = None
+    try:
+        mlflow_uri = f"sqlite:///{work / 'mlflow.db'}"
+        a, _ = prepare(db_url, mlflow_uri, str(work / "artifacts"))
+        bare = bare_call(db_url, mlflow_uri, a, 300)
+        port = free_port()
+        env = {
+            **os.environ,
+            "AIFX_DATABASE_URL": db_url,
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "AIFX_DATA_DIR": str(work / "data"),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        server = serve(env, port)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.post(
+                    f"http://127.0.0.1:{port}/api/v1/predict",
+                    json={"pair": PAIRS[0], "timeframe": "1h"},
+                    timeout=60,
+                ).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not come up") from None
+                time.sleep(0.5)
+        load(port, args.warmup, args.clients)
+        # Latency as one client sees it (no queueing behind other clients), then throughput
+        # with concurrent clients (latency there is mostly waiting: clients / throughput).
+        SERVER_MS.clear()
+        single, single_wall, single_errors = load(port, args.latency_requests, 1)
+        handler_p50 = float(np.nanpercentile(SERVER_MS, 50))
+        latencies, wall, errors = load(port, args.requests, args.clients)
+        one = np.array(single) * 1000
+        ms = np.array(latencies) * 1000
+        p50, p99 = float(np.percentile(one, 50)), float(np.percentile(one, 99))
+        rps = len(latencies) / wall
+        report: dict[str, Any] = {
+            "benchmark": "predict_http",
+            "database": "postgresql" if pg_name else "sqlite",
+            "ab_test_active": True,
+            "bare_model_call_ms": round(bare * 1000, 3),
+            "latency": {
+                "clients": 1,
+                "requests": len(single),
+                "p50_ms": round(p50, 3),
+                "p90_ms": round(float(np.percentile(one, 90)), 3),
+                "p99_ms": round(p99, 3),
+                "requests_per_s": round(len(single) / single_wall, 1),
+                "p50_vs_bare": round(p50 / (bare * 1000), 3),
+                "handler_p50_ms": round(handler_p50, 3),
+            },
+            "throughput": {
+                "clients": args.clients,
+                "requests": len(latencies),
+                "requests_per_s": round(rps, 1),
+                "p50_ms": round(float(np.percentile(ms, 50)), 3),
+                "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            },
+            "errors": errors + single_errors,
+            "targets": TARGETS,
+            "pass": {
+                "p50_vs_bare_max": p50 / (bare * 1000) <= TARGETS["p50_vs_bare_max"],
+                "p99_ms_max": p99 <= TARGETS["p99_ms_max"],
+                "requests_per_s_min": rps >= TARGETS["requests_per_s_min"],
+                "no_errors": errors + single_errors == 0,
+            },
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        }
+        print(json.dumps(report, indent=2))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        if pg_name:
+            with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""A/B evaluation (deployment `ab-evaluation`, hourly): look at every active test and act —
+promote a winner, end an inconclusive test, flag broken routing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from aifx_ml.abtest.evaluation import evaluate_test
+from aifx_ml.abtest.store import list_tests
+from aifx_ml.config import Settings, load_settings
+from aifx_ml.db.engine import make_engine
+from flows.common import IO_RETRIES, reconcile_task, relay_task
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def active_tests_task(settings: Settings) -> list[str]:
+    engine = make_engine(settings.db_url)
+    try:
+        return [str(t.id) for t in list_tests(engine, "active")]
+    finally:
+        engine.dispose()
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str, Any]:
+    """One test: the sequential decision, acted on through the registry."""
+    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from registry.abtest import promote_winner  # noqa: PLC0415
+
+    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
+    engine = make_engine(settings.db_url)
+    try:
+        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+            seen = evaluate_test(
+                engine,
+                test_id,
+                as_of,
+                lambda test, winner: promote_winner(
+                    engine, client, test, winner, as_of=as_of, actor="flow ab-evaluation"
+                ),
+            )
+    finally:
+        engine.dispose()
+    decision = seen.decision
+    get_run_logger().info("A/B test %s: %s — %s", test_id, decision.status, decision.reason)
+    return seen.as_dict()
+
+
+@flow(name="ab-evaluation", log_prints=False)
+def ab_evaluation_flow(as_of: datetime | None = None) -> dict[str, Any]:
+    """Evaluate every active A/B test as of `as_of` (default: now, UTC)."""
+    settings = load_settings()
+    moment = as_of or datetime.now(UTC)
+    reconcile_task(settings, "flow ab-evaluation")
+    looks = {
+        test_id: evaluate_task(settings, test_id, moment) for test_id in active_tests_task(settings)
+    }
+    relay_task(settings)
+    return {
+        test_id: {"status": look["decision"]["status"], "reason": look["decision"]["reason"]}
+        for test_id, look in looks.items()
+    }
+
+
+if __name__ == "__main__":
+    ab_evaluation_flow()

@@ -1,0 +1,120 @@
+"""Pure serving logic: routing by hash, probabilities into signals, staleness guards."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aifx_ml.abtest.routing import assign_variant, bucket
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.serving.inference import Assignment, ServingModel
+from aifx_ml.serving.inputs import WARMUP, InputWindow, request_window
+from aifx_ml.serving.predict import SignalPolicy, decide, pick, staleness
+from aifx_ml.training.dataset import Scaler
+from tests.conftest import hourly_candles
+
+NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("split", [0.05, 0.2, 0.5, 0.8])
+def test_traffic_shares_match_the_split_within_sampling_error(split: float) -> None:
+    test_id = uuid.UUID(int=7)
+    n = 20_000
+    to_b = sum(assign_variant(f"user-{i}", test_id, split) == "b" for i in range(n))
+    se = math.sqrt(split * (1 - split) / n)
+    assert abs(to_b / n - split) < 4 * se  # a 4-sigma band: fails ~1 in 16,000 runs
+
+
+def test_a_key_always_gets_the_same_arm_and_tests_shuffle_independently() -> None:
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2)
+    keys = [f"acct-{i}" for i in range(2000)]
+    arms_1 = [assign_variant(k, first, 0.5) for k in keys]
+    assert arms_1 == [assign_variant(k, first, 0.5) for k in keys]
+    arms_2 = [assign_variant(k, second, 0.5) for k in keys]
+    agree = np.mean([a == b for a, b in zip(arms_1, arms_2, strict=True)])
+    assert 0.45 < agree < 0.55  # unrelated tests: about half the keys change arm
+    assert all(0.0 <= bucket(k, first) < 1.0 for k in keys[:100])
+
+
+@pytest.mark.parametrize(
+    ("p", "signal", "confidence"),
+    [
+        (0.55, "buy", 0.55),
+        (0.9, "buy", 0.9),
+        (0.45, "sell", 0.55),
+        (0.1, "sell", 0.9),
+        (0.5, "hold", 1.0),
+        (0.54, "hold", 0.92),
+        (0.46, "hold", 0.92),
+    ],
+)
+def test_probability_to_signal(p: float, signal: str, confidence: float) -> None:
+    assert decide(p, SignalPolicy()) == (signal, pytest.approx(confidence))
+
+
+def test_thresholds_are_checked() -> None:
+    with pytest.raises(InvalidInputError, match="thresholds"):
+        SignalPolicy(buy_threshold=0.4, sell_threshold=0.6)
+
+
+def model(version: str = "lstm-v1", trained: datetime | None = NOW) -> ServingModel:
+    return ServingModel(
+        version=version,
+        model_type="lstm",
+        window=3,
+        features=("f",),
+        scaler=Scaler((0.0,), (1.0,)),
+        trained_at=trained,
+        promoted_at=None,
+        _call=lambda x: np.full((len(x), 1), 0.7, dtype=np.float32),
+    )
+
+
+def inputs(closed: datetime) -> InputWindow:
+    ts = pd.Timestamp(closed)
+    return InputWindow(np.zeros((3, 1)), ts - pd.Timedelta(hours=1), ts, 1.1)
+
+
+def test_stale_model_and_stale_inputs_are_named() -> None:
+    policy = SignalPolicy(max_model_age=timedelta(days=14), max_input_bars=2)
+    fresh = inputs(NOW - timedelta(hours=1))
+    assert staleness(model(), fresh, "1h", NOW, policy) is None
+    old = model(trained=NOW - timedelta(days=20))
+    reason = staleness(old, fresh, "1h", NOW, policy)
+    assert reason is not None and "trained 20.0 days ago" in reason
+    # Two bars late is still fine; a moment more is not.
+    assert staleness(model(), inputs(NOW - timedelta(hours=2)), "1h", NOW, policy) is None
+    late = staleness(model(), inputs(NOW - timedelta(hours=2, minutes=1)), "1h", NOW, policy)
+    assert late is not None and "more than 2 bars" in late
+
+
+def test_production_serves_without_a_test_and_arms_split_with_one() -> None:
+    a, b = model("lstm-v1"), model("lstm-v2")
+    assert pick(Assignment("lstm", production=a), "k") == (a, None)
+    test = Assignment(
+        "lstm", production=a, test_id=uuid.UUID(int=3), test_split=0.5, arm_a=a, arm_b=b
+    )
+    chosen = {pick(test, f"k{i}")[1] for i in range(50)}
+    assert chosen == {"a", "b"}
+    key = next(f"k{i}" for i in range(50) if assign_variant(f"k{i}", uuid.UUID(int=3), 0.5) == "b")
+    assert pick(test, key) == (b, "b")
+    with pytest.raises(Exception, match="no Production lstm model"):
+        pick(Assignment("lstm", production=None), "k")
+
+
+def test_request_candles_need_a_warm_up_and_give_the_newest_window() -> None:
+    candles = hourly_candles("2026-01-05", 8 + WARMUP)
+    window = request_window(candles, "1h", 8)
+    assert window.features.shape == (8, 17) and np.isfinite(window.features).all()
+    assert window.entry_price == pytest.approx(candles["close"].iloc[-1])
+    assert window.closed_at == candles["timestamp"].iloc[-1] + pd.Timedelta(hours=1)
+    with pytest.raises(InvalidInputError, match=f"need at least {8 + WARMUP} candles"):
+        request_window(candles.iloc[1:], "1h", 8)
+    repeated = pd.concat([candles, candles.iloc[[-1]]])
+    with pytest.raises(InvalidInputError, match="repeat a timestamp"):
+        request_window(repeated, "1h", 8)

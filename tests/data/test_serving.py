@@ -1,0 +1,162 @@
+"""The prediction service over HTTP on real databases and a real MLflow store: what it answers,
+what it records, when it refuses to be confident, and swapping models without a restart."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from aifx_ml.config import load_settings
+from aifx_ml.data.importer import import_frame
+from aifx_ml.db.models import EventOutbox, TradingSignal
+from aifx_ml.serving.app import create_app
+from aifx_ml.training.tracking import mlflow_stores
+from registry.stages import change_stage
+from tests.serving_helpers import register_constant, trending_candles
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+HISTORY = 24 * 14
+
+
+class Service:
+    def __init__(self, api: TestClient, engine: Engine, uri: str, clock: list[datetime]) -> None:
+        self.api, self.engine, self.uri, self.clock = api, engine, uri, clock
+
+    def predict(self, **body: Any) -> Any:
+        return self.api.post("/api/v1/predict", json={"timeframe": "1h", **body})
+
+    def signals(self) -> list[Any]:
+        self.api.app.state.services.predictions.flush()  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(TradingSignal).order_by(TradingSignal.created_at)))
+
+
+@pytest.fixture
+def service(
+    engine: Engine, db_url: str, mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
+    monkeypatch.setenv("AIFX_DATABASE_URL", db_url)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.chdir(tmp_path)
+    frame = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)
+    import_frame(engine, frame, "EUR/USD", "1h", T0, source="test")
+    clock = [T0]
+    app = create_app(load_settings(), engine=engine, now=lambda: clock[0], refresh_seconds=0)
+    with TestClient(app) as api:
+        yield Service(api, engine, mlflow_uri, clock)
+
+
+def arrange(service: Service, tmp_path: Path, p_up: float, status: str = "staging") -> str:
+    return register_constant(
+        service.engine, service.uri, str(tmp_path / "art"), p_up, T0 - timedelta(days=1), status
+    )
+
+
+def test_a_prediction_is_answered_recorded_and_announced(service: Service, tmp_path: Path) -> None:
+    version = arrange(service, tmp_path, 0.8, "production")
+    response = service.predict(pair="EUR/USD", routing_key="acct-1")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["signal"], body["model_version"], body["ab_test_id"]) == ("buy", version, None)
+    assert body["probability"] == pytest.approx(0.8, abs=1e-5)
+    assert body["confidence"] == pytest.approx(0.8, abs=1e-5) and body["reason"] is None
+    assert "predict;dur=" in response.headers["server-timing"]
+    (row,) = service.signals()
+    assert str(row.id) == body["signal_id"]
+    assert (row.signal, row.actual_outcome, row.model_version, row.routing_key) == (
+        "buy",
+        "pending",
+        version,
+        "acct-1",
+    )
+    assert row.created_at == T0
+    last_close = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)["close"]
+    assert row.entry_price == pytest.approx(last_close.iloc[-1])
+    with service.engine.connect() as conn:
+        events = (
+            conn.execute(
+                select(EventOutbox.payload).where(EventOutbox.channel == "ml:new_prediction")
+            )
+            .scalars()
+            .all()
+        )
+    assert [e["data"]["signal_id"] for e in events] == [body["signal_id"]]
+
+
+def test_stale_inputs_and_a_stale_model_give_hold_with_the_reason(
+    service: Service, tmp_path: Path
+) -> None:
+    arrange(service, tmp_path, 0.8, "production")
+    service.clock[0] = T0 + timedelta(hours=3)  # the newest candle closed three bars ago
+    late = service.predict(pair="EUR/USD").json()
+    assert late["signal"] == "hold" and "more than 2 bars" in late["reason"]
+    service.clock[0] = T0 + timedelta(days=20)
+    frame = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY + 24 * 20)
+    import_frame(service.engine, frame, "EUR/USD", "1h", service.clock[0], source="test")
+    old = service.predict(pair="EUR/USD").json()
+    assert old["signal"] == "hold" and "days ago (limit 14)" in old["reason"]
+    assert [s.signal for s in service.signals()] == ["hold", "hold"]
+
+
+def test_candles_in_the_request_bad_input_and_no_model(service: Service, tmp_path: Path) -> None:
+    assert service.predict(pair="EUR/USD").status_code == 404  # nothing in Production yet
+    arrange(service, tmp_path, 0.3, "production")
+    candles = trending_candles("2026-02-20", 8 + 60, drift=-0.001)
+    sent = [
+        {**row, "timestamp": row["timestamp"].isoformat()}
+        for row in candles.to_dict(orient="records")
+    ]
+    service.clock[0] = candles["timestamp"].iloc[-1].to_pydatetime() + timedelta(hours=1)
+    body = service.predict(pair="GBP/USD", candles=sent).json()
+    assert body["signal"] == "sell" and body["entry_price"] == pytest.approx(
+        candles["close"].iloc[-1]
+    )
+    short = service.predict(pair="GBP/USD", candles=sent[:30])
+    assert short.status_code == 422 and "need at least 68 candles" in short.json()["detail"]
+    for bad in ({"pair": "EURUSD"}, {"pair": "EUR/USD", "timeframe": "2h"}, {"routing_key": ""}):
+        assert service.predict(**{"pair": "EUR/USD", **bad}).status_code == 422
+
+
+def test_ab_routing_is_sticky_and_a_promotion_swaps_the_model_without_a_restart(
+    service: Service, tmp_path: Path
+) -> None:
+    from aifx_ml.abtest.store import create_test
+
+    a = arrange(service, tmp_path, 0.3, "production")
+    b = arrange(service, tmp_path, 0.8)
+    test = create_test(
+        service.engine, name="t", model_a_version=a, model_b_version=b, traffic_split=0.5, as_of=T0
+    )
+    seen: dict[str, set[str]] = {}
+    for i in range(40):
+        key = f"acct-{i % 10}"
+        answer = service.predict(pair="EUR/USD", routing_key=key).json()
+        assert answer["ab_test_id"] == str(test.id)
+        seen.setdefault(key, set()).add(answer["variant"])
+    assert all(len(v) == 1 for v in seen.values())  # one key, one arm
+    assert {v.pop() for v in seen.values()} == {"a", "b"}
+
+    batch = service.api.post(
+        "/api/v1/predict/batch",
+        json={"requests": [{"pair": "EUR/USD", "timeframe": "1h"} for _ in range(6)]},
+    ).json()["predictions"]
+    assert len(batch) == 6 and {p["model_version"] for p in batch} <= {a, b}
+
+    from aifx_ml.abtest.store import cancel_test
+
+    cancel_test(service.engine, test.id, as_of=T0, reason="done")
+    with mlflow_stores(service.uri, service.uri) as client:
+        change_stage(service.engine, client, b, "production", as_of=T0, reason="t", actor="t")
+    after = service.predict(pair="EUR/USD").json()  # same process, same app
+    assert (after["model_version"], after["signal"], after["ab_test_id"]) == (b, "buy", None)
+    assert len(service.signals()) == 40 + 6 + 1
+    assert uuid.UUID(after["signal_id"])

@@ -1,0 +1,157 @@
+"""Test models whose answers are known: a registered Keras model that always says P(up) = p.
+
+With them a test can know which arm of an A/B test ought to win once the market moves.
+They are registered exactly as a training run registers its models (MLflow Keras flavour,
+model card, checksum, `model_versions` row and history).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from aifx_ml.db.engine import transaction
+from aifx_ml.db.models import ModelTrainingLog
+from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.lstm import LSTMConfig, build_lstm
+from aifx_ml.training import tracking
+from registry.versions import record_version, register_in_mlflow, registered_name, version_label
+
+WINDOW = 8
+
+
+def constant_model(p_up: float) -> keras.Model:
+    """Input (WINDOW, features) → P(up) = p_up whatever the input."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(WINDOW, len(FEATURE_NAMES))),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1, activation="sigmoid", name="p_up"),
+        ]
+    )
+    dense = model.get_layer("p_up")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.zeros_like(kernel), np.full_like(bias, math.log(p_up / (1 - p_up)))])
+    return model
+
+
+def register_constant(
+    engine: Engine,
+    mlflow_uri: str,
+    artifact_root: str,
+    p_up: float,
+    as_of: datetime,
+    status: str = "staging",
+) -> str:
+    """Register a constant model as the next `lstm` version; returns its version label."""
+    card = _card(f"constant {p_up}", WINDOW, as_of)
+    return _register(engine, mlflow_uri, artifact_root, constant_model(p_up), card, as_of, status)
+
+
+def register_model(
+    engine: Engine,
+    mlflow_uri: str,
+    artifact_root: str,
+    as_of: datetime,
+    config: LSTMConfig,
+    seed: int,
+    status: str = "staging",
+) -> str:
+    """Register an (untrained) LSTM of `config`: real size and shape, for serving benchmarks."""
+    card = _card(config.to_dict(), config.window, as_of)
+    model = build_lstm(config, seed=seed)
+    return _register(engine, mlflow_uri, artifact_root, model, card, as_of, status)
+
+
+def _card(architecture: Any, window: int, as_of: datetime) -> dict[str, Any]:
+    return {
+        "model_type": "lstm",
+        "architecture": architecture,
+        "features": list(FEATURE_NAMES),
+        "window": window,
+        "scaler": {"mean": [0.0] * len(FEATURE_NAMES), "std": [1.0] * len(FEATURE_NAMES)},
+        "pairs": ["EUR/USD", "GBP/USD"],
+        "timeframes": ["1h"],
+        "trained_as_of": as_of.isoformat(),
+        "parent_version": None,
+    }
+
+
+def _register(
+    engine: Engine,
+    mlflow_uri: str,
+    artifact_root: str,
+    model: keras.Model,
+    card: dict[str, Any],
+    as_of: datetime,
+    status: str,
+) -> str:
+    log_id = uuid.uuid4()
+    with tracking.mlflow_stores(mlflow_uri, mlflow_uri) as client:
+        experiment = tracking.experiment_for(client, "lstm", artifact_root)
+        with mlflow.start_run(experiment_id=experiment) as run:
+            shape = (1, int(card["window"]), len(FEATURE_NAMES))
+            uri = tracking.log_model_with_card(model, card, np.zeros(shape, dtype=np.float32))
+        number, sha = register_in_mlflow(client, "lstm", uri, run.info.run_id, {})
+    version = version_label("lstm", number)
+    holdout_start = pd.Timestamp(as_of - timedelta(days=1)).isoformat()
+    with transaction(engine) as session:
+        session.add(
+            ModelTrainingLog(
+                id=log_id,
+                training_type="full",
+                model_type="lstm",
+                status="completed",
+                started_at=as_of,
+                completed_at=as_of,
+                mlflow_run_id=run.info.run_id,
+            )
+        )
+        session.flush()
+        record_version(
+            session,
+            version=version,
+            model_type="lstm",
+            model_path=f"models:/{registered_name('lstm')}/{number}",
+            training_log_id=log_id,
+            parent_version=None,
+            metrics={"holdout_start": holdout_start},
+            artifact_sha256=sha,
+            as_of=as_of,
+            actor="test",
+        )
+    if status == "production":
+        from registry.stages import change_stage
+
+        with tracking.mlflow_stores(mlflow_uri, mlflow_uri) as client:
+            change_stage(
+                engine, client, version, "production", as_of=as_of, reason="arrange", actor="test"
+            )
+    return version
+
+
+def trending_candles(start: str, hours: int, drift: float = 0.002, seed: int = 0) -> pd.DataFrame:
+    """Hourly candles moving `drift` per hour (up, or down if negative) with a little noise
+    (weekends included)."""
+    rng = np.random.default_rng(seed)
+    steps = drift + rng.normal(0, abs(drift) / 10, hours)
+    close = 1.1 * np.exp(np.cumsum(steps))
+    open_ = np.concatenate([[1.1], close[:-1]])
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range(start, periods=hours, freq="1h", tz="UTC"),
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.0003,
+            "low": np.minimum(open_, close) * 0.9997,
+            "close": close,
+            "volume": rng.integers(10, 100, hours).astype(float),
+        }
+    )
