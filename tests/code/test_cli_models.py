@@ -118,3 +118,27 @@ def test_archive_and_bad_input(aifx: Run) -> None:
     assert code == 1 and "invalid --margin 2.0" in err
     code, _, err = aifx("models", "promote", "lstm-v1", "--reason", "why")
     assert code == 1 and "add --force" in err
+
+
+def test_ab_commands(aifx: Run) -> None:
+    assert aifx("models", "promote", "lstm-v1", "--force", "--reason", "r")[0] == 0
+    code, out, err = aifx("ab", "create", "--name", "v2 vs v1", "--a", "lstm-v1", "--b", "lstm-v2")
+    assert code == 0, err
+    assert "started A/B test 'v2 vs v1'" in out and "20% to B" in out
+    test_id = out.split("(")[1].split(")")[0]
+    code, _, err = aifx("ab", "create", "--name", "again", "--a", "lstm-v1", "--b", "lstm-v3")
+    assert code == 1 and "already active for lstm" in err
+    code, out, _ = aifx("ab", "list", "--status", "active")
+    assert code == 0 and test_id in out
+    code, out, _ = aifx("ab", "metrics", test_id)
+    assert code == 0 and "lstm-v2" in out and "decision: continue" in out
+    code, out, _ = aifx("ab", "evaluate", test_id)
+    assert code == 0 and "test is active" in out
+    code, out, _ = aifx("ab", "complete", test_id, "--winner", "lstm-v2")
+    assert code == 0 and "lstm-v2 in Production" in out
+    code, out, _ = aifx("models", "list", "--status", "production")
+    assert "lstm-v2" in out and "lstm-v1" not in out
+    code, _, err = aifx("ab", "cancel", test_id)
+    assert code == 1 and "already completed" in err
+    code, _, err = aifx("ab", "metrics", "nope")
+    assert code == 1 and "no A/B test 'nope'" in err

@@ -385,3 +385,51 @@ def test_a_promotion_reaches_subscribers_and_survives_redis_being_away(
         ("lstm-v2", "lstm-v1"),
     ]
     assert consumer.duplicates == 0
+
+
+def passing(decision: Any) -> Any:
+    """The gate's real numbers with its verdict turned to a pass (the gate itself is tested
+    in tests/code/test_promotion_gate.py); what happens next is what is tested here."""
+    from dataclasses import replace as dc_replace
+
+    return dc_replace(decision, passed=True, reasons=())
+
+
+def test_a_new_version_that_passes_the_gate_is_tried_live(
+    reg: tuple[Engine, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aifx_ml.abtest.store import list_tests
+    from registry import challenger
+    from registry.challenger import offer_challenger
+
+    engine, uri = reg
+    client = client_for(uri)
+    refused = offer_challenger(
+        engine, client, "lstm-v1", as_of=TRAIN_AS_OF, actor="t", min_samples=10**6
+    )
+    assert refused.action == "refused" and "holdout samples" in refused.detail
+    assert statuses(engine)["lstm-v1"] == "staging"
+
+    real = challenger.evaluate_candidate
+    monkeypatch.setattr(
+        challenger,
+        "evaluate_candidate",
+        lambda *a, **k: (passing(real(*a, **k)[0]), real(*a, **k)[1]),
+    )
+    first = offer_challenger(engine, client, "lstm-v1", as_of=TRAIN_AS_OF, actor="flow weekly-full")
+    assert first.action == "promoted"  # nothing to test against: the first model serves
+    assert statuses(engine)["lstm-v1"] == "production"
+
+    second = offer_challenger(engine, client, "lstm-v2", as_of=LATER, actor="flow weekly-full")
+    assert second.action == "ab_test_started" and second.ab_test_id is not None
+    (test,) = list_tests(engine, "active")
+    assert (test.model_a_version, test.model_b_version, test.traffic_split) == (
+        "lstm-v1",
+        "lstm-v2",
+        0.2,
+    )
+    assert str(client.get_registered_model("aifx-lstm").aliases["challenger"]) == "2"
+    assert statuses(engine)["lstm-v2"] == "staging"  # it has to win live first
+
+    third = offer_challenger(engine, client, "lstm-v3", as_of=LATER, actor="flow weekly-full")
+    assert third.action == "test_running" and third.ab_test_id == test.id

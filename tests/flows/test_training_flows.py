@@ -18,7 +18,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import Engine, select
 
-from aifx_ml.db.models import ModelTrainingLog, ModelVersion
+from aifx_ml.db.models import ModelABTest, ModelTrainingLog, ModelVersion
 from aifx_ml.events.consumers import read_stream, stream_end
 from aifx_ml.events.relay import count_pending
 from aifx_ml.training.tracking import mlflow_stores
@@ -70,10 +70,16 @@ def test_weekly_then_daily_through_prefect(
     )
     assert weekly["status"] == "completed", weekly["reason"]
     assert weekly["version"] == "lstm-v1"
-    with mlflow_stores(mlflow_uri, mlflow_uri) as registry:
-        change_stage(
-            engine, registry, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="t", actor="t"
-        )
+    # The first model ever went through the gate against the baselines: promoted if it beat
+    # them, left in Staging (with the reasons) if not. Either way it serves from here on.
+    offered = weekly["challenger"]
+    assert offered["action"] in ("promoted", "refused"), offered
+    if offered["action"] == "refused":
+        assert offered["detail"]
+        with mlflow_stores(mlflow_uri, mlflow_uri) as registry:
+            change_stage(
+                engine, registry, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="t", actor="t"
+            )
 
     # Something changed MLflow behind the table's back: the flow reconciles before it reads.
     transition_stage(MlflowClient(mlflow_uri, mlflow_uri), "aifx-lstm", "1", "Archived")
@@ -83,6 +89,12 @@ def test_weekly_then_daily_through_prefect(
     daily = daily_incremental_flow(as_of=TRAIN_AS_OF + timedelta(days=3), **TINY)
     assert daily["status"] == "completed", daily["reason"]
     assert (daily["version"], daily["parent_version"]) == ("lstm-v2", "lstm-v1")
+    # A child that passes the gate is tried live against its parent, not promoted outright.
+    assert daily["challenger"]["action"] in ("ab_test_started", "refused"), daily["challenger"]
+    with engine.connect() as conn:
+        tests = conn.execute(select(ModelABTest.model_b_version, ModelABTest.status)).all()
+    started = daily["challenger"]["action"] == "ab_test_started"
+    assert [tuple(t) for t in tests] == ([("lstm-v2", "active")] if started else [])
     # Every stored pair was read (none named), one mapped load per series.
     assert daily["metrics"]["holdout_samples"] > 0
 
@@ -97,9 +109,8 @@ def test_weekly_then_daily_through_prefect(
         )
     assert [tuple(r) for r in logged] == [("full", "completed"), ("incremental", "completed")]
     assert parents == {"lstm-v1": None, "lstm-v2": "lstm-v1"}
-    assert MlflowClient(mlflow_uri, mlflow_uri).get_model_version(
-        "aifx-lstm", "1"
-    ).current_stage == ("Production")
+    stage = MlflowClient(mlflow_uri, mlflow_uri).get_model_version("aifx-lstm", "1").current_stage
+    assert stage == "Production"
     # The flow ended by relaying everything it announced (and what waited before it).
     assert count_pending(engine) == 0
     events, _ = read_stream(client, after_id=start, channels=["ml:training_completed"])
@@ -159,3 +170,4 @@ def test_prefect_deploy_all_accepts_every_deployment(prefect_api: None, tmp_path
     assert deployments["daily-incremental"] == ([("0 1 * * *", "UTC")], 1)
     assert deployments["weekly-full"] == ([("0 1 * * 0", "UTC")], 1)
     assert deployments["label-signals"][0] == [("*/5 * * * *", "UTC")]
+    assert deployments["ab-evaluation"] == ([("0 * * * *", "UTC")], 1)
