@@ -39,6 +39,8 @@ bench: venv
 	$(BIN)/python benchmarks/bench_labeling_windows.py
 	$(BIN)/python benchmarks/bench_relay.py
 	$(BIN)/python benchmarks/bench_training_overhead.py
+	$(BIN)/python benchmarks/bench_abtest_power.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 ## Re-resolve the pins after changing dependencies in pyproject.toml.
 lock: venv

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
 from aifx_ml.training.config import training_config
-from flows.common import challenger_task, reconcile_task, relay_task
-from flows.training_tasks import load_series_task, plan_task, train_task
+from flows.training_tasks import training_steps
 
 
 @flow(name="daily-incremental", log_prints=False)
@@ -31,22 +30,14 @@ def daily_incremental_flow(
     config = training_config(
         pairs, timeframes or ["1h"], incremental_epochs=epochs, batch_size=batch_size, seed=seed
     )
-    reconcile_task(settings, "flow daily-incremental")
-    series, start = plan_task(settings, config, "incremental", moment)
-    frames = load_series_task.map(
-        unmapped(settings),
-        [p for p, _ in series],
-        [t for _, t in series],
-        unmapped(start),
-        unmapped(moment),
+    result = training_steps(
+        settings,
+        config,
+        "incremental",
+        moment,
+        "flow daily-incremental",
+        challenger_split if auto_challenger else None,
     )
-    result = train_task(settings, config, "incremental", moment, frames.result())
-    if auto_challenger and result["status"] == "completed":
-        # Passes the offline gate: tried live against Production (or becomes the first one).
-        result["challenger"] = challenger_task(
-            settings, result["version"], moment, challenger_split, "flow daily-incremental"
-        )
-    relay_task(settings)
     logger = get_run_logger()
     if result["fell_back_to_full"]:
         logger.warning("%s", result["reason"])

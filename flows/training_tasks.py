@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from prefect import task
+from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import Settings
@@ -20,6 +20,7 @@ from aifx_ml.training.config import Stores, TrainingConfig
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
 from aifx_ml.training.tracking import git_commit
+from flows.common import challenger_task, reconcile_task, relay_task
 
 READ_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
@@ -71,3 +72,32 @@ def train_task(
         return asdict(result)
     finally:
         engine.dispose()
+
+
+def training_steps(
+    settings: Settings,
+    config: TrainingConfig,
+    training_type: str,
+    as_of: datetime,
+    actor: str,
+    challenger_split: float | None,
+) -> dict[str, Any]:
+    """The steps both training flows take: reconcile, read every series (mapped), train,
+    offer the new version as a challenger, relay the events."""
+    reconcile_task(settings, actor)
+    series, start = plan_task(settings, config, training_type, as_of)
+    frames = load_series_task.map(
+        unmapped(settings),
+        [p for p, _ in series],
+        [t for _, t in series],
+        unmapped(start),
+        unmapped(as_of),
+    )
+    result = train_task(settings, config, training_type, as_of, frames.result())
+    if challenger_split is not None and result["status"] == "completed":
+        # Passes the offline gate: tried live against Production (or becomes the first one).
+        result["challenger"] = challenger_task(
+            settings, result["version"], as_of, challenger_split, actor
+        )
+    relay_task(settings)
+    return result

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
 from aifx_ml.training.config import training_config
-from flows.common import challenger_task, reconcile_task, relay_task
-from flows.training_tasks import load_series_task, plan_task, train_task
+from flows.training_tasks import training_steps
 
 
 @flow(name="weekly-full", log_prints=False)
@@ -43,22 +42,14 @@ def weekly_full_flow(
         dense_units=dense_units,
         seed=seed,
     )
-    reconcile_task(settings, "flow weekly-full")
-    series, start = plan_task(settings, config, "full", moment)
-    frames = load_series_task.map(
-        unmapped(settings),
-        [p for p, _ in series],
-        [t for _, t in series],
-        unmapped(start),
-        unmapped(moment),
+    result = training_steps(
+        settings,
+        config,
+        "full",
+        moment,
+        "flow weekly-full",
+        challenger_split if auto_challenger else None,
     )
-    result = train_task(settings, config, "full", moment, frames.result())
-    if auto_challenger and result["status"] == "completed":
-        # Passes the offline gate: tried live against Production (or becomes the first one).
-        result["challenger"] = challenger_task(
-            settings, result["version"], moment, challenger_split, "flow weekly-full"
-        )
-    relay_task(settings)
     get_run_logger().info(
         "weekly full training %s: %s", result["status"], result["version"] or result["reason"]
     )

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import session_factory, transaction
+from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelStageHistory, ModelVersion
 from aifx_ml.events.outbox import enqueue
 from registry.versions import (
@@ -301,9 +302,7 @@ def _lock_model_type(session: Session, model_type: str) -> None:
 
 
 def _row(session: Session, version: str) -> ModelVersion:
-    row = session.execute(
-        select(ModelVersion).where(ModelVersion.version == version)
-    ).scalar_one_or_none()
+    row = version_row(session, version)
     if row is None:
         raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
     return row

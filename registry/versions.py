@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import session_factory
+from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelStageHistory, ModelVersion
 from aifx_ml.errors import AifxError
 from registry.integrity import directory_sha256, download_version, verify
@@ -157,9 +158,7 @@ def record_version(
 def get_version(engine: Engine, version: str) -> ModelVersion:
     """The row of `version`, or one clear error naming it."""
     with session_factory(engine)() as session:
-        row = session.execute(
-            select(ModelVersion).where(ModelVersion.version == version)
-        ).scalar_one_or_none()
+        row = version_row(session, version)
     if row is None:
         raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
     return row

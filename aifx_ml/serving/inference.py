@@ -22,6 +22,7 @@ import numpy.typing as npt
 from sqlalchemy import Engine, select
 
 from aifx_ml.db.engine import session_factory
+from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
 from aifx_ml.errors import NotFoundError
 from aifx_ml.serving.batching import Batcher
@@ -191,9 +192,7 @@ class ModelServer:
 
     def _row(self, version: str) -> ModelVersion:
         with session_factory(self._engine)() as session:
-            row = session.execute(
-                select(ModelVersion).where(ModelVersion.version == version)
-            ).scalar_one_or_none()
+            row = version_row(session, version)
         if row is None:
             raise NotFoundError(f"model version {version} is gone from the registry")
         return row
