@@ -134,3 +134,20 @@ def iter_series(frame: pd.DataFrame) -> Iterator[tuple[str, str, npt.NDArray[np.
     ).indices  # type: ignore[assignment]
     for (pair, timeframe), rows in groups.items():
         yield str(pair), str(timeframe), rows
+
+
+def missing_candles(
+    newest: pd.Timestamp, timeframe: str, now: pd.Timestamp, enough: int | None = None
+) -> int:
+    """How many candles after `newest` should have closed by `now` while the market was open
+    (counted up to `enough` when given: all a staleness check needs to know)."""
+    step = step_offset(timeframe)
+    first, last = pd.Timestamp(newest) + step, pd.Timestamp(now) - step  # opens closed by now
+    if enough is not None and timeframe in FIXED_STEPS and timeframe != "1w":
+        # Any span of `enough` bars plus three days holds `enough` trading bars (the weekend
+        # is 49 h), so a series dead for a year costs no more than one a day behind.
+        last = min(last, first + enough * FIXED_STEPS[timeframe] + pd.Timedelta(days=3))
+    if last < first:
+        return 0
+    count = len(expected_grid(first, last, timeframe))
+    return count if enough is None else min(count, enough)

@@ -160,6 +160,9 @@ def synth_cmd(
             help="Where in the range (0-1) the pattern flips from momentum to mean reversion."
         ),
     ] = 0.5,
+    switch_volatility: Annotated[
+        float, typer.Option(help="Volatility multiplier from the pattern switch on (1: none).")
+    ] = 1.0,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the CSV files (default: DATA_DIR/synthetic).")
     ] = None,
@@ -178,6 +181,7 @@ def synth_cmd(
         pd.Timestamp(last),
         seed=seed,
         pattern_switch=pattern_switch,
+        switch_volatility=switch_volatility,
     )
     folder = out or app_ctx.settings.data_dir / "synthetic"
     written = write_synthetic_csv(frames, folder, timeframe)

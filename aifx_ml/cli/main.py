@@ -10,7 +10,7 @@ from typing import Annotated
 import click
 import typer
 
-from aifx_ml.cli import ab, data, db, events, models, signals, train
+from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, signals, train
 from aifx_ml.cli.common import AppContext, console, err_console
 from aifx_ml.cli.demo import demo_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
@@ -30,6 +30,8 @@ app.add_typer(events.app, name="events")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
 app.add_typer(ab.app, name="ab")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(evaluate.app, name="evaluate")
 app.command("serve")(ab.serve_cmd)
 app.command("label")(signals.label_cmd)
 app.command("demo")(demo_cmd)

@@ -72,6 +72,7 @@ def synthesize_candles(
     seed: int = 42,
     pattern_switch: float = 0.5,
     pattern_strength: float = 0.25,
+    switch_volatility: float = 1.0,
 ) -> dict[str, pd.DataFrame]:
     """Candles for each pair on `expected_grid(start, end, timeframe)`, keyed by pair.
 
@@ -79,8 +80,10 @@ def synthesize_candles(
     per-episode drift, share a common USD factor (XXX/USD up, USD/XXX down, crosses neutral)
     and gap a little over weekends. Each return also leans on the mean of the previous three by
     `pattern_strength`: with them (momentum) for the first round(pattern_switch * candles)
-    candles, against them (mean reversion) afterwards. Same arguments give identical frames;
-    a pair's candles depend only on (seed, pair, grid), not on which other pairs are asked for.
+    candles, against them (mean reversion) afterwards; from the switch on, volatility is also
+    multiplied by `switch_volatility` (1.0: the market only changes its habit, not its size).
+    Same arguments give identical frames; a pair's candles depend only on (seed, pair, grid),
+    not on which other pairs are asked for.
     """
     if isinstance(pairs, str) or len(pairs) == 0:
         raise InvalidInputError(f"pairs must be a non-empty list of pairs, got {pairs!r}")
@@ -93,6 +96,8 @@ def synthesize_candles(
         raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
     if not 0.0 <= pattern_switch <= 1.0:
         raise InvalidInputError(f"pattern_switch must be in [0, 1], got {pattern_switch}")
+    if not 0.0 < switch_volatility <= 10.0:
+        raise InvalidInputError(f"switch_volatility must be in (0, 10], got {switch_volatility}")
     if not 0.0 <= pattern_strength < 1.0:
         # At 1 or more the autoregressive lean would make returns explode.
         raise InvalidInputError(f"pattern_strength must be in [0, 1), got {pattern_strength}")
@@ -120,6 +125,7 @@ def synthesize_candles(
 
     n_switch = round(pattern_switch * n)
     lean = np.where(np.arange(n) < n_switch, pattern_strength, -pattern_strength) / _LOOKBACK
+    after_switch = np.where(np.arange(n) < n_switch, 1.0, switch_volatility)
 
     frames: dict[str, pd.DataFrame] = {}
     for pair in pairs:
@@ -133,7 +139,8 @@ def synthesize_candles(
         z = loading * factor + mix * idio
         hourly = _HOURLY_VOL * _pair_vol_mult(pair)
         variance = _garch_variance(z)
-        vol = regime_vol * season * np.sqrt(variance)  # in units of the pair's normal volatility
+        # In units of the pair's normal volatility.
+        vol = regime_vol * season * np.sqrt(variance) * after_switch
         sigma = hourly * np.sqrt(step_hours) * vol
         # A trend lasts about one regime episode: longer candles average several out.
         drift = hourly * trend_hours * (loading * common_drift + pair_drift)

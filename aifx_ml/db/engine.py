@@ -44,6 +44,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("json_serializer", json_dumps)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if parsed.get_backend_name() == "postgresql":
+            # An unreachable server is an error in seconds, not a hang (health checks, flows).
+            kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 5)
         return create_engine(url, pool_pre_ping=True, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

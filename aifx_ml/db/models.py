@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Double,
     ForeignKey,
@@ -260,6 +261,42 @@ class DataQuarantine(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class ModelEvaluation(Base):
+    """One version over one evaluated month: quality, drift, the verdict, the report."""
+
+    __tablename__ = "model_evaluations"
+    __table_args__ = (
+        UniqueConstraint("version", "month", name="uq_model_evaluations_version_month"),
+        CheckConstraint(
+            "recommendation IS NULL OR recommendation IN ('keep', 'retrain', 'rollback')",
+            name="recommendation_valid",
+        ),
+        Index("ix_model_evaluations_type_month", "model_type", "month"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    version: Mapped[str] = mapped_column(
+        String(64), ForeignKey("model_versions.version", ondelete="CASCADE")
+    )
+    model_type: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    status: Mapped[str] = mapped_column(String(10))  # the version's stage when evaluated
+    samples: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float | None] = mapped_column(Double, nullable=True)
+    auc: Mapped[float | None] = mapped_column(Double, nullable=True)
+    log_loss: Mapped[float | None] = mapped_column(Double, nullable=True)
+    holdout_accuracy: Mapped[float | None] = mapped_column(Double, nullable=True)
+    holdout_auc: Mapped[float | None] = mapped_column(Double, nullable=True)
+    drift_share: Mapped[float] = mapped_column(Double)
+    degraded: Mapped[bool] = mapped_column(Boolean)
+    drift: Mapped[bool] = mapped_column(Boolean)
+    recommendation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # PostgreSQL numbers outbox rows from this sequence; SQLite has none, so `enqueue_many` takes
 # max(seq) + 1 inside the writer's transaction (SQLite lets one writer in at a time).
 EVENT_SEQUENCE = Sequence("event_outbox_seq")
@@ -286,3 +323,36 @@ class EventOutbox(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+ALERT_SEVERITIES = ("info", "warning", "critical")
+ALERT_STATUSES = ("sent", "suppressed", "failed", "pending")
+
+
+class Alert(Base):
+    """An alert raised for people, and what became of it: sent, suppressed as a repeat of the
+    same key within its cooldown, failed (retried at `next_attempt_at`), or pending."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_in("severity", ALERT_SEVERITIES), name="severity_valid"),
+        CheckConstraint(_in("status", ALERT_STATUSES), name="status_valid"),
+        CheckConstraint("attempts >= 0", name="attempts_nonneg"),
+        Index("ix_alerts_key_created", "alert_key", "created_at"),
+        Index("ix_alerts_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    alert_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(8))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the caller's clock (as_of)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Failed or pending: when to try again; None once sent, suppressed or given up.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

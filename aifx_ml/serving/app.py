@@ -23,7 +23,7 @@ from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.serving.deps import Services
 from aifx_ml.serving.inference import ModelServer
 from aifx_ml.serving.predict import PredictionService, SignalPolicy
-from aifx_ml.serving.routers import ab_tests, predict
+from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
 
 
 def wall_clock() -> datetime:
@@ -83,6 +83,8 @@ def create_app(
     app.state.model_server = server
     app.include_router(predict.router)
     app.include_router(ab_tests.router)
+    app.include_router(monitoring.router)
+    app.include_router(dashboard.router)
 
     for error, code in (
         (InvalidInputError, 422),

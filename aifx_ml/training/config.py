@@ -112,6 +112,7 @@ def training_config(
     window: int | None = None,
     lstm_units: Sequence[int] | None = None,
     dense_units: int | None = None,
+    learning_rate: float | None = None,
     seed: int = 42,
     include_signals: bool = False,
     lock_timeout: float = 3600.0,
@@ -148,6 +149,10 @@ def training_config(
         lstm = replace(lstm, lstm_units=(int(lstm_units[0]), int(lstm_units[1])))
     if dense_units is not None:
         lstm = replace(lstm, dense_units=dense_units)
+    if learning_rate is not None:
+        if not 0 < learning_rate < 1:
+            raise InvalidInputError(f"invalid learning_rate {learning_rate}: expected (0, 1)")
+        lstm = replace(lstm, learning_rate=learning_rate)
     config = TrainingConfig(
         pairs=tuple(validate_pair(p) for p in pairs or ()),
         timeframes=tuple(validate_timeframe(t) for t in timeframes),

@@ -131,3 +131,38 @@ def git_commit(cwd: Path | None = None) -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def log_evaluation(
+    client: MlflowClient,
+    artifact_root: str,
+    summary: Mapping[str, Any],
+    report: Path,
+    registered_model: str,
+    mlflow_version: str,
+) -> str:
+    """An evaluation run in the model type's experiment: the month's metrics and verdict, the
+    Evidently report as an artifact; the model version is tagged with the run (its link)."""
+    experiment = experiment_for(client, str(summary["model_type"]), artifact_root)
+    run = client.create_run(
+        experiment,
+        run_name=f"monthly-{summary['month']}-{summary['version']}",
+        tags={
+            "aifx.run_type": "monthly_evaluation",
+            "aifx.version": str(summary["version"]),
+            "aifx.month": str(summary["month"]),
+            "aifx.recommendation": str(summary.get("recommendation")),
+        },
+    )
+    run_id = str(run.info.run_id)
+    for key in ("accuracy", "auc", "log_loss", "brier", "drift_share", "samples"):
+        value = summary.get(key)
+        if isinstance(value, int | float) and np.isfinite(value):
+            client.log_metric(run_id, key, float(value))
+    client.log_param(run_id, "drifted_features", json.dumps(summary.get("drifted_features", [])))
+    client.log_param(run_id, "reasons", json.dumps(summary.get("reasons", []))[:6000])
+    client.log_artifact(run_id, str(report))
+    client.log_dict(run_id, dict(summary), "evaluation.json")
+    client.set_terminated(run_id, "FINISHED")
+    client.set_model_version_tag(registered_model, mlflow_version, "aifx.last_evaluation", run_id)
+    return run_id

@@ -34,6 +34,8 @@ TABLES = {
     "data_quarantine",
     "event_outbox",
     "model_stage_history",
+    "model_evaluations",
+    "alerts",
 }
 
 

@@ -1,0 +1,1 @@
+"""Alerts that reach people: rules that decide them, a table that keeps them, apprise to send."""

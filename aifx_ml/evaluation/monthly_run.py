@@ -1,0 +1,230 @@
+"""The monthly evaluation over the stores: which versions, their data, where results go.
+
+Every Production version is evaluated, and next to it the versions archived in the last two
+months (the candidates for a rollback). Each gets an Evidently HTML report in the data
+folder, a row in `model_evaluations`, and the summary in `model_versions.production_metrics`.
+Loading a model and logging to MLflow are passed in (the registry and MLflow live outside).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, delete, func, or_, select, update
+
+from aifx_ml.data.export import load_candles
+from aifx_ml.db.engine import session_factory, transaction
+from aifx_ml.db.models import ModelEvaluation, ModelVersion, TradingSignal
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.evaluation.monthly import (
+    Thresholds,
+    VersionEvaluation,
+    evaluate_version,
+    month_bounds,
+    recommend,
+    scored_samples,
+)
+from aifx_ml.training.data import approx_step
+
+# (row) -> (keras model, card)
+Loader = Callable[[ModelVersion], tuple[Any, Mapping[str, Any]]]
+# (evaluation, report path) -> MLflow run id (or None when not logged)
+Logger = Callable[[VersionEvaluation, Path], str | None]
+ARCHIVED_WITHIN = timedelta(days=62)
+
+
+@dataclass
+class MonthlyResult:
+    """What one monthly evaluation found, per version, and where it put it."""
+
+    month: str
+    evaluations: list[VersionEvaluation] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def production(self) -> list[VersionEvaluation]:
+        return [e for e in self.evaluations if e.status == "production"]
+
+
+def versions_to_evaluate(engine: Engine, month_start: datetime) -> list[ModelVersion]:
+    """Production versions, and versions archived since two months before the month."""
+    with session_factory(engine)() as session:
+        return list(
+            session.execute(
+                select(ModelVersion)
+                .where(
+                    or_(
+                        ModelVersion.status == "production",
+                        (ModelVersion.status == "archived")
+                        & (ModelVersion.archived_at >= month_start - ARCHIVED_WITHIN),
+                    )
+                )
+                .order_by(ModelVersion.model_type, ModelVersion.created_at)
+            ).scalars()
+        )
+
+
+def run_monthly(
+    engine: Engine,
+    month: str,
+    *,
+    loader: Loader,
+    report_dir: Path,
+    as_of: datetime,
+    thresholds: Thresholds | None = None,
+    log: Logger | None = None,
+) -> MonthlyResult:
+    """Evaluate every version that matters for `month` and store what was found."""
+    thresholds = thresholds or Thresholds()
+    start, end = month_bounds(month)
+    if start >= pd.Timestamp(as_of):
+        raise InvalidInputError(f"month {month} has not begun as of {as_of.isoformat()}")
+    end = min(end, pd.Timestamp(as_of))
+    result = MonthlyResult(month)
+    rows = versions_to_evaluate(engine, start.to_pydatetime())
+    for row in rows:
+        try:
+            evaluation, html = _evaluate(engine, row, loader, month, start, end, thresholds)
+        except InvalidInputError as exc:  # no data for it: say so, go on with the others
+            result.errors[row.version] = str(exc)
+            continue
+        path = report_dir / month / f"{row.version}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html, encoding="utf-8")
+        result.evaluations.append(evaluation)
+        result.reports[row.version] = path
+    for production in result.production():
+        others = [
+            e
+            for e in result.evaluations
+            if e.model_type == production.model_type and e is not production
+        ]
+        production.recommendation, production.rollback_to = recommend(production, others)
+    for evaluation in result.evaluations:
+        run_id = log(evaluation, result.reports[evaluation.version]) if log else None
+        _store(engine, evaluation, result.reports[evaluation.version], run_id, as_of)
+    return result
+
+
+def _evaluate(
+    engine: Engine,
+    row: ModelVersion,
+    loader: Loader,
+    month: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    thresholds: Thresholds,
+) -> tuple[VersionEvaluation, str]:
+    model, card = loader(row)
+    metrics = row.metrics or {}
+    data_range = card.get("data_time_range") or {}
+    if "start" not in data_range or "holdout_start" not in metrics:
+        raise InvalidInputError(f"{row.version}: its card says nothing of its training window")
+    pairs, timeframes = list(card["pairs"]), list(card["timeframes"])
+    lookback = max(approx_step(tf) for tf in timeframes) * (2 * int(card["window"]) + 72)
+    train_start = pd.Timestamp(data_range["start"])
+    train_end = pd.Timestamp(metrics["holdout_start"])
+    reference = scored_samples(
+        model,
+        card,
+        load_candles(
+            engine, train_start.to_pydatetime(), train_end.to_pydatetime(), pairs, timeframes
+        ),
+        train_start,
+        train_end,
+    )
+    current = scored_samples(
+        model,
+        card,
+        load_candles(
+            engine, (start - lookback).to_pydatetime(), end.to_pydatetime(), pairs, timeframes
+        ),
+        start,
+        end,
+    )
+    return evaluate_version(
+        version=row.version,
+        model_type=row.model_type,
+        status=row.status,
+        month=month,
+        reference=reference,
+        current=current,
+        holdout=metrics,
+        thresholds=thresholds,
+        live=_live(engine, row.version, start, end),
+    )
+
+
+def _live(engine: Engine, version: str, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, Any]:
+    """The version's own signals of the month: how many, decided, won."""
+    with session_factory(engine)() as session:
+        rows = (
+            session.execute(
+                select(TradingSignal.actual_outcome, func.count())
+                .where(
+                    TradingSignal.model_version == version,
+                    TradingSignal.created_at >= start.to_pydatetime(),
+                    TradingSignal.created_at < end.to_pydatetime(),
+                )
+                .group_by(TradingSignal.actual_outcome)
+            )
+        ).all()
+    counts: dict[str, int] = {str(outcome): int(n) for outcome, n in rows}
+    wins, losses = int(counts.get("win", 0)), int(counts.get("loss", 0))
+    return {
+        "signals": int(sum(counts.values())),
+        "decided": wins + losses,
+        "wins": wins,
+        "win_rate": wins / (wins + losses) if wins + losses else None,
+    }
+
+
+def _store(
+    engine: Engine, e: VersionEvaluation, report: Path, run_id: str | None, as_of: datetime
+) -> None:
+    summary = {**e.summary(), "report_path": str(report), "mlflow_run_id": run_id}
+    with transaction(engine) as session:
+        session.execute(
+            delete(ModelEvaluation).where(
+                ModelEvaluation.version == e.version, ModelEvaluation.month == e.month
+            )
+        )
+        session.add(
+            ModelEvaluation(
+                id=uuid.uuid4(),
+                version=e.version,
+                model_type=e.model_type,
+                month=e.month,
+                status=e.status,
+                samples=e.samples,
+                accuracy=e.accuracy,
+                auc=e.auc,
+                log_loss=e.log_loss,
+                holdout_accuracy=e.holdout_accuracy,
+                holdout_auc=e.holdout_auc,
+                drift_share=e.drift_share,
+                degraded=e.degraded,
+                drift=e.drift,
+                recommendation=e.recommendation,
+                report_path=str(report),
+                mlflow_run_id=run_id,
+                details=summary,
+                evaluated_at=as_of,
+            )
+        )
+        row = session.execute(
+            select(ModelVersion.production_metrics).where(ModelVersion.version == e.version)
+        ).scalar_one()
+        history = [h for h in (row or {}).get("evaluations", []) if h.get("month") != e.month]
+        history = sorted([*history, summary], key=lambda h: str(h.get("month")))[-24:]
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.version == e.version)
+            .values(production_metrics={"latest": history[-1], "evaluations": history})
+        )

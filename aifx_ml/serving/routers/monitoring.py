@@ -1,0 +1,254 @@
+"""`/api/v1/monitoring/*` (training history, model performance, health) and `/metrics`.
+
+Health answers 503, with the same body, when a configured store is unreachable, so a load
+balancer or orchestrator can act on the status alone; late schedules or data only degrade it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
+
+from aifx_ml.config import Settings
+from aifx_ml.events.relay import outbox_status
+from aifx_ml.monitoring.health import error_line, health_report
+from aifx_ml.monitoring.queries import model_performance, prometheus_metrics, training_history
+from aifx_ml.serving.deps import ServicesDep
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+PREFIX = "/api/v1/monitoring"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+router = APIRouter(tags=["monitoring"])
+
+
+class Out(BaseModel):
+    """Built from the library's records (dataclasses) by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- training history ----------------------------------------------------------------------
+
+
+class TrainingRunOut(Out):
+    id: uuid.UUID
+    training_type: str
+    model_type: str
+    status: str
+    started_at: datetime
+    completed_at: datetime | None
+    training_duration: float | None
+    dataset_size: int | None
+    data_time_range: dict[str, Any] | None
+    metrics: dict[str, Any] | None
+    error_message: str | None
+    mlflow_run_id: str | None
+    model_version: str | None
+
+
+class TrainingHistoryOut(BaseModel):
+    count: int
+    runs: list[TrainingRunOut]
+
+
+@router.get(f"{PREFIX}/training-history")
+def get_training_history(
+    svc: ServicesDep,
+    training_type: Literal["full", "incremental"] | None = None,
+    status_filter: Annotated[
+        Literal["running", "completed", "failed", "skipped"] | None, Query(alias="status")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Started at or after (UTC).")] = None,
+    until: Annotated[datetime | None, Query(description="Started before (UTC).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TrainingHistoryOut:
+    """Training runs, newest first; naive dates and times are UTC."""
+    with _database():
+        runs = training_history(svc.engine, training_type, status_filter, since, until, limit)
+    return TrainingHistoryOut(
+        count=len(runs), runs=[TrainingRunOut.model_validate(r) for r in runs]
+    )
+
+
+# --- model performance ---------------------------------------------------------------------
+
+
+class OfflineOut(Out):
+    holdout_accuracy: float | None
+    holdout_auc: float | None
+    holdout_log_loss: float | None
+    holdout_brier: float | None
+    holdout_samples: float | None
+    lift_over_baseline: float | None
+    lift_over_production: float | None
+
+
+class LiveOut(Out):
+    signals: int
+    pending: int
+    wins: int
+    losses: int
+    breakevens: int
+    win_rate: float | None
+    mean_pnl_percent: float | None
+
+
+class PeriodOut(Out):
+    period: str
+    live: LiveOut
+
+
+class DriftOut(Out):
+    month: str | None
+    drift_share: float | None
+
+
+class VersionOut(Out):
+    version: str
+    model_type: str | None
+    status: str | None
+    created_at: datetime | None
+    promoted_at: datetime | None
+    offline: OfflineOut
+    live: LiveOut
+    series: list[PeriodOut]
+    drift: list[DriftOut]
+    latest_drift_share: float | None
+
+
+class PerformanceOut(BaseModel):
+    period: Literal["day", "month"]
+    versions: list[VersionOut]
+
+
+@router.get(f"{PREFIX}/model-performance")
+def get_model_performance(
+    svc: ServicesDep,
+    period: Literal["day", "month"] = "day",
+    version: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    since: Annotated[datetime | None, Query(description="Signals created at or after.")] = None,
+) -> PerformanceOut:
+    """Per model version: holdout metrics from training, live win rate over decided signals
+    (win / (win + loss)) in total and per UTC day or month, and drift share by month."""
+    with _database():
+        found = model_performance(svc.engine, period, version, since)
+    return PerformanceOut(period=period, versions=[VersionOut.model_validate(v) for v in found])
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+class DependencyOut(Out):
+    status: Literal["up", "down", "not_configured"]
+    detail: str
+    latency_ms: float | None
+
+
+class TrainingFreshnessOut(Out):
+    training_type: str
+    status: Literal["ok", "stale", "unknown"]
+    detail: str
+    max_age_seconds: float
+    last_completed_at: datetime | None
+    last_run_at: datetime | None
+    last_run_status: str | None
+    age_seconds: float | None
+
+
+class OutboxOut(Out):
+    status: Literal["ok", "backlog", "unknown"]
+    detail: str
+    pending: int | None
+    oldest_age_seconds: float | None
+    last_error: str | None
+    max_pending: int
+    max_age_seconds: float
+
+
+class StaleSeriesOut(Out):
+    pair: str
+    timeframe: str
+    newest: datetime
+    age_seconds: float
+
+
+class MarketDataOut(Out):
+    status: Literal["ok", "stale", "unknown"]
+    detail: str
+    series: int
+    stale: list[StaleSeriesOut]
+
+
+class ChecksOut(Out):
+    database: DependencyOut
+    redis: DependencyOut
+    mlflow: DependencyOut
+    training: list[TrainingFreshnessOut]
+    outbox: OutboxOut
+    market_data: MarketDataOut
+
+
+class HealthOut(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    checked_at: datetime
+    checks: ChecksOut
+
+
+@router.get(
+    f"{PREFIX}/health",
+    responses={503: {"model": HealthOut, "description": "A configured store is unreachable."}},
+)
+def get_health(svc: ServicesDep, response: Response) -> HealthOut:
+    """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
+    every market-data series on time. 503 when unhealthy, 200 when healthy or degraded."""
+    report = health_report(
+        svc.engine, svc.settings.redis_url, _mlflow_client(svc.settings), svc.now()
+    )
+    response.status_code = report.http_status
+    return HealthOut(
+        status=report.status,
+        checked_at=report.checked_at,
+        checks=ChecksOut.model_validate(report),
+    )
+
+
+def _mlflow_client(settings: Settings) -> MlflowClient:
+    from mlflow import MlflowClient  # noqa: PLC0415  (MLflow loads only when serving)
+
+    # Cheap: MLflow caches a store per URI, and create_app has already opened this one.
+    return MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_registry_uri
+    )
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def get_metrics(svc: ServicesDep) -> PlainTextResponse:
+    """Prometheus text format: training runs by status, last successes, predictions and
+    outcomes by version, outbox backlog, active A/B tests, versions by status."""
+    with _database():
+        text = prometheus_metrics(svc.engine, svc.now(), outbox_status(svc.engine))
+    return PlainTextResponse(text, media_type=PROMETHEUS_TEXT)
+
+
+@contextmanager
+def _database() -> Iterator[None]:
+    """The database being away is a 503 with a one-line reason, not a 500."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"database unreachable: {error_line(exc)}"
+        ) from exc

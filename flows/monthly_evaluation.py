@@ -1,0 +1,103 @@
+"""Monthly evaluation (deployment `monthly-evaluation`, the 1st of each month 02:00 UTC): an
+Evidently drift and quality report per Production (and recently archived) version, stored
+and logged; a recommendation per model type, and — when asked — a weekly full training
+started at once where it says retrain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from aifx_ml.config import Settings, load_settings
+from aifx_ml.db.engine import make_engine
+from aifx_ml.evaluation.monthly import Thresholds
+from flows.common import reconcile_task, relay_task
+
+WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
+
+
+def previous_month(moment: datetime) -> str:
+    """The calendar month before the one `moment` is in, as YYYY-MM."""
+    return (pd.Timestamp(moment).tz_convert("UTC").replace(day=1) - pd.Timedelta(days=1)).strftime(
+        "%Y-%m"
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_task(
+    settings: Settings, month: str, as_of: datetime, thresholds: Thresholds
+) -> list[dict[str, Any]]:
+    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from registry.evaluations import evaluate_month  # noqa: PLC0415
+
+    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri and settings.artifact_root
+    engine = make_engine(settings.db_url)
+    try:
+        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+            result = evaluate_month(
+                engine,
+                client,
+                month,
+                artifact_root=settings.artifact_root,
+                report_dir=settings.data_dir / "reports" / "monthly",
+                as_of=as_of,
+                thresholds=thresholds,
+            )
+    finally:
+        engine.dispose()
+    logger = get_run_logger()
+    for version, error in result.errors.items():
+        logger.warning("%s not evaluated: %s", version, error)
+    return [
+        {**e.summary(), "report_path": str(result.reports[e.version])} for e in result.evaluations
+    ]
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def trigger_retrain_task(model_type: str) -> str:
+    """Start the weekly full training deployment now (it trains every stored series)."""
+    from prefect.client.schemas.objects import FlowRun  # noqa: PLC0415
+    from prefect.deployments import run_deployment  # noqa: PLC0415
+
+    # Called from sync code it runs to completion and returns the flow run, not a coroutine.
+    run = cast(
+        FlowRun, run_deployment(WEEKLY_DEPLOYMENT, timeout=0, tags=["aifx", "monthly-retrain"])
+    )
+    get_run_logger().info("started %s for %s: flow run %s", WEEKLY_DEPLOYMENT, model_type, run.id)
+    return str(run.id)
+
+
+@flow(name="monthly-evaluation", log_prints=False)
+def monthly_evaluation_flow(
+    month: str | None = None,
+    as_of: datetime | None = None,
+    trigger_retrain: bool = False,
+    accuracy_drop: float = 0.05,
+    auc_drop: float = 0.05,
+    drift_share: float = 0.5,
+) -> dict[str, Any]:
+    """Evaluate `month` (default: the month before `as_of`, i.e. the one that just ended)."""
+    settings = load_settings()
+    moment = as_of or datetime.now(UTC)
+    month = month or previous_month(moment)
+    thresholds = Thresholds(accuracy_drop=accuracy_drop, auc_drop=auc_drop, drift_share=drift_share)
+    reconcile_task(settings, "flow monthly-evaluation")
+    evaluations = evaluate_task(settings, month, moment, thresholds)
+    retrains: dict[str, str] = {}
+    for e in evaluations:
+        if trigger_retrain and e["status"] == "production" and e["recommendation"] == "retrain":
+            try:
+                retrains[e["model_type"]] = trigger_retrain_task(e["model_type"])
+            except Exception as exc:  # noqa: BLE001  (recorded; the evaluation stands)
+                retrains[e["model_type"]] = f"failed: {type(exc).__name__}: {exc}"
+                get_run_logger().error("could not start a retraining: %s", exc)
+    relay_task(settings)
+    return {"month": month, "evaluations": evaluations, "retrains": retrains}
+
+
+if __name__ == "__main__":
+    monthly_evaluation_flow()

@@ -1,0 +1,114 @@
+"""The monthly evaluation, run by Prefect, on synthetic markets whose regime changes — or not:
+a model trained before the change must be reported drifted and degraded with a
+recommendation to retrain; on the same seed without the change, neither (no false alarm)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import Engine, select
+
+from aifx_ml.data.importer import import_frame
+from aifx_ml.data.synth import synthesize_candles
+from aifx_ml.db.models import ModelEvaluation, ModelVersion
+from aifx_ml.training.config import Stores
+from aifx_ml.training.runs import train_full
+from aifx_ml.training.tracking import mlflow_stores
+from flows.monthly_evaluation import monthly_evaluation_flow, previous_month
+from registry.stages import change_stage
+from tests.conftest import tiny_training_config
+
+pytestmark = pytest.mark.integration
+TRAINED = datetime(2026, 3, 1, 1, tzinfo=UTC)
+EVALUATED = datetime(2026, 5, 1, 2, tzinfo=UTC)  # the 1st, 02:00: April has just ended
+
+
+@pytest.mark.parametrize(("switch", "changed"), [(0.6, True), (1.0, False)])
+def test_a_regime_change_is_found_and_no_change_is_not(
+    prefect_api: None,
+    engine: Engine,
+    db_url: str,
+    mlflow_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    switch: float,
+    changed: bool,
+) -> None:
+    # Strong momentum until the switch (mid-March when 0.6), mean reversion after it.
+    frames = synthesize_candles(
+        ["EUR/USD", "GBP/USD"],
+        "1h",
+        pd.Timestamp("2026-01-01", tz="UTC"),
+        pd.Timestamp("2026-05-01", tz="UTC"),
+        seed=3,
+        pattern_switch=switch,
+        pattern_strength=0.8,
+    )
+    for pair, frame in frames.items():
+        import_frame(engine, frame, pair, "1h", EVALUATED, source="synthetic")
+    stores = Stores(engine, mlflow_uri, mlflow_uri, str(tmp_path / "art"), tmp_path / "locks")
+    config = tiny_training_config(
+        days=45, epochs=6, window=10, lstm_units=[8, 4], dense_units=4, learning_rate=0.01
+    )
+    trained = train_full(stores, config, TRAINED)
+    assert trained.status == "completed" and trained.version
+    assert trained.metrics["holdout_accuracy"] > 0.6  # it learned the momentum
+    with mlflow_stores(mlflow_uri, mlflow_uri) as client:
+        change_stage(
+            engine, client, trained.version, "production", as_of=TRAINED, reason="t", actor="t"
+        )
+
+    for name, value in {
+        "AIFX_DATABASE_URL": db_url,
+        "AIFX_DATA_DIR": str(tmp_path / "data"),
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+        "AIFX_ARTIFACT_ROOT": str(tmp_path / "art"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert previous_month(EVALUATED) == "2026-04"
+    result = monthly_evaluation_flow(as_of=EVALUATED)
+
+    (found,) = result["evaluations"]
+    assert (found["month"], found["version"], found["status"]) == (
+        "2026-04",
+        trained.version,
+        "production",
+    )
+    assert found["samples"] > 500
+    assert found["drift"] is changed and found["degraded"] is changed, found["reasons"]
+    assert found["recommendation"] == ("retrain" if changed else "keep")
+    if changed:
+        assert found["accuracy"] < found["holdout_accuracy"] - 0.05
+        assert {"rsi", "stoch_k", "adx"} <= set(found["drifted_features"])
+    else:
+        assert found["drift_share"] < 0.5
+    assert result["retrains"] == {}  # not asked to start one
+
+    # Stored three ways: the report file, the table, the version's production metrics.
+    report = Path(found["report_path"])
+    html = report.read_text(encoding="utf-8")
+    assert "PSI" in html and "Accuracy" in html  # the drift tests and the quality metrics
+    with engine.connect() as conn:
+        row = conn.execute(select(ModelEvaluation)).one()
+        latest = conn.execute(
+            select(ModelVersion.production_metrics).where(ModelVersion.version == trained.version)
+        ).scalar_one()["latest"]
+    assert (row.recommendation, row.drift, row.degraded) == (
+        found["recommendation"],
+        changed,
+        changed,
+    )
+    assert latest["month"] == "2026-04" and latest["recommendation"] == found["recommendation"]
+    # …and in MLflow: an evaluation run with the report, linked from the model version.
+    client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    run_id = client.get_model_version("aifx-lstm", "1").tags["aifx.last_evaluation"]
+    assert row.mlflow_run_id == run_id
+    run = client.get_run(run_id)
+    assert run.data.tags["aifx.run_type"] == "monthly_evaluation"
+    assert run.data.metrics["drift_share"] == pytest.approx(found["drift_share"])
+    assert report.name in {a.path for a in client.list_artifacts(run_id)}
