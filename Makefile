@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_training_overhead.py
 	$(BIN)/python benchmarks/bench_abtest_power.py
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_monthly.py
 
 ## Re-resolve the pins after changing dependencies in pyproject.toml.
 lock: venv

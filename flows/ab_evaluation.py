@@ -10,10 +10,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.abtest.evaluation import evaluate_test
-from aifx_ml.abtest.store import list_tests
+from aifx_ml.abtest.store import describe, get_test, list_tests
+from aifx_ml.alerts.rules import ab_decided_alert
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import make_engine
-from flows.common import IO_RETRIES, reconcile_task, relay_task
+from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -43,11 +44,12 @@ def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str
                     engine, client, test, winner, as_of=as_of, actor="flow ab-evaluation"
                 ),
             )
+        test = describe(get_test(engine, test_id))  # as the look left it: decided or not
     finally:
         engine.dispose()
     decision = seen.decision
     get_run_logger().info("A/B test %s: %s — %s", test_id, decision.status, decision.reason)
-    return seen.as_dict()
+    return {**seen.as_dict(), "test": test}
 
 
 @flow(name="ab-evaluation", log_prints=False)
@@ -59,6 +61,8 @@ def ab_evaluation_flow(as_of: datetime | None = None) -> dict[str, Any]:
     looks = {
         test_id: evaluate_task(settings, test_id, moment) for test_id in active_tests_task(settings)
     }
+    decided = [look["test"] for look in looks.values() if look["test"]["status"] != "active"]
+    raise_alerts_task(settings, [ab_decided_alert(test) for test in decided], moment)
     relay_task(settings)
     return {
         test_id: {"status": look["decision"]["status"], "reason": look["decision"]["reason"]}

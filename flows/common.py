@@ -80,3 +80,30 @@ def challenger_task(
         "ab_test_id": str(outcome.ab_test_id) if outcome.ab_test_id else None,
         "detail": outcome.detail,
     }
+
+
+@task(cache_policy=NO_CACHE)
+def alerts_task(settings: Settings, as_of: datetime) -> list[str]:
+    """Raise what the training, data-quality and outbox rules find, retry failed deliveries.
+    Never fails the flow: a delivery problem is a recorded alert row."""
+    from aifx_ml.alerts.notify import check_and_alert  # noqa: PLC0415
+
+    engine = make_engine(settings.db_url)
+    try:
+        raised = check_and_alert(engine, settings, as_of)
+    finally:
+        engine.dispose()
+    return [f"{a.status} {a.alert_key}" for a in raised]
+
+
+@task(cache_policy=NO_CACHE)
+def raise_alerts_task(settings: Settings, drafts: list[Any], as_of: datetime) -> list[str]:
+    """Raise the given alert drafts (A/B decisions, evaluation findings); never fails."""
+    from aifx_ml.alerts.notify import raise_alert_safely  # noqa: PLC0415
+
+    engine = make_engine(settings.db_url)
+    try:
+        raised = [raise_alert_safely(engine, settings, d, as_of=as_of) for d in drafts]
+    finally:
+        engine.dispose()
+    return [f"{a.status} {a.alert_key}" for a in raised if a is not None]

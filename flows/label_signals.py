@@ -13,7 +13,7 @@ from aifx_ml.config import load_settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.labeling.store import LabelReport, label_pending
-from flows.common import reconcile_task, relay_task
+from flows.common import alerts_task, reconcile_task, relay_task
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], cache_policy=NO_CACHE)
@@ -40,6 +40,7 @@ def label_signals_flow(
     get_run_logger().info(
         "labeled %d of %d pending signal(s): %s", report.labeled, report.examined, report.outcomes
     )
+    alerts_task(settings, as_of or datetime.now(UTC))
     relay_task(settings)
     return asdict(report)
 

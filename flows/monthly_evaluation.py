@@ -12,10 +12,11 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import make_engine
 from aifx_ml.evaluation.monthly import Thresholds
-from flows.common import reconcile_task, relay_task
+from flows.common import raise_alerts_task, reconcile_task, relay_task
 
 WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
 
@@ -95,6 +96,8 @@ def monthly_evaluation_flow(
             except Exception as exc:  # noqa: BLE001  (recorded; the evaluation stands)
                 retrains[e["model_type"]] = f"failed: {type(exc).__name__}: {exc}"
                 get_run_logger().error("could not start a retraining: %s", exc)
+    findings = [draft for e in evaluations for draft in evaluation_alerts(e)]
+    raise_alerts_task(settings, findings, moment)  # degradation and drift reach people
     relay_task(settings)
     return {"month": month, "evaluations": evaluations, "retrains": retrains}
 

@@ -20,7 +20,7 @@ from aifx_ml.training.config import Stores, TrainingConfig
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
 from aifx_ml.training.tracking import git_commit
-from flows.common import challenger_task, reconcile_task, relay_task
+from flows.common import alerts_task, challenger_task, reconcile_task, relay_task
 
 READ_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
@@ -99,5 +99,6 @@ def training_steps(
         result["challenger"] = challenger_task(
             settings, result["version"], as_of, challenger_split, actor
         )
+    alerts_task(settings, as_of)  # a failed run, or a second skip in a row, reaches people
     relay_task(settings)
     return result

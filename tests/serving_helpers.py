@@ -64,9 +64,12 @@ def register_model(
     config: LSTMConfig,
     seed: int,
     status: str = "staging",
+    model_type: str = "lstm",
+    pairs: tuple[str, ...] = ("EUR/USD", "GBP/USD"),
 ) -> str:
-    """Register an (untrained) LSTM of `config`: real size and shape, for serving benchmarks."""
-    card = _card(config.to_dict(), config.window, as_of)
+    """Register an (untrained) LSTM of `config`: real size and shape, for benchmarks."""
+    card = {**_card(config.to_dict(), config.window, as_of), "model_type": model_type}
+    card["pairs"] = list(pairs)
     model = build_lstm(config, seed=seed)
     return _register(engine, mlflow_uri, artifact_root, model, card, as_of, status)
 
@@ -81,6 +84,10 @@ def _card(architecture: Any, window: int, as_of: datetime) -> dict[str, Any]:
         "pairs": ["EUR/USD", "GBP/USD"],
         "timeframes": ["1h"],
         "trained_as_of": as_of.isoformat(),
+        "data_time_range": {
+            "start": (as_of - timedelta(days=30)).isoformat(),
+            "end": as_of.isoformat(),
+        },
         "parent_version": None,
     }
 
@@ -95,20 +102,21 @@ def _register(
     status: str,
 ) -> str:
     log_id = uuid.uuid4()
+    model_type = str(card["model_type"])
     with tracking.mlflow_stores(mlflow_uri, mlflow_uri) as client:
-        experiment = tracking.experiment_for(client, "lstm", artifact_root)
+        experiment = tracking.experiment_for(client, model_type, artifact_root)
         with mlflow.start_run(experiment_id=experiment) as run:
             shape = (1, int(card["window"]), len(FEATURE_NAMES))
             uri = tracking.log_model_with_card(model, card, np.zeros(shape, dtype=np.float32))
-        number, sha = register_in_mlflow(client, "lstm", uri, run.info.run_id, {})
-    version = version_label("lstm", number)
-    holdout_start = pd.Timestamp(as_of - timedelta(days=1)).isoformat()
+        number, sha = register_in_mlflow(client, model_type, uri, run.info.run_id, {})
+    version = version_label(model_type, number)
+    holdout_start = pd.Timestamp(as_of - timedelta(days=6)).isoformat()
     with transaction(engine) as session:
         session.add(
             ModelTrainingLog(
                 id=log_id,
                 training_type="full",
-                model_type="lstm",
+                model_type=model_type,
                 status="completed",
                 started_at=as_of,
                 completed_at=as_of,
@@ -119,11 +127,11 @@ def _register(
         record_version(
             session,
             version=version,
-            model_type="lstm",
-            model_path=f"models:/{registered_name('lstm')}/{number}",
+            model_type=model_type,
+            model_path=f"models:/{registered_name(model_type)}/{number}",
             training_log_id=log_id,
             parent_version=None,
-            metrics={"holdout_start": holdout_start},
+            metrics={"holdout_start": holdout_start, "holdout_accuracy": 0.55, "holdout_auc": 0.55},
             artifact_sha256=sha,
             as_of=as_of,
             actor="test",

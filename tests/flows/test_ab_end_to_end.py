@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from aifx_ml.config import load_settings
 from aifx_ml.data.importer import import_frame
-from aifx_ml.db.models import ModelABTest, ModelVersion, TradingSignal
+from aifx_ml.db.models import Alert, ModelABTest, ModelVersion, TradingSignal
 from aifx_ml.labeling.store import label_pending
 from aifx_ml.serving.app import create_app
 from flows.ab_evaluation import ab_evaluation_flow
@@ -121,6 +121,10 @@ def test_a_better_challenger_wins_live_and_serves_without_a_restart(
         status = dict(conn.execute(select(ModelVersion.version, ModelVersion.status)).all())
     assert (test.status, test.winner) == ("completed", buyer)
     assert (status[seller], status[buyer]) == ("archived", "production")
+    with engine.connect() as conn:
+        alerts = conn.execute(select(Alert.kind, Alert.title)).all()
+    assert [kind for kind, _ in alerts] == ["ab_decided"]  # a person hears of it
+    assert buyer in alerts[0].title
 
     # The same app, never restarted, now answers with the winner and no test.
     with TestClient(app) as api:

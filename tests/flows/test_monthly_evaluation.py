@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from aifx_ml.data.importer import import_frame
 from aifx_ml.data.synth import synthesize_candles
-from aifx_ml.db.models import ModelEvaluation, ModelVersion
+from aifx_ml.db.models import Alert, ModelEvaluation, ModelVersion
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
 from aifx_ml.training.tracking import mlflow_stores
@@ -88,6 +88,9 @@ def test_a_regime_change_is_found_and_no_change_is_not(
     else:
         assert found["drift_share"] < 0.5
     assert result["retrains"] == {}  # not asked to start one
+    with engine.connect() as conn:
+        kinds = sorted(conn.execute(select(Alert.kind)).scalars())
+    assert kinds == (["evaluation_degraded", "evaluation_drift"] if changed else [])
 
     # Stored three ways: the report file, the table, the version's production metrics.
     report = Path(found["report_path"])
