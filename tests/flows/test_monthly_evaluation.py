@@ -4,12 +4,16 @@ recommendation to retrain; on the same seed without the change, neither (no fals
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
 from sqlalchemy import Engine, select
 
 from aifx_ml.data.importer import import_frame
@@ -71,7 +75,8 @@ def test_a_regime_change_is_found_and_no_change_is_not(
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     assert previous_month(EVALUATED) == "2026-04"
-    result = monthly_evaluation_flow(as_of=EVALUATED)
+    deployment = asyncio.run(register_weekly_deployment())
+    result = monthly_evaluation_flow(as_of=EVALUATED, trigger_retrain=True)
 
     (found,) = result["evaluations"]
     assert (found["month"], found["version"], found["status"]) == (
@@ -87,7 +92,14 @@ def test_a_regime_change_is_found_and_no_change_is_not(
         assert {"rsi", "stoch_k", "adx"} <= set(found["drifted_features"])
     else:
         assert found["drift_share"] < 0.5
-    assert result["retrains"] == {}  # not asked to start one
+    # Where it says retrain, the weekly full training deployment was started at once.
+    if changed:
+        run_id = result["retrains"]["lstm"]
+        started = asyncio.run(read_flow_run(run_id))
+        assert started.deployment_id == deployment
+        assert "monthly-retrain" in started.tags
+    else:
+        assert result["retrains"] == {}
     with engine.connect() as conn:
         kinds = sorted(conn.execute(select(Alert.kind)).scalars())
     assert kinds == (["evaluation_degraded", "evaluation_drift"] if changed else [])
@@ -115,3 +127,17 @@ def test_a_regime_change_is_found_and_no_change_is_not(
     assert run.data.tags["aifx.run_type"] == "monthly_evaluation"
     assert run.data.metrics["drift_share"] == pytest.approx(found["drift_share"])
     assert report.name in {a.path for a in client.list_artifacts(run_id)}
+
+
+async def register_weekly_deployment() -> uuid.UUID:
+    """The `weekly-full` deployment on the test's Prefect API (as `prefect deploy` makes it)."""
+    async with get_client() as client:
+        flow_id = await client.create_flow_from_name("weekly-full")
+        return await client.create_deployment(
+            flow_id=flow_id, name="weekly-full", entrypoint="flows/weekly_full.py:weekly_full_flow"
+        )
+
+
+async def read_flow_run(run_id: str) -> Any:
+    async with get_client() as client:
+        return await client.read_flow_run(uuid.UUID(run_id))
