@@ -94,6 +94,29 @@ class Settings(BaseSettings):
         return self.database_url
 
     @property
+    def tracking_uri(self) -> str:
+        """MLflow's tracking URI, never None after validation."""
+        assert self.mlflow_tracking_uri is not None
+        return self.mlflow_tracking_uri
+
+    @property
+    def registry_uri(self) -> str:
+        """MLflow's registry URI, never None after validation."""
+        assert self.mlflow_registry_uri is not None
+        return self.mlflow_registry_uri
+
+    @property
+    def monthly_reports_dir(self) -> Path:
+        """Where monthly evaluation reports go: <data dir>/reports/monthly/<month>/."""
+        return self.data_dir / "reports" / "monthly"
+
+    @property
+    def artifact_location(self) -> str:
+        """Where MLflow keeps artifacts, never None after validation."""
+        assert self.artifact_root is not None
+        return self.artifact_root
+
+    @property
     def is_embedded(self) -> bool:
         """True when the tables live in a SQLite file (the laptop default)."""
         return self.db_url.startswith("sqlite")

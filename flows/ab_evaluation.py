@@ -13,29 +13,24 @@ from aifx_ml.abtest.evaluation import evaluate_test
 from aifx_ml.abtest.store import describe, get_test, list_tests
 from aifx_ml.alerts.rules import ab_decided_alert
 from aifx_ml.config import Settings, load_settings
-from aifx_ml.db.engine import make_engine
+from aifx_ml.db.engine import engine_for
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def active_tests_task(settings: Settings) -> list[str]:
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         return [str(t.id) for t in list_tests(engine, "active")]
-    finally:
-        engine.dispose()
 
 
 @task(cache_policy=NO_CACHE)
 def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str, Any]:
     """One test: the sequential decision, acted on through the registry."""
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
     from registry.abtest import promote_winner  # noqa: PLC0415
 
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
-    engine = make_engine(settings.db_url)
-    try:
-        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+    with engine_for(settings.db_url) as engine:
+        with settings_registry(settings) as client:
             seen = evaluate_test(
                 engine,
                 test_id,
@@ -45,8 +40,6 @@ def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str
                 ),
             )
         test = describe(get_test(engine, test_id))  # as the look left it: decided or not
-    finally:
-        engine.dispose()
     decision = seen.decision
     get_run_logger().info("A/B test %s: %s — %s", test_id, decision.status, decision.reason)
     return {**seen.as_dict(), "test": test}

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import Settings
-from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.events.relay import relay_outbox
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
@@ -23,17 +23,13 @@ def _now() -> datetime:
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def reconcile_task(settings: Settings, actor: str) -> list[str]:
     """Bring MLflow's registry in line with `model_versions` before anything reads it."""
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
     from registry.reconcile import reconcile  # noqa: PLC0415  (MLflow: only when it runs)
 
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         ensure_schema(engine, auto_upgrade=settings.is_embedded)
-        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
+        with settings_registry(settings) as client:
             fixes = reconcile(engine, client, _now(), actor)
-    finally:
-        engine.dispose()
     logger = get_run_logger()
     for fix in fixes:
         logger.warning("reconciled %s %s: %s", fix.kind, fix.version, fix.detail)
@@ -43,11 +39,8 @@ def reconcile_task(settings: Settings, actor: str) -> list[str]:
 @task(cache_policy=NO_CACHE)
 def relay_task(settings: Settings) -> dict[str, Any]:
     """Publish what the flow announced; with Redis away the events wait for the next relay."""
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         report = relay_outbox(engine, settings.redis_url, now=_now)
-    finally:
-        engine.dispose()
     logger = get_run_logger()
     if not report.configured:
         logger.info("no Redis configured: %d event(s) wait in the outbox", report.pending)
@@ -61,18 +54,11 @@ def challenger_task(
     settings: Settings, version: str, as_of: datetime, split: float, actor: str
 ) -> dict[str, Any]:
     """Gate a new version; on a pass it is tried against Production in an A/B test."""
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
     from registry.challenger import offer_challenger  # noqa: PLC0415
 
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
-    engine = make_engine(settings.db_url)
-    try:
-        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
-            outcome = offer_challenger(
-                engine, client, version, as_of=as_of, actor=actor, split=split
-            )
-    finally:
-        engine.dispose()
+    with engine_for(settings.db_url) as engine, settings_registry(settings) as client:
+        outcome = offer_challenger(engine, client, version, as_of=as_of, actor=actor, split=split)
     get_run_logger().info("challenger %s: %s %s", version, outcome.action, outcome.detail)
     return {
         "version": outcome.version,
@@ -88,11 +74,8 @@ def alerts_task(settings: Settings, as_of: datetime) -> list[str]:
     Never fails the flow: a delivery problem is a recorded alert row."""
     from aifx_ml.alerts.notify import check_and_alert  # noqa: PLC0415
 
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         raised = check_and_alert(engine, settings, as_of)
-    finally:
-        engine.dispose()
     return [f"{a.status} {a.alert_key}" for a in raised]
 
 
@@ -101,9 +84,6 @@ def raise_alerts_task(settings: Settings, drafts: list[Any], as_of: datetime) ->
     """Raise the given alert drafts (A/B decisions, evaluation findings); never fails."""
     from aifx_ml.alerts.notify import raise_alert_safely  # noqa: PLC0415
 
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         raised = [raise_alert_safely(engine, settings, d, as_of=as_of) for d in drafts]
-    finally:
-        engine.dispose()
     return [f"{a.status} {a.alert_key}" for a in raised if a is not None]

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import load_settings
-from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.labeling.store import LabelReport, label_pending
 from flows.common import alerts_task, reconcile_task, relay_task
@@ -19,12 +19,9 @@ from flows.common import alerts_task, reconcile_task, relay_task
 @task(retries=3, retry_delay_seconds=[5, 30, 120], cache_policy=NO_CACHE)
 def label_task(database_url: str, embedded: bool, as_of: datetime, threshold: float) -> LabelReport:
     """The database is the only I/O here, so this is the one task that retries."""
-    engine = make_engine(database_url)
-    try:
+    with engine_for(database_url) as engine:
         ensure_schema(engine, auto_upgrade=embedded)
         return label_pending(engine, as_of, threshold)
-    finally:
-        engine.dispose()
 
 
 @flow(name="label-signals", log_prints=False)

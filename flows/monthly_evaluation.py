@@ -8,48 +8,35 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
-from aifx_ml.db.engine import make_engine
-from aifx_ml.evaluation.monthly import Thresholds
+from aifx_ml.db.engine import engine_for
+from aifx_ml.evaluation.monthly import Thresholds, previous_month
 from flows.common import raise_alerts_task, reconcile_task, relay_task
 
 WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
-
-
-def previous_month(moment: datetime) -> str:
-    """The calendar month before the one `moment` is in, as YYYY-MM."""
-    return (pd.Timestamp(moment).tz_convert("UTC").replace(day=1) - pd.Timedelta(days=1)).strftime(
-        "%Y-%m"
-    )
 
 
 @task(cache_policy=NO_CACHE)
 def evaluate_task(
     settings: Settings, month: str, as_of: datetime, thresholds: Thresholds
 ) -> list[dict[str, Any]]:
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
+    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
     from registry.evaluations import evaluate_month  # noqa: PLC0415
 
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri and settings.artifact_root
-    engine = make_engine(settings.db_url)
-    try:
-        with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
-            result = evaluate_month(
-                engine,
-                client,
-                month,
-                artifact_root=settings.artifact_root,
-                report_dir=settings.data_dir / "reports" / "monthly",
-                as_of=as_of,
-                thresholds=thresholds,
-            )
-    finally:
-        engine.dispose()
+    with engine_for(settings.db_url) as engine, settings_registry(settings) as client:
+        result = evaluate_month(
+            engine,
+            client,
+            month,
+            artifact_root=settings.artifact_location,
+            report_dir=settings.monthly_reports_dir,
+            as_of=as_of,
+            thresholds=thresholds,
+        )
     logger = get_run_logger()
     for version, error in result.errors.items():
         logger.warning("%s not evaluated: %s", version, error)

@@ -15,7 +15,7 @@ from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import Settings
-from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.training.config import Stores, TrainingConfig
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
@@ -30,13 +30,10 @@ def plan_task(
     settings: Settings, config: TrainingConfig, training_type: str, as_of: datetime
 ) -> tuple[list[tuple[str, str]], datetime]:
     """The series to read and where reading starts (a window before the first sample)."""
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         ensure_schema(engine, auto_upgrade=settings.is_embedded)
         since = samples_since(engine, config, training_type, as_of)
         return stored_series(engine, config), load_start(since, config)
-    finally:
-        engine.dispose()
 
 
 @task(cache_policy=NO_CACHE, **READ_RETRIES)
@@ -44,11 +41,8 @@ def load_series_task(
     settings: Settings, pair: str, timeframe: str, start: datetime, as_of: datetime
 ) -> pd.DataFrame:
     """Candles, indicators and target of one series, closed by `as_of`."""
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         return load_series(engine, pair, timeframe, start, as_of)
-    finally:
-        engine.dispose()
 
 
 @task(cache_policy=NO_CACHE)
@@ -60,8 +54,7 @@ def train_task(
     frames: list[pd.DataFrame],
 ) -> dict[str, Any]:
     """One training run on the loaded series; its record says how it ended."""
-    engine = make_engine(settings.db_url)
-    try:
+    with engine_for(settings.db_url) as engine:
         actor = "flow weekly-full" if training_type == "full" else "flow daily-incremental"
         stores = Stores.from_settings(settings, engine, git_commit(), actor)
         candles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -70,8 +63,6 @@ def train_task(
         else:
             result = train_incremental(stores, config, as_of, candles=candles)
         return asdict(result)
-    finally:
-        engine.dispose()
 
 
 def training_steps(

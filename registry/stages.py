@@ -36,6 +36,7 @@ from registry.versions import (
     RegistryError,
     get_version,
     mlflow_version_of,
+    production_version,
     registered_name,
     transition_stage,
 )
@@ -182,7 +183,8 @@ def rollback(
 ) -> StageResult:
     """Restore the previous Production version (or `to`) in one step; the current one is
     archived in the same transaction."""
-    current = _production(engine, model_type)
+    serving = production_version(engine, model_type)
+    current = serving.version if serving is not None else None
     if to is None:
         to = _last_replaced(engine, model_type, current)
         if to is None:
@@ -306,15 +308,6 @@ def _row(session: Session, version: str) -> ModelVersion:
     if row is None:
         raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
     return row
-
-
-def _production(engine: Engine, model_type: str) -> str | None:
-    with session_factory(engine)() as session:
-        return session.execute(
-            select(ModelVersion.version).where(
-                ModelVersion.model_type == model_type, ModelVersion.status == "production"
-            )
-        ).scalar_one_or_none()
 
 
 def _last_replaced(engine: Engine, model_type: str, current: str | None) -> str | None:

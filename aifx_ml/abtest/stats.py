@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.jsonsafe import finite
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -126,7 +127,7 @@ class ArmStats:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: an arm without data has NaN rates, which become None."""
-        return {k: _finite(v) for k, v in asdict(self).items()}
+        return {k: finite(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class SequentialDecision:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes None): stored with the test's metrics."""
-        return {k: _finite(v) for k, v in asdict(self).items()}
+        return {k: finite(v) for k, v in asdict(self).items()}
 
 
 def sums_from_table(table: npt.ArrayLike, squares: npt.ArrayLike) -> ClusterSums:
@@ -396,11 +397,3 @@ def _cr1(clusters: F64, squares: F64) -> F64:
 
 def _quadratic(w: F64, m: F64) -> F64:
     return np.asarray(np.einsum("...i,...ij,...j->...", w, m, w))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -16,7 +16,7 @@ from aifx_ml.abtest.store import (
     get_test,
     list_tests,
 )
-from aifx_ml.cli.common import AppContext, app_context, console, frame_table
+from aifx_ml.cli.common import AppContext, app_context, console, frame_table, registry_client
 from aifx_ml.db.models import ModelABTest
 
 app = typer.Typer(help="A/B tests between model versions.", no_args_is_help=True)
@@ -70,7 +70,8 @@ def create_cmd(
         as_of=app_ctx.now(),
         plan=plan,
     )
-    _with_registry(app_ctx, lambda client: _mark(app_ctx, client, test))
+    with registry_client(app_ctx) as client:
+        _mark(app_ctx, client, test)
     console.print(
         f"[green]started[/] A/B test {test.test_name!r} ({test.id}): "
         f"{model_a} vs {model_b}, {split:.0%} to B"
@@ -125,10 +126,9 @@ def evaluate_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) 
     app_ctx = app_context(ctx)
     engine = app_ctx.engine()
 
-    def run(client: Any) -> dict[str, Any]:
-        return evaluate_test(engine, test_id, app_ctx.now(), _promoter(app_ctx, client)).as_dict()
-
-    seen = _with_registry(app_ctx, run)
+    with registry_client(app_ctx) as client:
+        promote = _promoter(app_ctx, client)
+        seen = evaluate_test(engine, test_id, app_ctx.now(), promote).as_dict()
     test = get_test(engine, test_id)
     _print_look(test, seen)
     console.print(f"test is {test.status}" + (f", winner {test.winner}" if test.winner else ""))
@@ -144,8 +144,8 @@ def complete_cmd(
     """End a test; a --winner becomes the Production version."""
     app_ctx = app_context(ctx)
 
-    def run(client: Any) -> ModelABTest:
-        return complete_test(
+    with registry_client(app_ctx) as client:
+        test = complete_test(
             app_ctx.engine(),
             test_id,
             as_of=app_ctx.now(),
@@ -153,8 +153,6 @@ def complete_cmd(
             reason=reason,
             promote=_promoter(app_ctx, client),
         )
-
-    test = _with_registry(app_ctx, run)
     console.print(f"completed {test.test_name!r}" + (f": {winner} in Production" if winner else ""))
 
 
@@ -168,15 +166,6 @@ def cancel_cmd(
     app_ctx = app_context(ctx)
     test = cancel_test(app_ctx.engine(), test_id, as_of=app_ctx.now(), reason=reason)
     console.print(f"cancelled {test.test_name!r}")
-
-
-def _with_registry(app_ctx: AppContext, work: Any) -> Any:
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
-
-    settings = app_ctx.settings
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
-    with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
-        return work(client)
 
 
 def _promoter(app_ctx: AppContext, client: Any) -> Any:

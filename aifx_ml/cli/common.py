@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import typer
@@ -16,6 +18,9 @@ from sqlalchemy import Engine
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 # Logs and CI are not terminals; 80 columns would truncate every table there.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -41,6 +46,16 @@ class AppContext:
     def now(self) -> datetime:
         """The wall clock, read only here at the edge; the library takes `as_of`."""
         return datetime.now(UTC)
+
+
+@contextmanager
+def registry_client(app_ctx: AppContext) -> Iterator[MlflowClient]:
+    """MLflow pointed at the settings' stores, for the commands that talk to the registry."""
+    # MLflow takes seconds to import: only for the commands that need it.
+    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
+
+    with settings_registry(app_ctx.settings) as client:
+        yield client
 
 
 def app_context(ctx: typer.Context) -> AppContext:

@@ -7,7 +7,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from aifx_ml.cli.common import app_context, console, frame_table, parse_time
+from aifx_ml.cli.common import app_context, console, frame_table, parse_time, registry_client
 
 app = typer.Typer(
     help="Evaluate models in production: drift and degradation.", no_args_is_help=True
@@ -29,9 +29,7 @@ def monthly_cmd(
 ) -> None:
     """Evaluate every Production (and recently archived) version on a month: input drift
     against its training window, quality against its own holdout, and a recommendation."""
-    from aifx_ml.evaluation.monthly import Thresholds  # noqa: PLC0415
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
-    from flows.monthly_evaluation import previous_month  # noqa: PLC0415
+    from aifx_ml.evaluation.monthly import Thresholds, previous_month  # noqa: PLC0415
     from registry.evaluations import evaluate_month  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
@@ -39,17 +37,16 @@ def monthly_cmd(
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
     month = month or previous_month(moment)
     thresholds = Thresholds(accuracy_drop=accuracy_drop, auc_drop=auc_drop, drift_share=drift_share)
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri and settings.artifact_root
     with (
-        mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client,
+        registry_client(app_ctx) as client,
         console.status(f"evaluating {month}…"),
     ):
         result = evaluate_month(
             app_ctx.engine(),
             client,
             month,
-            artifact_root=settings.artifact_root,
-            report_dir=settings.data_dir / "reports" / "monthly",
+            artifact_root=settings.artifact_location,
+            report_dir=settings.monthly_reports_dir,
             as_of=moment,
             thresholds=thresholds,
         )

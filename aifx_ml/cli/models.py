@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
@@ -11,14 +9,19 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from aifx_ml.cli.common import AppContext, app_context, console, frame_table, parse_time
+from aifx_ml.cli.common import (
+    AppContext,
+    app_context,
+    console,
+    frame_table,
+    parse_time,
+    registry_client,
+)
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
 from aifx_ml.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from aifx_ml.evaluation.gate import GateDecision
 
 app = typer.Typer(
@@ -30,17 +33,6 @@ ModelTypeOpt = Annotated[str, typer.Option("--model-type", help="Model type.")]
 AsOfOpt = Annotated[
     str | None, typer.Option("--as-of", help="The moment of the change (UTC; default: now).")
 ]
-
-
-@contextmanager
-def _registry(app_ctx: AppContext) -> Iterator[MlflowClient]:
-    # MLflow takes seconds to import: only for the commands that talk to it.
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
-
-    settings = app_ctx.settings
-    assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
-    with mlflow_stores(settings.mlflow_tracking_uri, settings.mlflow_registry_uri) as client:
-        yield client
 
 
 def _actor(ctx: typer.Context) -> str:
@@ -197,6 +189,7 @@ def promote_cmd(
     """Promote a version to Production if it beats Production (by --margin) and the baselines
     on the same recent holdout; the old Production version is archived in the same step."""
     from registry.promotion import promote  # noqa: PLC0415
+    from registry.versions import get_version  # noqa: PLC0415
 
     if force and not (reason and reason.strip()):
         raise InvalidInputError('--force needs --reason "why this overrides the gate"')
@@ -206,7 +199,7 @@ def promote_cmd(
         raise InvalidInputError(f"invalid --margin {margin}: expected an accuracy in [0, 1)")
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
-    with _registry(app_ctx) as client, console.status("scoring on the recent holdout…"):
+    with registry_client(app_ctx) as client, console.status("scoring on the recent holdout…"):
         outcome = promote(
             app_ctx.engine(),
             client,
@@ -224,7 +217,7 @@ def promote_cmd(
         for why in outcome.decision.reasons:
             console.print(f"  [red]✗[/] {why}", highlight=False)
         console.print(
-            f"[red]refused:[/] {version} stays {_status(app_ctx, version)} "
+            f"[red]refused:[/] {version} stays {get_version(app_ctx.engine(), version).status} "
             '(override with --force --reason "...")'
         )
         raise typer.Exit(1)
@@ -248,7 +241,7 @@ def rollback_cmd(
 
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
-    with _registry(app_ctx) as client:
+    with registry_client(app_ctx) as client:
         result = rollback(
             app_ctx.engine(),
             client,
@@ -274,7 +267,7 @@ def archive_cmd(
 
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
-    with _registry(app_ctx) as client:
+    with registry_client(app_ctx) as client:
         result = change_stage(
             app_ctx.engine(),
             client,
@@ -293,7 +286,7 @@ def reconcile_cmd(ctx: typer.Context) -> None:
     from registry.reconcile import reconcile  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
-    with _registry(app_ctx) as client:
+    with registry_client(app_ctx) as client:
         fixes = reconcile(app_ctx.engine(), client, app_ctx.now(), _actor(ctx))
     if not fixes:
         console.print("MLflow and model_versions agree: nothing to fix")
@@ -338,14 +331,6 @@ def _print_stage(result: Any, headline: str) -> None:
             f"[yellow]MLflow not updated ({result.mlflow_error}); the table is; run "
             "`aifx models reconcile`[/]"
         )
-
-
-def _status(app_ctx: AppContext, version: str) -> str:
-    with session_factory(app_ctx.engine())() as session:
-        status = session.execute(
-            select(ModelVersion.status).where(ModelVersion.version == version)
-        ).scalar_one()
-    return str(status)
 
 
 def _model_types(app_ctx: AppContext) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 from aifx_ml.errors import SchemaOutdatedError
+from aifx_ml.jsonsafe import finite
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -26,17 +26,7 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 def json_dumps(value: Any) -> str:
     """JSON for the JSON columns: NaN and ±inf (an AUC of a one-class holdout, say) become
     null, which PostgreSQL accepts and every reader understands, instead of bare `NaN`."""
-    return json.dumps(_finite(value), allow_nan=False, default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return json.dumps(finite(value), allow_nan=False, default=str)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -61,6 +51,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         cursor.close()
 
     return engine
+
+
+@contextmanager
+def engine_for(url: str) -> Iterator[Engine]:
+    """An engine for one unit of work (a task): its connections are closed when it ends."""
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import HoldoutMetrics, baseline_scores, holdout_metrics
-from aifx_ml.training.dataset import Dataset, Scaler, build_dataset
+from aifx_ml.training.dataset import Dataset, Scaler, build_dataset, naive_utc
 from aifx_ml.training.fit import predict_proba
 
 # A model to score: its Keras model and its card (window, scaler, features).
@@ -44,7 +44,7 @@ def score_on_holdout(
     """
     if not models:
         raise InvalidInputError("no models to score")
-    start = _naive(holdout_start)
+    start = naive_utc(holdout_start)
     datasets = {
         w: build_dataset(candles, w) for w in {int(c["window"]) for _, c in models.values()}
     }
@@ -99,10 +99,3 @@ def _positions(keys: npt.NDArray[np.str_], wanted: npt.NDArray[np.str_]) -> npt.
     order = np.argsort(keys, kind="stable")
     found = np.searchsorted(keys[order], wanted)
     return np.sort(order[found])
-
-
-def _naive(stamp: pd.Timestamp) -> np.datetime64:
-    ts = pd.Timestamp(stamp)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    moment: np.datetime64 = ts.tz_localize(None).as_unit("ns").to_datetime64()
-    return moment

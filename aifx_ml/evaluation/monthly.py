@@ -19,7 +19,8 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import holdout_metrics
-from aifx_ml.training.dataset import Dataset, Scaler, build_dataset
+from aifx_ml.jsonsafe import finite
+from aifx_ml.training.dataset import Dataset, Scaler, build_dataset, naive_utc
 from aifx_ml.training.fit import predict_proba
 
 REFERENCE_ROWS = 5000  # more rows make the report slower, not the drift measure better
@@ -69,7 +70,8 @@ class VersionEvaluation:
     live: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in asdict(self).items()}
+        out: dict[str, Any] = finite(asdict(self))
+        return out
 
 
 def month_bounds(month: str) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -81,6 +83,13 @@ def month_bounds(month: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     if len(month) != 7 or start.strftime("%Y-%m") != month:
         raise InvalidInputError(f"invalid month {month!r}: expected YYYY-MM")
     return start, start + pd.DateOffset(months=1)
+
+
+def previous_month(moment: datetime) -> str:
+    """The calendar month before the one `moment` is in, as YYYY-MM."""
+    return (pd.Timestamp(moment).tz_convert("UTC").replace(day=1) - pd.Timedelta(days=1)).strftime(
+        "%Y-%m"
+    )
 
 
 def scored_samples(
@@ -95,7 +104,7 @@ def scored_samples(
     if list(card["features"]) != list(dataset.feature_names):
         raise InvalidInputError("the model was trained on other features")
     s = dataset.samples
-    keep = np.flatnonzero((s.time >= _naive(start)) & (s.time < _naive(end)) & ~s.from_signal)
+    keep = np.flatnonzero((s.time >= naive_utc(start)) & (s.time < naive_utc(end)) & ~s.from_signal)
     windows = dataset.windows(Scaler.from_dict(dict(card["scaler"])))
     p = predict_proba(model, windows, s.rows[keep]) if len(keep) else np.empty(0)
     return _frame(dataset, keep, p)
@@ -251,18 +260,5 @@ def _features(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in ("target", "proba", "prediction", "time")]
 
 
-def _naive(stamp: pd.Timestamp) -> np.datetime64:
-    moment: np.datetime64 = stamp.tz_convert("UTC").tz_localize(None).as_unit("ns").to_datetime64()
-    return moment
-
-
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and np.isfinite(value) else None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value

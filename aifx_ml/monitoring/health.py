@@ -293,15 +293,10 @@ def stale_market_data(
     stale = tuple(
         StaleSeries(pair, timeframe, newest, (now - newest).total_seconds())
         for pair, timeframe, newest in sorted(rows)
-        if missing_bars(pd.Timestamp(newest), timeframe, moment, max_bars + 1) > max_bars
+        if missing_candles(pd.Timestamp(newest), timeframe, moment, max_bars + 1) > max_bars
     )
     detail = f"{len(stale)} of {len(rows)} series more than {max_bars} bars behind"
     return MarketDataFreshness("stale" if stale else "ok", detail, len(rows), stale)
-
-
-def missing_bars(newest: pd.Timestamp, timeframe: str, now: pd.Timestamp, enough: int) -> int:
-    """Closed candles missing after `newest` (see `markets.missing_candles`), up to `enough`."""
-    return missing_candles(newest, timeframe, now, enough)
 
 
 # --- all together --------------------------------------------------------------------------

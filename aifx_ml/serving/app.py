@@ -46,9 +46,7 @@ def create_app(
 
     engine = engine or make_engine(settings.db_url)
     ensure_schema(engine, auto_upgrade=settings.is_embedded)
-    client = MlflowClient(
-        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_registry_uri
-    )
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
     def loader(row: ModelVersion) -> tuple[Any, dict[str, Any]]:
         loaded = load_version(row, client)

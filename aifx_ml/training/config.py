@@ -65,13 +65,11 @@ class Stores:
         cls, settings: Settings, engine: Engine, code_version: str, actor: str = "aifx"
     ) -> Stores:
         """The stores the settings name; training locks live in the data folder."""
-        assert settings.mlflow_tracking_uri and settings.mlflow_registry_uri
-        assert settings.artifact_root
         return cls(
             engine=engine,
-            tracking_uri=settings.mlflow_tracking_uri,
-            registry_uri=settings.mlflow_registry_uri,
-            artifact_root=settings.artifact_root,
+            tracking_uri=settings.tracking_uri,
+            registry_uri=settings.registry_uri,
+            artifact_root=settings.artifact_location,
             lock_dir=settings.data_dir / "locks",
             code_version=code_version,
             actor=actor,

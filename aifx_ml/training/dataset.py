@@ -259,7 +259,7 @@ def chronological_split(
         raise InvalidInputError("holdout and validation fractions must be in (0, 1) and [0, 1)")
     eligible = np.ones(len(samples), dtype=bool)
     if since is not None:
-        eligible &= samples.time >= _naive_ts(since)
+        eligible &= samples.time >= naive_utc(since)
     candle_times = np.sort(samples.time[eligible & ~samples.from_signal])
     if len(candle_times) < 3:
         raise InvalidInputError(f"too few samples to split: {len(candle_times)}")
@@ -302,7 +302,8 @@ def _naive(stamps: pd.DatetimeIndex) -> DT:
     return stamps.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
 
 
-def _naive_ts(stamp: pd.Timestamp) -> np.datetime64:
+def naive_utc(stamp: pd.Timestamp) -> np.datetime64:
+    """A moment as naive UTC nanoseconds, comparable with sample times (naive: UTC)."""
     ts = pd.Timestamp(stamp)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     moment: np.datetime64 = ts.tz_localize(None).as_unit("ns").to_datetime64()

@@ -9,7 +9,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from mlflow.tracking._model_registry import utils as _registry_utils
 from mlflow.tracking._tracking_service import utils as _tracking_utils
+
+from aifx_ml.config import Settings
 
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
@@ -51,6 +53,11 @@ def mlflow_stores(tracking_uri: str, registry_uri: str) -> Iterator[MlflowClient
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def settings_registry(settings: Settings) -> AbstractContextManager[MlflowClient]:
+    """`mlflow_stores` for the stores the settings name."""
+    return mlflow_stores(settings.tracking_uri, settings.registry_uri)
 
 
 def experiment_for(client: MlflowClient, model_type: str, artifact_root: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from aifx_ml.markets import missing_candles
 from aifx_ml.monitoring.health import (
     Check,
     DependencyCheck,
@@ -24,7 +25,6 @@ from aifx_ml.monitoring.health import (
     TrainingFreshness,
     check_mlflow,
     check_redis,
-    missing_bars,
     overall,
 )
 from aifx_ml.monitoring.queries import (
@@ -97,7 +97,7 @@ def ts(text: str) -> pd.Timestamp:
 def test_missing_bars_ignore_the_weekend(
     newest: str, timeframe: str, now: str, missing: int
 ) -> None:
-    assert missing_bars(ts(newest), timeframe, ts(now), enough=3) == missing
+    assert missing_candles(ts(newest), timeframe, ts(now), enough=3) == missing
 
 
 SAMPLE = re.compile(

@@ -19,10 +19,11 @@ from sqlalchemy import Engine, select
 from aifx_ml.data.importer import import_frame
 from aifx_ml.data.synth import synthesize_candles
 from aifx_ml.db.models import Alert, ModelEvaluation, ModelVersion
+from aifx_ml.evaluation.monthly import previous_month
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
 from aifx_ml.training.tracking import mlflow_stores
-from flows.monthly_evaluation import monthly_evaluation_flow, previous_month
+from flows.monthly_evaluation import monthly_evaluation_flow
 from registry.stages import change_stage
 from tests.conftest import tiny_training_config
 

@@ -32,7 +32,7 @@ def report(
     version: Annotated[str, Path(pattern=VERSION.pattern)],
 ) -> FileResponse:
     """The Evidently report of a version's monthly evaluation."""
-    path = svc.settings.data_dir / "reports" / "monthly" / month / f"{version}.html"
+    path = svc.settings.monthly_reports_dir / month / f"{version}.html"
     if not path.is_file():
         raise HTTPException(404, detail=f"no {month} report for {version}")
     return FileResponse(path, media_type="text/html")

@@ -226,9 +226,7 @@ def _mlflow_client(settings: Settings) -> MlflowClient:
     from mlflow import MlflowClient  # noqa: PLC0415  (MLflow loads only when serving)
 
     # Cheap: MLflow caches a store per URI, and create_app has already opened this one.
-    return MlflowClient(
-        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_registry_uri
-    )
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
 # --- Prometheus ----------------------------------------------------------------------------
