@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
@@ -66,9 +67,7 @@ def test_outcomes(engine: Engine, test: ModelABTest) -> pd.DataFrame:
     day = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d")
     return pd.DataFrame(
         {
-            "variant": frame["version"]
-            .map(lambda v: "b" if v == test.model_b_version else "a")
-            .astype(object),
+            "variant": np.where(frame["version"] == test.model_b_version, "b", "a").astype(object),
             "outcome": frame["outcome"].astype(object),
             "pnl": frame["pnl"].astype("float64"),
             "cluster": (frame["pair"] + "|" + day).astype(object),

@@ -88,9 +88,20 @@ def run_monthly(
     end = min(end, pd.Timestamp(as_of))
     result = MonthlyResult(month)
     rows = versions_to_evaluate(engine, start.to_pydatetime())
+    # Versions trained on the same series read the same month: read it once.
+    read: dict[tuple[Any, ...], pd.DataFrame] = {}
+
+    def candles(pairs: list[str], timeframes: list[str], lo: datetime, hi: datetime) -> Any:
+        key = (tuple(pairs), tuple(timeframes), lo, hi)
+        if key not in read:
+            read[key] = load_candles(engine, lo, hi, pairs, timeframes)
+        return read[key]
+
     for row in rows:
         try:
-            evaluation, html = _evaluate(engine, row, loader, month, start, end, thresholds)
+            evaluation, html = _evaluate(
+                engine, row, loader, candles, month, start, end, thresholds
+            )
         except InvalidInputError as exc:  # no data for it: say so, go on with the others
             result.errors[row.version] = str(exc)
             continue
@@ -116,6 +127,7 @@ def _evaluate(
     engine: Engine,
     row: ModelVersion,
     loader: Loader,
+    candles: Callable[[list[str], list[str], datetime, datetime], pd.DataFrame],
     month: str,
     start: pd.Timestamp,
     end: pd.Timestamp,
@@ -133,18 +145,14 @@ def _evaluate(
     reference = scored_samples(
         model,
         card,
-        load_candles(
-            engine, train_start.to_pydatetime(), train_end.to_pydatetime(), pairs, timeframes
-        ),
+        candles(pairs, timeframes, train_start.to_pydatetime(), train_end.to_pydatetime()),
         train_start,
         train_end,
     )
     current = scored_samples(
         model,
         card,
-        load_candles(
-            engine, (start - lookback).to_pydatetime(), end.to_pydatetime(), pairs, timeframes
-        ),
+        candles(pairs, timeframes, (start - lookback).to_pydatetime(), end.to_pydatetime()),
         start,
         end,
     )
