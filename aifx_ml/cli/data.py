@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 from aifx_ml.cli.common import app_context, console, frame_table, parse_list, parse_time
 from aifx_ml.data.export import dataset_stats, export_dataset
 from aifx_ml.data.importer import ImportReport, import_frame, import_validated
-from aifx_ml.data.reader import read_candles_csv
+from aifx_ml.data.reader import read_candles_csv, series_from_filename
 from aifx_ml.data.synth import synthesize_candles, write_synthetic_csv
 from aifx_ml.data.validation import validate_candles
 from aifx_ml.db.engine import session_factory
@@ -23,18 +22,6 @@ from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import TIMEFRAMES, validate_pair, validate_timeframe
 
 app = typer.Typer(help="Market data: import, synthesize, export, statistics.", no_args_is_help=True)
-
-_NAME_RE = re.compile(
-    r"(?P<base>[A-Za-z]{3})[/_-]?(?P<quote>[A-Za-z]{3})[_-](?P<tf>\w+?)(?:\.\w+)?$"
-)
-
-
-def series_from_filename(path: Path) -> tuple[str, str] | None:
-    """`EURUSD_1h.csv` or `EUR-USD_1h.csv` → ('EUR/USD', '1h'); None if the name says neither."""
-    match = _NAME_RE.search(path.name)
-    if not match or match["tf"] not in TIMEFRAMES:
-        return None
-    return f"{match['base'].upper()}/{match['quote'].upper()}", match["tf"]
 
 
 @app.command("import")

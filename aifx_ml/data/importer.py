@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -94,7 +94,9 @@ def import_validated(
     report = ImportReport(source, pair, timeframe, rows_read, duplicates=checked.duplicates)
     report.quarantined = len(checked.rejected)
     with transaction(engine) as session:
-        existing = _load_series(session, pair, timeframe)
+        existing = _load_series(
+            session, pair, timeframe, _appends(session, checked.valid, pair, timeframe)
+        )
         new, changed, same = _diff(checked.valid, existing)
         report.inserted, report.updated = len(new), len(changed)
         report.duplicates += same
@@ -124,21 +126,35 @@ def import_validated(
     return report
 
 
-def _load_series(session: Session, pair: str, timeframe: str) -> pd.DataFrame:
-    rows = session.execute(
-        select(
-            MarketData.id, MarketData.timestamp, *(getattr(MarketData, c) for c in VALUE_COLUMNS)
+def _appends(session: Session, valid: pd.DataFrame, pair: str, timeframe: str) -> bool:
+    """Whether every candle comes after the newest stored one (a live feed, a replay)."""
+    newest = session.execute(
+        select(func.max(MarketData.timestamp)).where(
+            MarketData.pair == pair, MarketData.timeframe == timeframe
         )
+    ).scalar_one_or_none()
+    return newest is None or bool(valid["timestamp"].min() > pd.Timestamp(newest))
+
+
+def _load_series(session: Session, pair: str, timeframe: str, appends: bool) -> pd.DataFrame:
+    """The stored series; row ids only when rows may be updated (appending updates none, and
+    reading thousands of UUIDs is most of an append's cost)."""
+    ids = [] if appends else [MarketData.id]
+    rows = session.execute(
+        select(*ids, MarketData.timestamp, *(getattr(MarketData, c) for c in VALUE_COLUMNS))
         .where(MarketData.pair == pair, MarketData.timeframe == timeframe)
         .order_by(MarketData.timestamp)
     ).all()
-    frame = pd.DataFrame(rows, columns=["id", "timestamp", *VALUE_COLUMNS])
+    frame = pd.DataFrame(rows, columns=[*(["id"] if ids else []), "timestamp", *VALUE_COLUMNS])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame.astype({c: np.float64 for c in VALUE_COLUMNS})
 
 
 def _diff(valid: pd.DataFrame, existing: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Split valid rows into new, changed (a vendor correction) and already stored as is."""
+    if existing.empty or valid["timestamp"].min() > existing["timestamp"].iloc[-1]:
+        # Candles after the newest stored one (a live feed, a replay): all new, nothing to match.
+        return valid.reset_index(), valid.iloc[:0].reset_index(), 0
     merged = valid.reset_index().merge(
         existing, on="timestamp", how="left", suffixes=("", "_db"), indicator=True
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from aifx_ml.errors import MalformedFileError
+from aifx_ml.markets import TIMEFRAMES
 
 REQUIRED = ("timestamp", "open", "high", "low", "close")
 CANONICAL = (*REQUIRED, "volume")
@@ -123,3 +124,16 @@ def _canonical_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         out["volume"] = "0"
     out.index = pd.RangeIndex(1, len(out) + 1, name="row")
     return out[list(CANONICAL)]
+
+
+_NAME_RE = re.compile(
+    r"(?P<base>[A-Za-z]{3})[/_-]?(?P<quote>[A-Za-z]{3})[_-](?P<tf>\w+?)(?:\.\w+)?$"
+)
+
+
+def series_from_filename(path: Path) -> tuple[str, str] | None:
+    """`EURUSD_1h.csv` or `EUR-USD_1h.csv` → ('EUR/USD', '1h'); None if the name says neither."""
+    match = _NAME_RE.search(path.name)
+    if not match or match["tf"] not in TIMEFRAMES:
+        return None
+    return f"{match['base'].upper()}/{match['quote'].upper()}", match["tf"]

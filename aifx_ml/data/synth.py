@@ -52,7 +52,6 @@ _REGIME_HOURS = (400.0, 100.0)  # mean stay in calm / volatile, in trading hours
 _REGIME_VOL = (0.85, 1.6)
 _DRIFT_COMMON, _DRIFT_PAIR = 0.03, 0.02  # per-episode drift sd, in hourly sigmas per hour
 _GAP_SIGMAS = 2.0  # weekend gap sd, in hourly sigmas
-_LOOKBACK = 3  # the pattern leans on the mean of this many past returns
 _TICKS_PER_HOUR = 1500.0
 # Trading hours per candle where the calendar length would overstate it (weekends are shut).
 _TRADING_HOURS: dict[str, float] = {"1d": 24.0, "1w": 120.0, "1M": 521.0}
@@ -73,15 +72,20 @@ def synthesize_candles(
     pattern_switch: float = 0.5,
     pattern_strength: float = 0.25,
     switch_volatility: float = 1.0,
+    pattern_lags: tuple[int, int] = (1, 3),
+    pattern_after: tuple[float, int, int] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Candles for each pair on `expected_grid(start, end, timeframe)`, keyed by pair.
 
     Returns follow a GARCH(1,1) variance under a hidden calm/volatile regime with a small
     per-episode drift, share a common USD factor (XXX/USD up, USD/XXX down, crosses neutral)
-    and gap a little over weekends. Each return also leans on the mean of the previous three by
-    `pattern_strength`: with them (momentum) for the first round(pattern_switch * candles)
-    candles, against them (mean reversion) afterwards; from the switch on, volatility is also
-    multiplied by `switch_volatility` (1.0: the market only changes its habit, not its size).
+    and gap a little over weekends. Each return also leans by `pattern_strength` on the mean of
+    the returns `pattern_lags` = (first, last) candles back (default: the previous three):
+    with them (momentum) for the first round(pattern_switch * candles) candles, against them
+    (mean reversion) afterwards — or, with `pattern_after` = (strength, first, last), by that
+    strength (negative: against them) on those lags afterwards. A negative `pattern_strength`
+    starts against them. From the switch on volatility is also multiplied by `switch_volatility`
+    (1.0: the market only changes its habit, not its size).
     Same arguments give identical frames; a pair's candles depend only on (seed, pair, grid),
     not on which other pairs are asked for.
     """
@@ -98,9 +102,19 @@ def synthesize_candles(
         raise InvalidInputError(f"pattern_switch must be in [0, 1], got {pattern_switch}")
     if not 0.0 < switch_volatility <= 10.0:
         raise InvalidInputError(f"switch_volatility must be in (0, 10], got {switch_volatility}")
-    if not 0.0 <= pattern_strength < 1.0:
-        # At 1 or more the autoregressive lean would make returns explode.
-        raise InvalidInputError(f"pattern_strength must be in [0, 1), got {pattern_strength}")
+    before = (pattern_strength, *pattern_lags)
+    after = pattern_after or (-pattern_strength, *pattern_lags)
+    for name, (strength, first_lag, last_lag) in (("", before), ("pattern_after ", after)):
+        if not 1 <= first_lag <= last_lag <= 48:
+            raise InvalidInputError(
+                f"{name or 'pattern_'}lags must be 1 <= first <= last <= 48, got "
+                f"{(first_lag, last_lag)}"
+            )
+        if not -1.0 < strength < 1.0:
+            # At |1| or more the autoregressive lean would make returns explode.
+            raise InvalidInputError(
+                f"{name or 'pattern_'}strength must be in (-1, 1), got {strength}"
+            )
     start_utc, end_utc = _as_utc(start), _as_utc(end)
     if end_utc <= start_utc:
         raise InvalidInputError(f"end {end_utc} must be after start {start_utc}")
@@ -124,7 +138,6 @@ def synthesize_candles(
     trend_hours = min(step_hours, *_REGIME_HOURS)
 
     n_switch = round(pattern_switch * n)
-    lean = np.where(np.arange(n) < n_switch, pattern_strength, -pattern_strength) / _LOOKBACK
     after_switch = np.where(np.arange(n) < n_switch, 1.0, switch_volatility)
 
     frames: dict[str, pd.DataFrame] = {}
@@ -145,7 +158,7 @@ def synthesize_candles(
         # A trend lasts about one regime episode: longer candles average several out.
         drift = hourly * trend_hours * (loading * common_drift + pair_drift)
         gap_ret = np.where(gap, _GAP_SIGMAS * hourly * (loading * factor_gap + mix * idio_gap), 0.0)
-        returns = _lean_returns(drift + sigma * z + gap_ret, lean)
+        returns = _lean_returns(drift + sigma * z + gap_ret, n_switch, before, after)
 
         base = _base_price(pair)
         close = base * np.exp(np.cumsum(returns))
@@ -286,10 +299,19 @@ def _garch_variance(z: FloatArray) -> FloatArray:
     return np.array(variance, dtype=np.float64)
 
 
-def _lean_returns(innovations: FloatArray, lean: FloatArray) -> FloatArray:
-    """Returns r[t] = innovations[t] + lean[t] * (sum of the previous _LOOKBACK returns)."""
-    shocks, weights = innovations.tolist(), lean.tolist()
-    returns = [0.0] * (len(shocks) + _LOOKBACK)  # zero history before the first candle
-    for t, (shock, weight) in enumerate(zip(shocks, weights, strict=True)):
-        returns[t + _LOOKBACK] = shock + weight * sum(returns[t : t + _LOOKBACK])
-    return np.array(returns[_LOOKBACK:], dtype=np.float64)
+def _lean_returns(
+    innovations: FloatArray,
+    n_switch: int,
+    before: tuple[float, int, int],
+    after: tuple[float, int, int],
+) -> FloatArray:
+    """r[t] = innovations[t] + strength * mean(r[t - last] .. r[t - first]), with (strength,
+    first, last) = `before` for t < n_switch and `after` from then on."""
+    pad = max(before[2], after[2])
+    returns = [0.0] * (len(innovations) + pad)  # zero history before the first candle
+    for t, shock in enumerate(innovations.tolist()):
+        strength, first, last = before if t < n_switch else after
+        i = t + pad
+        weight = strength / (last - first + 1)  # the same rounding as a precomputed lean
+        returns[i] = shock + weight * sum(returns[i - last : i - first + 1])
+    return np.array(returns[pad:], dtype=np.float64)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from aifx_ml.cli.data import series_from_filename
 from aifx_ml.cli.main import app, main
+from aifx_ml.data.reader import series_from_filename
 from aifx_ml.db.engine import current_revision, head_revision, make_engine
 from aifx_ml.db.models import MarketData, TradingSignal
 from tests.conftest import hourly_candles, snapshot
