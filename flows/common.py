@@ -51,14 +51,29 @@ def relay_task(settings: Settings) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def challenger_task(
-    settings: Settings, version: str, as_of: datetime, split: float, actor: str
+    settings: Settings,
+    version: str,
+    as_of: datetime,
+    split: float,
+    actor: str,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Gate a new version; on a pass it is tried against Production in an A/B test."""
+    """Gate a new version; on a pass it is tried against Production in an A/B test run to
+    `plan` (TestPlan fields; default: the library's pre-registered plan)."""
+    from aifx_ml.abtest.store import TestPlan  # noqa: PLC0415
     from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
     from registry.challenger import offer_challenger  # noqa: PLC0415
 
     with engine_for(settings.db_url) as engine, settings_registry(settings) as client:
-        outcome = offer_challenger(engine, client, version, as_of=as_of, actor=actor, split=split)
+        outcome = offer_challenger(
+            engine,
+            client,
+            version,
+            as_of=as_of,
+            actor=actor,
+            split=split,
+            plan=TestPlan.from_dict(plan) if plan else None,
+        )
     get_run_logger().info("challenger %s: %s %s", version, outcome.action, outcome.detail)
     return {
         "version": outcome.version,

@@ -23,12 +23,30 @@ def daily_incremental_flow(
     as_of: datetime | None = None,
     auto_challenger: bool = True,
     challenger_split: float = 0.2,
+    ab_test_plan: dict[str, Any] | None = None,
+    days: int = 30,
+    full_epochs: int = 50,
+    window: int = 60,
+    lstm_units: list[int] | None = None,
+    dense_units: int = 32,
+    learning_rate: float = 1e-3,
 ) -> dict[str, Any]:
-    """Fine-tune as of `as_of` (default: now, UTC); with no Production model, train in full."""
+    """Fine-tune as of `as_of` (default: now, UTC); with no Production model, train in full
+    (`days`, `full_epochs` and the architecture are the weekly flow's, for that fallback)."""
     settings = load_settings()
     moment = as_of or datetime.now(UTC)
     config = training_config(
-        pairs, timeframes or ["1h"], incremental_epochs=epochs, batch_size=batch_size, seed=seed
+        pairs,
+        timeframes or ["1h"],
+        incremental_epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        days=days,
+        epochs=full_epochs,
+        window=window,
+        lstm_units=lstm_units or [128, 64],
+        dense_units=dense_units,
+        learning_rate=learning_rate,
     )
     result = training_steps(
         settings,
@@ -37,6 +55,7 @@ def daily_incremental_flow(
         moment,
         "flow daily-incremental",
         challenger_split if auto_challenger else None,
+        ab_test_plan,
     )
     logger = get_run_logger()
     if result["fell_back_to_full"]:

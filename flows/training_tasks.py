@@ -72,6 +72,7 @@ def training_steps(
     as_of: datetime,
     actor: str,
     challenger_split: float | None,
+    test_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The steps both training flows take: reconcile, read every series (mapped), train,
     offer the new version as a challenger, relay the events."""
@@ -88,7 +89,7 @@ def training_steps(
     if challenger_split is not None and result["status"] == "completed":
         # Passes the offline gate: tried live against Production (or becomes the first one).
         result["challenger"] = challenger_task(
-            settings, result["version"], as_of, challenger_split, actor
+            settings, result["version"], as_of, challenger_split, actor, test_plan
         )
     alerts_task(settings, as_of)  # a failed run, or a second skip in a row, reaches people
     relay_task(settings)

@@ -24,9 +24,11 @@ def weekly_full_flow(
     lstm_units: list[int] | None = None,
     dense_units: int = 32,
     seed: int = 42,
+    learning_rate: float = 1e-3,
     as_of: datetime | None = None,
     auto_challenger: bool = True,
     challenger_split: float = 0.2,
+    ab_test_plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train from scratch as of `as_of` (default: now, UTC) on every series asked for."""
     settings = load_settings()
@@ -40,6 +42,7 @@ def weekly_full_flow(
         window=window,
         lstm_units=lstm_units or [128, 64],
         dense_units=dense_units,
+        learning_rate=learning_rate,
         seed=seed,
     )
     result = training_steps(
@@ -49,6 +52,7 @@ def weekly_full_flow(
         moment,
         "flow weekly-full",
         challenger_split if auto_challenger else None,
+        ab_test_plan,
     )
     get_run_logger().info(
         "weekly full training %s: %s", result["status"], result["version"] or result["reason"]

@@ -13,6 +13,7 @@ import json
 import tempfile
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -192,3 +193,13 @@ def load_version(row: ModelVersion, client: MlflowClient | None = None) -> Loade
     if not card:
         raise RegistryError(f"model version {row.version} carries no model card")
     return LoadedModel(version=row.version, model=model, card=json.loads(card))
+
+
+def serving_loader(client: MlflowClient) -> Callable[[ModelVersion], tuple[Any, dict[str, Any]]]:
+    """How a model server (the API's, a replay's) loads a version: model and card, verified."""
+
+    def loader(row: ModelVersion) -> tuple[Any, dict[str, Any]]:
+        loaded = load_version(row, client)
+        return loaded.model, loaded.card
+
+    return loader

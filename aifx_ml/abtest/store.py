@@ -67,6 +67,9 @@ class TestPlan:
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
 
+TEST_ID_NAMESPACE = uuid.UUID("5b0c1f6e-4a1d-4f3e-9c55-2f1d7a0e6b11")
+
+
 def create_test(
     engine: Engine,
     *,
@@ -124,7 +127,9 @@ def create_test(
                 f"{model_type}: complete or cancel it first"
             )
         test = ModelABTest(
-            id=uuid.uuid4(),
+            # Derived from what the test is: routing hashes the id, so a replay of the same
+            # history routes the same requests to the same arms.
+            id=uuid.uuid5(TEST_ID_NAMESPACE, f"{model_type}|{name}|{as_of.isoformat()}"),
             test_name=name,
             model_type=model_type,
             model_a_version=model_a_version,

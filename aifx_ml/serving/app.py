@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 import aifx_ml
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import ensure_schema, make_engine
-from aifx_ml.db.models import ModelABTest, ModelVersion
+from aifx_ml.db.models import ModelABTest
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.serving.deps import Services
 from aifx_ml.serving.inference import ModelServer
@@ -42,21 +42,17 @@ def create_app(
     from mlflow import MlflowClient  # noqa: PLC0415  (MLflow loads only when serving)
 
     from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415
-    from registry.versions import RegistryError, load_version  # noqa: PLC0415
+    from registry.versions import RegistryError, serving_loader  # noqa: PLC0415
 
     engine = engine or make_engine(settings.db_url)
     ensure_schema(engine, auto_upgrade=settings.is_embedded)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
-    def loader(row: ModelVersion) -> tuple[Any, dict[str, Any]]:
-        loaded = load_version(row, client)
-        return loaded.model, loaded.card
-
     def promote(test: ModelABTest, winner: str) -> None:
         promote_winner(engine, client, test, winner, as_of=now(), actor="api")
         server.invalidate(test.model_type)
 
-    server = ModelServer(engine, loader, refresh_seconds)
+    server = ModelServer(engine, serving_loader(client), refresh_seconds)
     predictions = PredictionService(engine, server, now, policy)
 
     @asynccontextmanager
