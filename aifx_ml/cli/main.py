@@ -13,6 +13,7 @@ import typer
 from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, signals, train
 from aifx_ml.cli.common import AppContext, console, err_console
 from aifx_ml.cli.demo import demo_cmd
+from aifx_ml.cli.replay import replay_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
 from aifx_ml.errors import AifxError
 
@@ -35,6 +36,7 @@ app.add_typer(evaluate.app, name="evaluate")
 app.command("serve")(ab.serve_cmd)
 app.command("label")(signals.label_cmd)
 app.command("demo")(demo_cmd)
+app.command("replay")(replay_cmd)
 
 
 @app.callback()

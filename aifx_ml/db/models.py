@@ -356,3 +356,55 @@ class Alert(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Failed or pending: when to try again; None once sent, suppressed or given up.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+REPLAY_STATUSES = ("running", "interrupted", "completed", "failed")
+REPLAY_JOB_STATUSES = ("running", "completed", "failed")
+
+
+class ReplayRun(Base):
+    """A replay of the loop over history: its parameters and how far it got (`cursor`, the last
+    simulated moment fully processed), so the same command resumes it."""
+
+    __tablename__ = "replay_runs"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_replay_runs_name"),
+        CheckConstraint(_in("status", REPLAY_STATUSES), name="status_valid"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(12))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    cursor: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    moments_done: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # Wall-clock bookkeeping of the process, unlike the simulated `cursor`.
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ReplayJob(Base):
+    """One scheduled flow a replay ran at a simulated moment, and how it ended."""
+
+    __tablename__ = "replay_jobs"
+    __table_args__ = (
+        UniqueConstraint(
+            "replay_id", "job", "scheduled_at", name="uq_replay_jobs_replay_job_moment"
+        ),
+        CheckConstraint(_in("status", REPLAY_JOB_STATUSES), name="status_valid"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    replay_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("replay_runs.id", ondelete="CASCADE")
+    )
+    job: Mapped[str] = mapped_column(String(64))
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(12))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,0 +1,207 @@
+"""`aifx replay`: the continuous-learning loop over historical candles with a simulated clock,
+then the report that says whether continuous learning paid off.
+
+Ctrl-C stops after the current simulated moment; the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from aifx_ml.cli.common import app_context, console, parse_list, parse_time
+from aifx_ml.config import Settings
+from aifx_ml.db.models import ReplayRun
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.replay import state
+from aifx_ml.replay.loop import Progress as Step
+from aifx_ml.replay.plan import SYNTHETIC, ModelParams, ReplayParams, with_change_point
+
+DEFAULT_PAIRS = "EUR/USD,GBP/USD,USD/JPY"
+
+
+def replay_cmd(
+    ctx: typer.Context,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Replay a synthetic market (seeded).")
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="A PAIR_TIMEFRAME.csv file, or a folder of them, to replay."),
+    ] = None,
+    pairs: Annotated[str, typer.Option(help="Comma-separated pairs.")] = DEFAULT_PAIRS,
+    timeframes: Annotated[str, typer.Option(help="Comma-separated timeframes.")] = "1h",
+    start: Annotated[str, typer.Option(help="First simulated day (UTC).")] = "2026-01-05",
+    end: Annotated[str, typer.Option(help="Last simulated moment (UTC).")] = "2026-03-30",
+    history_days: Annotated[
+        int, typer.Option(help="Days of candles already there when the replay starts.")
+    ] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the market and of every model.")] = 7,
+    change_at: Annotated[
+        str | None, typer.Option(help="A known change point to split the report at.")
+    ] = None,
+    label_threshold: Annotated[
+        float,
+        typer.Option(help="Move that makes a signal a win or a loss (a fraction: 0.001 = 0.1%)."),
+    ] = 0.001,
+    ab_look_hours: Annotated[
+        int, typer.Option(help="Look at a running A/B test every N scheduled hours.")
+    ] = 6,
+    ab_min_decided: Annotated[
+        int, typer.Option(help="Decided signals per arm before an A/B test may end.")
+    ] = 60,
+    ab_max_days: Annotated[float, typer.Option(help="Longest an A/B test may run.")] = 14.0,
+    challenger_split: Annotated[
+        float, typer.Option(help="Share of requests routed to the challenger.")
+    ] = 0.5,
+    epochs: Annotated[int, typer.Option(help="Most epochs of a full training.")] = 30,
+    window: Annotated[int, typer.Option(help="Candles per model input window.")] = 16,
+    training: Annotated[
+        bool,
+        typer.Option(help="Run the training flows (--no-training: serve what is registered)."),
+    ] = True,
+    name: Annotated[
+        str | None, typer.Option(help="Name of the replay (default: from its parameters).")
+    ] = None,
+) -> None:
+    """Replay the loop over history: candles arrive, the scheduled flows run, signals are
+    served and labeled; ends with a report (HTML + JSON, also in MLflow)."""
+    if synthetic == (data is not None):
+        raise InvalidInputError("give exactly one of --synthetic or --data PATH")
+    app_ctx = app_context(ctx)
+    params = with_change_point(
+        ReplayParams(
+            pairs=tuple(parse_list(pairs) or []),
+            timeframes=tuple(parse_list(timeframes) or []),
+            start=parse_time(start, "--start"),
+            end=parse_time(end, "--end"),
+            source=SYNTHETIC if synthetic else str(Path(str(data)).resolve()),
+            seed=seed,
+            history_days=history_days,
+            change_at=parse_time(change_at, "--change-at") if change_at else None,
+            label_threshold=label_threshold,
+            ab_look_hours=ab_look_hours,
+            ab_min_decided=ab_min_decided,
+            ab_max_days=ab_max_days,
+            challenger_split=challenger_split,
+            model=ModelParams(epochs=epochs, window=window),
+            train=training,
+        )
+    )
+    run = replay(app_ctx.settings, params, name or params.default_name(), wall=app_ctx.now)
+    print_where_to_look(app_ctx.settings, run)
+
+
+def replay(
+    settings: Settings, params: ReplayParams, name: str, *, wall: Any, quiet: bool = False
+) -> ReplayRun:
+    """Run (or resume) the replay `name` to its end and write its report; the CLI's body,
+    callable from tests and benchmarks."""
+    from flows.replay import run_to_end  # noqa: PLC0415  (TensorFlow, MLflow, Prefect)
+
+    with _stop_on_ctrl_c() as stopped, _progress(quiet) as show:
+        return run_to_end(settings, params, name, wall=wall, stop=stopped, on_progress=show)
+
+
+def print_where_to_look(settings: Settings, run: ReplayRun) -> None:
+    report = run.report or {}
+    console.rule("where to look")
+    if run.status != "completed":
+        console.print(
+            f"replay {run.name} {run.status} at {run.cursor:%Y-%m-%d %H:%M} UTC: run the same "
+            "command again to continue where it stopped"
+            if run.cursor
+            else f"replay {run.name} {run.status}"
+        )
+        return
+    if "headline" in report:
+        console.print(f"[bold]{report['headline']}[/bold]")
+    console.print(f"report:    {report.get('html', '-')}")
+    console.print(f"           {report.get('json', '-')}")
+    console.print(
+        f"MLflow:    mlflow ui --backend-store-uri {settings.tracking_uri} "
+        f"--default-artifact-root {settings.artifact_location}"
+    )
+    console.print(f"tables:    {settings.db_url}")
+    console.print(
+        "commands:  aifx models list · aifx models history · aifx ab list · "
+        "aifx evaluate list · aifx events pending · prefect flow-run ls"
+    )
+    console.print("notebooks: notebooks/*.ipynb (they read the same settings)")
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[Any]:
+    """The first Ctrl-C asks the replay to stop after the current moment; a second one
+    interrupts at once (the resume redoes that moment without duplicates)."""
+    requested: list[bool] = []
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+        console.print("[yellow]stopping after this moment (Ctrl-C again to stop now)[/yellow]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    if quiet:
+        yield lambda _step: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("replaying", total=None)
+
+        def show(step: Step) -> None:
+            bar.update(task, completed=step.done, total=step.total, description=_when(step.moment))
+            for job, outcome in step.jobs:
+                console.print(f"{_when(step.moment)}  {job:<18} {_summary(outcome)}")
+
+        yield show
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %a %H:%M}"
+
+
+def _summary(outcome: Any) -> str:
+    """One line per job: what a person wants to see scroll by."""
+    if isinstance(outcome, str):
+        return f"[red]failed: {outcome}[/red]"
+    if "looks" in outcome:
+        looks = outcome["looks"]
+        return "; ".join(f"{v['status']}: {v['reason']}" for v in looks.values()) or "-"
+    if "evaluations" in outcome:
+        verdicts = [f"{e['version']} {e['recommendation']}" for e in outcome["evaluations"]]
+        retrain = " → retrained" if "retrain" in outcome else ""
+        return f"{outcome['month']}: {', '.join(verdicts) or 'nothing in Production'}{retrain}"
+    version = outcome.get("version") or outcome.get("reason") or ""
+    challenger = outcome.get("challenger") or {}
+    after = f" → {challenger['action']}" if challenger else ""
+    return f"{outcome.get('status')} {version}{after}"
+
+
+def replay_status(settings: Settings, name: str) -> ReplayRun | None:
+    from aifx_ml.db.engine import engine_for  # noqa: PLC0415
+
+    with engine_for(settings.db_url) as engine:
+        return state.get_replay(engine, name)

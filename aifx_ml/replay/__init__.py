@@ -1,0 +1,1 @@
+"""Replays of the continuous-learning loop over historical candles with a simulated clock."""

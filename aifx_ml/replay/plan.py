@@ -1,0 +1,171 @@
+"""What a replay replays: its parameters (stored with it, so a resume is checked against them)
+and the candles it feeds the loop — synthetic, or read from CSV files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aifx_ml.data.reader import read_candles_csv, series_from_filename
+from aifx_ml.data.synth import synthesize_candles
+from aifx_ml.data.validation import validate_candles
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.markets import expected_grid, step_offset, validate_pair, validate_timeframe
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The model every training flow of the replay builds (small by default: a replay trains
+    dozens of them)."""
+
+    window: int = 16
+    lstm_units: tuple[int, int] = (16, 8)
+    dense_units: int = 8
+    epochs: int = 30  # an upper bound: early stopping ends most runs sooner
+    incremental_epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 0.003
+    days: int = 30
+
+
+@dataclass(frozen=True)
+class ReplayParams:
+    """Everything that decides what a replay does; equal parameters give equal replays."""
+
+    pairs: tuple[str, ...]
+    timeframes: tuple[str, ...]
+    start: datetime
+    end: datetime
+    source: str = SYNTHETIC  # or the CSV file / folder the candles come from
+    seed: int = 7
+    history_days: int = 30  # candles before `start`, there from the beginning
+    # Synthetic market: each return leans on the mean of the returns 5 to 8 candles back (a
+    # pattern a small LSTM learns better than the persistence baseline copies it); at
+    # `pattern_switch` of the candles the lean turns from with them to against them.
+    pattern_switch: float = 0.5
+    pattern_strength: float = 0.65
+    pattern_lags: tuple[int, int] = (5, 8)
+    change_at: datetime | None = None  # a known change point (synthetic: the switch)
+    label_threshold: float = 0.005  # a fraction, as `aifx label --threshold`
+    buy_threshold: float = 0.55
+    sell_threshold: float = 0.45
+    ab_look_hours: int = 1
+    train: bool = True  # False: only serve, label and evaluate what is already registered
+    challenger_split: float = 0.5
+    ab_min_decided: int = 200
+    ab_max_days: float = 30.0
+    model: ModelParams = field(default_factory=ModelParams)
+
+    def __post_init__(self) -> None:
+        for pair in self.pairs:
+            validate_pair(pair)
+        for timeframe in self.timeframes:
+            validate_timeframe(timeframe)
+        if not self.pairs or not self.timeframes:
+            raise InvalidInputError("a replay needs at least one pair and one timeframe")
+        if self.end <= self.start:
+            raise InvalidInputError(f"--end {self.end:%Y-%m-%d} must be after --start")
+        if not 0 < self.label_threshold < 1:
+            raise InvalidInputError(
+                f"invalid label threshold {self.label_threshold}: expected a fraction in (0, 1)"
+            )
+        if self.ab_look_hours < 1 or 24 % self.ab_look_hours:
+            raise InvalidInputError("--ab-look-hours must divide 24 (1, 2, 3, 4, 6, 8, 12, 24)")
+
+    @property
+    def history_start(self) -> datetime:
+        return self.start - timedelta(days=self.history_days)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, as stored in `replay_runs.params`."""
+        return json.loads(json.dumps(asdict(self), default=_iso))  # type: ignore[no-any-return]
+
+    def default_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+        return f"replay-{self.start:%Y%m%d}-{self.end:%Y%m%d}-{digest[:8]}"
+
+    def test_plan(self) -> dict[str, Any]:
+        """The A/B plan every challenger test of the replay runs to (TestPlan fields)."""
+        return {"min_decided_per_arm": self.ab_min_decided, "max_days": self.ab_max_days}
+
+
+def with_change_point(params: ReplayParams) -> ReplayParams:
+    """A synthetic replay knows when its market changed: the close of the first candle after the
+    switch (of the first timeframe; the others switch at the same share of their candles)."""
+    if params.source != SYNTHETIC or params.change_at is not None:
+        return params
+    timeframe = params.timeframes[0]
+    grid = expected_grid(pd.Timestamp(params.history_start), pd.Timestamp(params.end), timeframe)
+    at = min(round(params.pattern_switch * len(grid)), len(grid) - 1)
+    moment = (grid[at] + step_offset(timeframe)).to_pydatetime()
+    return ReplayParams(**{**_fields(params), "change_at": moment})
+
+
+def replay_candles(params: ReplayParams) -> dict[tuple[str, str], pd.DataFrame]:
+    """Every candle of the replay, history included, by (pair, timeframe)."""
+    if params.source == SYNTHETIC:
+        return {
+            (pair, timeframe): frame
+            for timeframe in params.timeframes
+            for pair, frame in synthesize_candles(
+                list(params.pairs),
+                timeframe,
+                pd.Timestamp(params.history_start),
+                pd.Timestamp(params.end),
+                seed=params.seed,
+                pattern_switch=params.pattern_switch,
+                pattern_strength=params.pattern_strength,
+                pattern_lags=params.pattern_lags,
+            ).items()
+        }
+    return file_candles(Path(params.source), params)
+
+
+def file_candles(source: Path, params: ReplayParams) -> dict[tuple[str, str], pd.DataFrame]:
+    """Candles from `PAIR_TIMEFRAME.csv` files (a file, or every such file of a folder), checked
+    like an import; a row that fails the checks stops the replay before it starts."""
+    if not source.exists():
+        raise InvalidInputError(f"--data {source}: no such file or folder")
+    paths = sorted(source.glob("*.csv")) if source.is_dir() else [source]
+    wanted = {(p, t) for p in params.pairs for t in params.timeframes}
+    candles: dict[tuple[str, str], pd.DataFrame] = {}
+    for path in paths:
+        series = series_from_filename(path)
+        if series is None or series not in wanted:
+            continue
+        checked = validate_candles(read_candles_csv(path), *series, params.end)
+        if len(checked.rejected):
+            reason = checked.rejected.iloc[0].to_dict()
+            raise InvalidInputError(
+                f"{path}: {len(checked.rejected)} row(s) fail the import checks (first: "
+                f"{reason}); fix them or import the file with `aifx data import` to quarantine"
+            )
+        frame = checked.valid
+        stamps = pd.to_datetime(frame["timestamp"], utc=True)
+        keep = (stamps >= pd.Timestamp(params.history_start)) & (
+            stamps + step_offset(series[1]) <= pd.Timestamp(params.end)
+        )
+        candles[series] = frame.loc[keep].reset_index(drop=True)
+    missing = sorted(wanted - set(candles))
+    if missing:
+        names = ", ".join(f"{p.replace('/', '')}_{t}.csv" for p, t in missing)
+        raise InvalidInputError(f"--data {source}: no candles for {names}")
+    return candles
+
+
+def _fields(params: ReplayParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {value!r}")

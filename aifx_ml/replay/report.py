@@ -1,0 +1,430 @@
+"""Did continuous learning pay off? The replay report's numbers, computed from frames.
+
+The Production model of each moment, the first Production model frozen and two naive baselines
+answer the same requests; their signals are labeled by the labeling rules, and every interval
+resamples whole (pair, UTC day) clusters, because signals of one pair on one day move together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from aifx_ml.evaluation.baselines import persistence_signals
+from aifx_ml.jsonsafe import finite
+from aifx_ml.labeling.rules import direction_target, label_signals
+from aifx_ml.markets import horizon, iter_series, step_offset
+from aifx_ml.serving.predict import SignalPolicy, decide
+
+F64 = npt.NDArray[np.float64]
+SERIES: tuple[str, ...] = ("continuous", "frozen", "persistence", "majority")
+MODEL_SERIES: tuple[str, ...] = ("continuous", "frozen")
+Z95 = 1.959963984540054
+DRAWS = 2000
+SEED = 7
+CONCLUSIONS = {
+    "ahead": "continuous learning paid off",
+    "behind": "continuous learning did worse",
+    "no clear difference": "no clear difference",
+}
+_BLOCK = 250  # bootstrap draws per block: memory stays at 250 x clusters whatever the draws
+
+
+@dataclass(frozen=True)
+class SeriesMetrics:
+    """How one series did on a set of requests; intervals are 95%."""
+
+    n: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]  # Wilson
+    wins: int
+    losses: int
+    breakevens: int
+    win_rate: float  # wins / (wins + losses)
+    win_rate_ci: tuple[float, float]  # Wilson
+    mean_pnl: float  # % per signal, holds count as 0
+    mean_pnl_ci: tuple[float, float]  # cluster bootstrap
+    cum_pnl: float
+    signals: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Every version, every stage change, and which version was Production when."""
+
+    versions: pd.DataFrame  # version, training_type, parent_version, trained_as_of, created_at, …
+    stage_changes: pd.DataFrame  # changed_at, version, from_status, to_status, reason, actor
+    production: pd.DataFrame  # version, start, end
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every series on the same requests: per request, per period, per week."""
+
+    scored: pd.DataFrame  # one row per request and series (see `score_requests`)
+    periods: dict[str, dict[str, SeriesMetrics]]
+    weekly: pd.DataFrame
+    coverage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay shows: its timeline, A/B tests, evaluations and the key comparison."""
+
+    title: str
+    start: datetime
+    end: datetime
+    pairs: tuple[str, ...]
+    timeframes: tuple[str, ...]
+    model_type: str
+    change_at: datetime | None
+    label_threshold: float
+    policy: dict[str, float]
+    timeline: Timeline
+    ab_tests: pd.DataFrame
+    evaluations: pd.DataFrame
+    comparison: Comparison
+    verdict: dict[str, Any]
+
+    @property
+    def headline(self) -> str:
+        """The key question answered in one sentence, with the numbers and their intervals."""
+        return headline_of(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The headline and every number but the per-request rows, JSON-safe (NaN is null)."""
+        out: dict[str, Any] = finite({"headline": self.headline, **_jsonable(self)})
+        return out
+
+
+def wilson_interval(successes: npt.ArrayLike, n: npt.ArrayLike, z: float = Z95) -> tuple[F64, F64]:
+    """Wilson score interval of a proportion, element-wise, within [0, 1]; NaN where n is 0."""
+    k, total = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = k / total
+        denom = 1.0 + z**2 / total
+        center = (p + z**2 / (2.0 * total)) / denom
+        half = z * np.sqrt(p * (1.0 - p) / total + z**2 / (4.0 * total**2)) / denom
+    lo, hi = np.clip([center - half, center + half], 0.0, 1.0)
+    return np.asarray(lo), np.asarray(hi)
+
+
+def cluster_bootstrap_ci(
+    values: npt.ArrayLike,
+    clusters: npt.ArrayLike,
+    *,
+    draws: int = DRAWS,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of the mean of `values`, resampling whole clusters with replacement.
+
+    Deterministic: the same values, clusters and seed give the same interval in any row order
+    (clusters are numbered in sorted order). NaN values are left out; no data gives NaN.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(clusters, dtype=object)
+    ok = np.isfinite(y)
+    if not ok.any():
+        return float("nan"), float("nan")
+    codes, uniques = pd.factorize(pd.Series(labels[ok]).astype(str), sort=True)
+    g = len(uniques)
+    sums = np.bincount(codes, y[ok], minlength=g)
+    counts = np.bincount(codes, minlength=g).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = []
+    for first in range(0, draws, _BLOCK):
+        b = min(_BLOCK, draws - first)
+        picks = rng.integers(0, g, size=(b, g))
+        # How often each cluster was drawn in each resample, without a loop over resamples.
+        weights = np.bincount((picks + g * np.arange(b)[:, None]).ravel(), minlength=b * g)
+        weights = weights.reshape(b, g).astype(np.float64)
+        means.append((weights @ sums) / (weights @ counts))
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.concatenate(means), [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def model_signals(p_up: npt.ArrayLike, policy: SignalPolicy) -> npt.NDArray[np.str_]:
+    """The signal serving would give for each P(up): `decide` itself, so the rule cannot drift.
+
+    One Python call per request; it costs far less than the model call that made the P(up).
+    """
+    call = np.frompyfunc(lambda p: decide(float(p), policy)[0], 1, 1)
+    return np.asarray(call(np.asarray(p_up, dtype=np.float64)), dtype=str)
+
+
+def production_spans(history: pd.DataFrame, until: datetime) -> pd.DataFrame:
+    """Who was Production when: (version, start, end) from stage-history rows, oldest first.
+
+    Production is only ever left by being replaced (`registry.stages`), so a span ends when the
+    next version enters Production, or at `until`.
+    """
+    into = history[history["to_status"] == "production"]
+    start = pd.to_datetime(into["changed_at"], utc=True).reset_index(drop=True)
+    end = start.shift(-1).fillna(pd.Timestamp(until).tz_convert("UTC"))
+    return pd.DataFrame({"version": into["version"].to_numpy(object), "start": start, "end": end})
+
+
+def serving_versions(spans: pd.DataFrame, times: pd.Series | pd.DatetimeIndex) -> npt.NDArray[Any]:
+    """The Production version at each time (None where none was), from `production_spans`."""
+    t, starts, ends = _ns(times), _ns(spans["start"]), _ns(spans["end"])
+    i = np.searchsorted(starts, t, side="right") - 1
+    inside = (i >= 0) & (t < np.append(ends, 0)[i])  # i = -1 picks the 0 appended: not inside
+    versions = np.asarray([*spans["version"], None], dtype=object)
+    found: npt.NDArray[Any] = versions[np.where(inside, i, -1)]
+    return found
+
+
+def majority_call(history: pd.DataFrame, before: datetime) -> str:
+    """'buy' if the market went up more often than down in the history before `before`.
+
+    `history`: pair, timeframe, timestamp (open, UTC), close. Only directions known by then
+    count (the horizon candle had closed). A tie or no history says 'buy'.
+    """
+    ups, total = 0.0, 0
+    cut = pd.Timestamp(before)
+    for _, timeframe, rows in iter_series(history):
+        series = history.iloc[rows].sort_values("timestamp")
+        target = direction_target(series["timestamp"], series["close"], timeframe)
+        # Known once the horizon candle has closed: open + one step (decision) + horizon + step.
+        known = pd.DatetimeIndex(series["timestamp"]) + 2 * step_offset(timeframe)
+        keep = np.isfinite(target) & np.asarray(known + horizon(timeframe) <= cut)
+        ups, total = ups + float(target[keep].sum()), total + int(keep.sum())
+    return "buy" if total == 0 or ups / total >= 0.5 else "sell"
+
+
+def score_requests(
+    requests: pd.DataFrame,
+    candles: pd.DataFrame,
+    *,
+    policy: SignalPolicy,
+    threshold: float,
+    majority: str,
+) -> pd.DataFrame:
+    """One row per request and series: P(up), signal, outcome, pnl %, right or wrong.
+
+    `requests`: pair, timeframe, time (candle close, UTC), entry_price, prev_close, target (1 up,
+    0 down), p_ and version_ of continuous and frozen. Baselines get P(up) 1 for a buy, 0 for a
+    sell and 0.5 for a hold, so their accuracy counts a hold as a call of "up".
+    """
+    n = len(requests)
+    base = requests[["pair", "timeframe", "time", "entry_price", "target"]].reset_index(drop=True)
+    base = base.assign(request=np.arange(n), time=pd.to_datetime(base["time"], utc=True))
+    closes = np.column_stack([requests["prev_close"], requests["entry_price"]]).ravel()
+    # Interleaved (previous close, close): every odd position's move is the request's last move.
+    persistence = persistence_signals(closes)[1::2] if n else np.empty(0, dtype=str)
+    frames = []
+    for name in SERIES:
+        if name in MODEL_SERIES:
+            p = requests[f"p_{name}"].to_numpy(np.float64)
+            signal, version = model_signals(p, policy), requests[f"version_{name}"].to_numpy(object)
+        else:
+            signal = persistence if name == "persistence" else np.full(n, majority)
+            p, version = np.select([signal == "buy", signal == "sell"], [1.0, 0.0], 0.5), None
+        frames.append(
+            base.assign(series=name, p_up=p, signal=signal.astype(object), version=version)
+        )
+    scored = pd.concat(frames, ignore_index=True)
+    labels = label_signals(scored.rename(columns={"time": "created_at"}), candles, threshold)
+    scored["outcome"] = labels["actual_outcome"].astype(str).to_numpy()
+    scored["pnl"] = labels["actual_pnl_percent"].to_numpy()
+    scored["correct"] = np.where(
+        np.isfinite(scored["target"]), (scored["p_up"] >= 0.5) == (scored["target"] == 1.0), np.nan
+    )
+    scored["cluster"] = scored["pair"] + "|" + scored["time"].dt.strftime("%Y-%m-%d")
+    day = scored["time"].dt.floor("D")
+    scored["week"] = day - pd.to_timedelta(day.dt.dayofweek, unit="D")  # its Monday, UTC
+    return scored
+
+
+def series_metrics(frame: pd.DataFrame, seed: int = SEED) -> SeriesMetrics:
+    """The numbers of one series over the rows given (of `score_requests`)."""
+    correct = frame["correct"].dropna()
+    outcome = frame["outcome"]
+    wins, losses = int((outcome == "win").sum()), int((outcome == "loss").sum())
+    acc_lo, acc_hi = wilson_interval(correct.sum(), len(correct))
+    win_lo, win_hi = wilson_interval(wins, wins + losses)
+    pnl = frame["pnl"].to_numpy(np.float64)
+    finite_pnl = pnl[np.isfinite(pnl)]
+    counts = frame["signal"].value_counts()
+    return SeriesMetrics(
+        n=int(len(frame)),
+        accuracy=float(correct.mean()) if len(correct) else float("nan"),
+        accuracy_ci=(float(acc_lo), float(acc_hi)),
+        wins=wins,
+        losses=losses,
+        breakevens=int((outcome == "breakeven").sum()),
+        win_rate=wins / (wins + losses) if wins + losses else float("nan"),
+        win_rate_ci=(float(win_lo), float(win_hi)),
+        mean_pnl=float(finite_pnl.mean()) if len(finite_pnl) else float("nan"),
+        mean_pnl_ci=cluster_bootstrap_ci(pnl, frame["cluster"], seed=seed),
+        cum_pnl=float(finite_pnl.sum()),
+        signals={s: int(counts.get(s, 0)) for s in ("buy", "sell", "hold")},
+    )
+
+
+def period_masks(scored: pd.DataFrame, change_at: datetime | None) -> dict[str, pd.Series]:
+    """Rows of each period: overall, and before / after `change_at` when it is given."""
+    masks = {"overall": pd.Series(True, index=scored.index)}
+    if change_at is not None:
+        after = scored["time"] >= pd.Timestamp(change_at)
+        masks.update(before_change=~after, after_change=after)
+    return masks
+
+
+def weekly_series(scored: pd.DataFrame) -> pd.DataFrame:
+    """Per series and week (Monday, UTC): n, accuracy with its Wilson CI, pnl, cumulative pnl."""
+    series = pd.Categorical(scored["series"], categories=SERIES)
+    grouped = scored.assign(series=series).groupby(["series", "week"], observed=True, sort=True)
+    weekly = grouped.agg(
+        n=("correct", "count"), correct=("correct", "sum"), pnl=("pnl", "sum")
+    ).reset_index()
+    weekly["accuracy"] = weekly["correct"] / weekly["n"].where(weekly["n"] > 0)
+    weekly["accuracy_lo"], weekly["accuracy_hi"] = wilson_interval(weekly["correct"], weekly["n"])
+    weekly["cum_pnl"] = weekly.groupby("series", observed=True)["pnl"].cumsum()
+    weekly["series"] = weekly["series"].astype(str)
+    return weekly
+
+
+def paired_difference(
+    scored: pd.DataFrame, column: str, a: str, b: str, seed: int = SEED
+) -> dict[str, Any]:
+    """mean(a − b) of `column` over the requests both answered, with a cluster bootstrap CI."""
+    wide = scored.pivot(index="request", columns="series", values=column)
+    clusters = scored.drop_duplicates("request").set_index("request")["cluster"]
+    diff = (wide[a] - wide[b]).astype(np.float64) if len(wide) else pd.Series(dtype=np.float64)
+    lo, hi = cluster_bootstrap_ci(diff, clusters.reindex(diff.index), seed=seed)
+    return {"estimate": float(diff.mean()) if len(diff) else float("nan"), "ci": [lo, hi]}
+
+
+def verdict(scored: pd.DataFrame, change_at: datetime | None, seed: int = SEED) -> dict[str, Any]:
+    """Continuous minus each other series, paired on the same requests, per period.
+
+    `continuous_ahead` only when the accuracy difference's whole 95% interval is above 0.
+    """
+    out: dict[str, Any] = {"scope": "after_change" if change_at is not None else "overall"}
+    for period, mask in period_masks(scored, change_at).items():
+        rows = scored[mask]
+        versus = {
+            other: {
+                "accuracy": paired_difference(rows, "correct", "continuous", other, seed),
+                "mean_pnl": paired_difference(rows, "pnl", "continuous", other, seed),
+            }
+            for other in SERIES[1:]
+        }
+        acc = versus["frozen"]["accuracy"]
+        lo, hi = acc["ci"]
+        out[period] = {
+            "requests": int(rows["request"].nunique()),
+            "clusters": int(rows["cluster"].nunique()),
+            "continuous_minus_frozen_accuracy": acc["estimate"],
+            "ci": acc["ci"],
+            "continuous_minus_frozen_mean_pnl": versus["frozen"]["mean_pnl"]["estimate"],
+            "pnl_ci": versus["frozen"]["mean_pnl"]["ci"],
+            "continuous_ahead": bool(lo > 0),
+            "conclusion": "ahead" if lo > 0 else "behind" if hi < 0 else "no clear difference",
+            "versus": versus,
+        }
+    return out
+
+
+def compare(
+    requests: pd.DataFrame,
+    candles: pd.DataFrame,
+    *,
+    policy: SignalPolicy,
+    threshold: float,
+    majority: str,
+    change_at: datetime | None,
+    coverage: Mapping[str, Any],
+    seed: int = SEED,
+) -> tuple[Comparison, dict[str, Any]]:
+    """Score, summarize per period and week, and judge: the comparison and its verdict."""
+    scored = score_requests(
+        requests, candles, policy=policy, threshold=threshold, majority=majority
+    )
+    periods = {
+        period: {s: series_metrics(scored[mask & (scored["series"] == s)], seed) for s in SERIES}
+        for period, mask in period_masks(scored, change_at).items()
+    }
+    comparison = Comparison(scored, periods, weekly_series(scored), dict(coverage))
+    return comparison, verdict(scored, change_at, seed)
+
+
+def headline_of(report: ReplayReport) -> str:
+    """The key question answered in one sentence, with the numbers and their intervals."""
+    scope = report.verdict.get("scope", "overall")
+    block = report.verdict.get(scope) or {}
+    if not block.get("requests"):
+        return (
+            f"No {report.model_type} version was in Production on a labeled request from "
+            f"{utc_text(report.start)} to {utc_text(report.end)}: nothing to compare."
+        )
+    c, f = (report.comparison.periods[scope][s] for s in MODEL_SERIES)
+    when = f"From {utc_text(report.change_at)} on" if scope == "after_change" else "Over the replay"
+    (lo, hi), (plo, phi) = block["ci"], block["pnl_ci"]
+    return (
+        f"{when}, the Production model of the moment was right {percent(c.accuracy)} of the time "
+        f"({_ci(c.accuracy_ci)}) against {percent(f.accuracy)} ({_ci(f.accuracy_ci)}) for the "
+        f"first Production version, {report.comparison.coverage.get('frozen_version')}, frozen: "
+        f"{100 * block['continuous_minus_frozen_accuracy']:+.1f} points (95% CI {100 * lo:+.1f} "
+        f"to {100 * hi:+.1f}) on the same {block['requests']} requests, and "
+        f"{block['continuous_minus_frozen_mean_pnl']:+.3f} pnl % per signal (95% CI {plo:+.3f} "
+        f"to {phi:+.3f}): {CONCLUSIONS[block['conclusion']]}."
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Frames as records, moments in ISO 8601, dataclasses as dicts (per-request rows left out)."""
+    if isinstance(value, pd.DataFrame):
+        return records(value)
+    if isinstance(value, datetime):
+        return pd.Timestamp(value).isoformat()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _jsonable(getattr(value, f.name)) for f in fields(value) if f.name != "scored"
+        }
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: timestamps in ISO 8601 (UTC), NaN as None."""
+    if frame.empty:
+        return []
+    rows: list[dict[str, Any]] = json.loads(
+        frame.to_json(orient="records", date_format="iso", date_unit="s")
+    )
+    return rows
+
+
+def _ns(values: pd.Series | pd.DatetimeIndex) -> npt.NDArray[np.int64]:
+    index = pd.DatetimeIndex(values)
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    nanos: npt.NDArray[np.int64] = index.tz_localize(None).as_unit("ns").to_numpy().view(np.int64)
+    return nanos
+
+
+def utc_text(moment: datetime | None) -> str:
+    """A moment as people read it: 2026-03-02 14:00 UTC."""
+    return "" if moment is None else pd.Timestamp(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def percent(value: float) -> str:
+    """A share as a percentage with one decimal ('n/a' for NaN)."""
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _ci(ci: tuple[float, float]) -> str:
+    return f"95% CI {percent(ci[0])}–{percent(ci[1])}"

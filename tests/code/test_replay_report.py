@@ -1,0 +1,297 @@
+"""The replay report's pure numbers on tiny hand-built frames: intervals, signals and labels,
+the verdict, the weekly series and the JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aifx_ml.labeling.rules import direction_target
+from aifx_ml.replay.render import render_html
+from aifx_ml.replay.report import (
+    ReplayReport,
+    Timeline,
+    cluster_bootstrap_ci,
+    compare,
+    majority_call,
+    model_signals,
+    production_spans,
+    score_requests,
+    serving_versions,
+    weekly_series,
+    wilson_interval,
+)
+from aifx_ml.serving.predict import SignalPolicy, decide
+from tests.conftest import hourly_candles
+
+POLICY = SignalPolicy()
+MONDAY = pd.Timestamp("2026-03-02 00:00", tz="UTC")
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    lo, hi = wilson_interval([8, 0, 3], [10, 5, 0])
+    assert lo[0] == pytest.approx(0.4902, abs=1e-4) and hi[0] == pytest.approx(0.9433, abs=1e-4)
+    assert lo[1] == pytest.approx(0.0, abs=1e-12) and hi[1] == pytest.approx(0.4345, abs=1e-4)
+    assert np.isnan(lo[2]) and np.isnan(hi[2])  # no data, no interval
+
+
+def test_cluster_bootstrap_is_deterministic_and_resamples_whole_clusters() -> None:
+    # Two clusters of ten identical values: only whole clusters vary, so the mean is 0, 0.5
+    # or 1 in every resample; a row-level bootstrap would give a narrow interval around 0.5.
+    values = np.array([0.0] * 10 + [1.0] * 10)
+    clusters = np.array(["EUR/USD|2026-03-02"] * 10 + ["EUR/USD|2026-03-03"] * 10)
+    assert cluster_bootstrap_ci(values, clusters) == (0.0, 1.0)
+    rng = np.random.default_rng(1)
+    y, c = rng.normal(size=12), np.repeat(["a", "b", "c", "d"], 3)
+    first = cluster_bootstrap_ci(y, c, seed=3)
+    order = rng.permutation(12)
+    assert cluster_bootstrap_ci(y[order], c[order], seed=3) == first  # any row order
+    assert first[0] < y.mean() < first[1]
+    assert np.isnan(cluster_bootstrap_ci([np.nan], ["a"])).all()  # nothing to resample
+
+
+def test_signals_are_serving_decisions() -> None:
+    p = np.array([0.0, 0.45, 0.4500001, 0.5, 0.5499999, 0.55, 1.0])
+    assert model_signals(p, POLICY).tolist() == [decide(float(x), POLICY)[0] for x in p]
+    assert model_signals(p, POLICY).tolist() == [
+        "sell",
+        "sell",
+        "hold",
+        "hold",
+        "hold",
+        "buy",
+        "buy",
+    ]
+
+
+def _candles(closes: list[float]) -> pd.DataFrame:
+    """Hourly EUR/USD candles without wicks: open = previous close."""
+    close = np.array(closes)
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    return pd.DataFrame(
+        {
+            "pair": "EUR/USD",
+            "timeframe": "1h",
+            "timestamp": pd.date_range(MONDAY, periods=len(close), freq="1h"),
+            "open": open_,
+            "high": np.maximum(open_, close),
+            "low": np.minimum(open_, close),
+            "close": close,
+        }
+    )
+
+
+def test_signals_and_labels_follow_the_labeling_rules_by_hand() -> None:
+    candles = _candles([1.0] * 5 + [1.01] * 5 + [1.003] * 6)
+    # Requests at the closes of candles 0 (01:00, entry 1.0) and 5 (06:00, entry 1.01); the
+    # horizon (4 h) candles are 5 (close 1.01: +1%) and 10 (close 1.003: -0.693%).
+    requests = pd.DataFrame(
+        {
+            "pair": "EUR/USD",
+            "timeframe": "1h",
+            "time": [MONDAY + pd.Timedelta(hours=1), MONDAY + pd.Timedelta(hours=6)],
+            "entry_price": [1.0, 1.01],
+            "prev_close": [np.nan, 1.0],
+            "target": [1.0, 0.0],
+            "p_continuous": [0.9, 0.1],
+            "p_frozen": [0.5, 0.5],
+            "version_continuous": ["lstm-v2", "lstm-v2"],
+            "version_frozen": "lstm-v1",
+        }
+    )
+    scored = score_requests(requests, candles, policy=POLICY, threshold=0.005, majority="sell")
+    got = scored.set_index(["series", "request"])
+    down = 100 * (1.01 - 1.003) / 1.01
+    expected = {
+        ("continuous", 0): ("buy", "win", 1.0, True),
+        ("continuous", 1): ("sell", "win", down, True),
+        ("frozen", 0): ("hold", "loss", 0.0, True),  # 0.5 counts as a call of up
+        ("frozen", 1): ("hold", "loss", 0.0, False),
+        ("persistence", 0): ("hold", "loss", 0.0, True),  # no previous close: no move
+        ("persistence", 1): ("buy", "loss", -down, False),
+        ("majority", 0): ("sell", "loss", -1.0, False),
+        ("majority", 1): ("sell", "win", down, True),
+    }
+    for key, (signal, outcome, pnl, correct) in expected.items():
+        row = got.loc[key]
+        assert (row["signal"], row["outcome"], bool(row["correct"])) == (signal, outcome, correct)
+        assert row["pnl"] == pytest.approx(pnl), key
+    assert got.loc[("continuous", 0), "version"] == "lstm-v2"
+    assert got.loc[("frozen", 1), "version"] == "lstm-v1"
+    assert got.loc[("majority", 1), "version"] is None
+    assert set(scored["cluster"]) == {"EUR/USD|2026-03-02"}
+
+
+def _replay(hours: int = 120) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    """Requests at every hourly close of a random walk; continuous right from the change on and
+    wrong before it, frozen always wrong."""
+    candles = hourly_candles(str(MONDAY), hours, seed=4).assign(pair="EUR/USD", timeframe="1h")
+    target = direction_target(candles["timestamp"], candles["close"], "1h")
+    known = np.isfinite(target)
+    time = candles["timestamp"] + pd.Timedelta(hours=1)
+    change = MONDAY + pd.Timedelta(hours=hours // 2)
+    wrong = 1.0 - target
+    requests = pd.DataFrame(
+        {
+            "pair": "EUR/USD",
+            "timeframe": "1h",
+            "time": time,
+            "entry_price": candles["close"],
+            "prev_close": candles["close"].shift(1),
+            "target": target,
+            "p_continuous": np.where(time >= change, target, wrong),
+            "p_frozen": wrong,
+            "version_continuous": np.where(time >= change, "lstm-v2", "lstm-v1"),
+            "version_frozen": "lstm-v1",
+        }
+    )[known].reset_index(drop=True)
+    return requests, candles, change
+
+
+def test_a_model_right_after_the_change_is_ahead_after_it_and_only_then() -> None:
+    requests, candles, change = _replay()
+    comparison, verdict = compare(
+        requests,
+        candles,
+        policy=POLICY,
+        threshold=0.005,
+        majority="buy",
+        change_at=change.to_pydatetime(),
+        coverage={"frozen_version": "lstm-v1"},
+    )
+    after, before = verdict["after_change"], verdict["before_change"]
+    assert verdict["scope"] == "after_change"
+    assert after["continuous_minus_frozen_accuracy"] == 1.0 and after["ci"] == [1.0, 1.0]
+    assert after["continuous_ahead"] and after["conclusion"] == "ahead"
+    assert before["continuous_minus_frozen_accuracy"] == 0.0 and not before["continuous_ahead"]
+    assert after["requests"] + before["requests"] == verdict["overall"]["requests"]
+    periods = comparison.periods
+    assert periods["after_change"]["continuous"].accuracy == 1.0
+    assert periods["before_change"]["continuous"].accuracy == 0.0
+    lo, hi = periods["after_change"]["continuous"].accuracy_ci
+    assert 0.9 < lo < hi == pytest.approx(1.0)
+    assert periods["overall"]["frozen"].n == len(requests)
+    # Right calls past the thresholds pay: buys that rose and sells that fell.
+    assert after["continuous_minus_frozen_mean_pnl"] > 0 and after["pnl_ci"][0] > 0
+
+
+def test_the_weekly_series_per_series_and_monday() -> None:
+    requests, candles, change = _replay(hours=24 * 9)
+    comparison, _ = compare(
+        requests,
+        candles,
+        policy=POLICY,
+        threshold=0.005,
+        majority="buy",
+        change_at=change.to_pydatetime(),
+        coverage={},
+    )
+    weekly = comparison.weekly
+    assert weekly.equals(weekly_series(comparison.scored))
+    assert list(dict.fromkeys(weekly["series"])) == [
+        "continuous",
+        "frozen",
+        "persistence",
+        "majority",
+    ]
+    assert (weekly["week"].dt.dayofweek == 0).all() and (weekly["week"].dt.hour == 0).all()
+    assert weekly.groupby("series")["n"].sum().eq(len(requests)).all()
+    for _, w in weekly.groupby("series"):
+        assert np.allclose(w["cum_pnl"], w["pnl"].cumsum())
+        assert ((w["accuracy_lo"] <= w["accuracy"]) & (w["accuracy"] <= w["accuracy_hi"])).all()
+
+
+def test_production_spans_and_who_served_when() -> None:
+    at = pd.Timestamp("2026-02-23 00:00", tz="UTC")
+    history = pd.DataFrame(
+        {
+            "changed_at": [at - pd.Timedelta(days=1), at, at + pd.Timedelta(days=2)] * 1,
+            "version": ["lstm-v1", "lstm-v1", "lstm-v2"],
+            "from_status": [None, "staging", "staging"],
+            "to_status": ["staging", "production", "production"],
+        }
+    )
+    spans = production_spans(history, until=datetime(2026, 3, 2, tzinfo=UTC))
+    assert spans["version"].tolist() == ["lstm-v1", "lstm-v2"]
+    assert spans["end"].iloc[0] == spans["start"].iloc[1] == at + pd.Timedelta(days=2)
+    times = pd.DatetimeIndex(
+        [at - pd.Timedelta(hours=1), at, at + pd.Timedelta(days=2), at + pd.Timedelta(days=9)]
+    )
+    assert serving_versions(spans, times).tolist() == [None, "lstm-v1", "lstm-v2", None]
+    assert serving_versions(spans.iloc[:0], times).tolist() == [None] * 4
+
+
+def test_majority_call_uses_directions_known_before_start() -> None:
+    rising, falling = [1.0 + i / 100 for i in range(8)], [0.9 - i / 10 for i in range(8)]
+    history = _candles(rising + falling)[["pair", "timeframe", "timestamp", "close"]]
+    # A direction is known when its horizon candle has closed: by 08:00 the first three (all
+    # rises); by the end seven falls against four rises.
+    assert majority_call(history, MONDAY + pd.Timedelta(hours=8)) == "buy"
+    assert majority_call(history, MONDAY + pd.Timedelta(hours=20)) == "sell"
+    assert majority_call(history.iloc[:0], MONDAY) == "buy"
+
+
+def _report(
+    comparison: object, verdict: dict[str, object], change: pd.Timestamp | None
+) -> ReplayReport:
+    empty = pd.DataFrame()
+    return ReplayReport(
+        title="tiny",
+        start=MONDAY.to_pydatetime(),
+        end=(MONDAY + pd.Timedelta(days=7)).to_pydatetime(),
+        pairs=("EUR/USD",),
+        timeframes=("1h",),
+        model_type="lstm",
+        change_at=None if change is None else change.to_pydatetime(),
+        label_threshold=0.005,
+        policy={"buy_threshold": 0.55, "sell_threshold": 0.45},
+        timeline=Timeline(empty, empty, pd.DataFrame({"version": [], "start": [], "end": []})),
+        ab_tests=empty,
+        evaluations=empty,
+        comparison=comparison,
+        verdict=verdict,  # type: ignore[arg-type]
+    )
+
+
+def test_json_has_no_nan_even_without_requests() -> None:
+    requests, candles, change = _replay()
+    nothing = requests.iloc[:0]
+    comparison, verdict = compare(
+        nothing,
+        candles,
+        policy=POLICY,
+        threshold=0.005,
+        majority="buy",
+        change_at=change.to_pydatetime(),
+        coverage={"frozen_version": None},
+    )
+    report = _report(comparison, verdict, change)
+    text = json.dumps(report.as_dict(), allow_nan=False)  # raises on NaN
+    assert json.loads(text)["comparison"]["periods"]["overall"]["continuous"]["accuracy"] is None
+    assert "nothing to compare" in report.headline
+    assert "<svg" in render_html(report)
+
+
+def test_headline_and_json_carry_the_same_numbers() -> None:
+    requests, candles, change = _replay()
+    comparison, verdict = compare(
+        requests,
+        candles,
+        policy=POLICY,
+        threshold=0.005,
+        majority="buy",
+        change_at=change.to_pydatetime(),
+        coverage={"frozen_version": "lstm-v1"},
+    )
+    report = _report(comparison, verdict, change)
+    data = json.loads(json.dumps(report.as_dict(), allow_nan=False))
+    assert data["verdict"]["after_change"]["continuous_minus_frozen_accuracy"] == 1.0
+    text = report.headline
+    assert "+100.0 points" in text and "lstm-v1" in text and "paid off" in text
+    page = render_html(report)
+    assert page == render_html(report)  # the same report renders to the same bytes
+    assert page.count("<svg") == 3 and "<script" not in page
