@@ -16,9 +16,10 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-## The main job on the embedded default (SQLite + local files under ./.aifx).
+## The main job on the embedded default (SQLite + local files under ./.aifx): a replay of the
+## whole loop over three months of a synthetic market, then its report.
 demo: venv
-	$(BIN)/aifx demo
+	$(BIN)/aifx replay --synthetic
 
 ## Lint, format check, type check, then the whole test suite.
 test: lint typecheck
@@ -42,6 +43,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_abtest_power.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_monthly.py
+	$(BIN)/python benchmarks/bench_replay.py
 
 ## Re-resolve the pins after changing dependencies in pyproject.toml.
 lock: venv

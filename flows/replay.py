@@ -84,7 +84,7 @@ def _loop(
             outcome = run_replay(
                 engine,
                 run,
-                replay_candles(params),
+                replay_candles(params, wall()),
                 replay_jobs(params),
                 service,
                 clock,

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aifx_ml.cli.common import app_context, console, parse_list, parse_time
@@ -96,7 +97,14 @@ def replay_cmd(
             train=training,
         )
     )
-    run = replay(app_ctx.settings, params, name or params.default_name(), wall=app_ctx.now)
+    try:
+        run = replay(app_ctx.settings, params, name or params.default_name(), wall=app_ctx.now)
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted: run the same command again to continue where it stopped "
+            "(a flow cut short runs again)[/yellow]"
+        )
+        raise typer.Exit(130) from None
     print_where_to_look(app_ctx.settings, run)
 
 
@@ -186,12 +194,14 @@ def _when(moment: datetime) -> str:
 def _summary(outcome: Any) -> str:
     """One line per job: what a person wants to see scroll by."""
     if isinstance(outcome, str):
-        return f"[red]failed: {outcome}[/red]"
+        return f"[red]failed: {escape(outcome)}[/red]"
     if "looks" in outcome:
         looks = outcome["looks"]
-        return "; ".join(f"{v['status']}: {v['reason']}" for v in looks.values()) or "-"
+        return escape("; ".join(f"{v['status']}: {v['reason']}" for v in looks.values()) or "-")
     if "evaluations" in outcome:
-        verdicts = [f"{e['version']} {e['recommendation']}" for e in outcome["evaluations"]]
+        verdicts = [
+            f"{e['version']} {e['recommendation'] or e['status']}" for e in outcome["evaluations"]
+        ]
         retrain = " → retrained" if "retrain" in outcome else ""
         return f"{outcome['month']}: {', '.join(verdicts) or 'nothing in Production'}{retrain}"
     version = outcome.get("version") or outcome.get("reason") or ""

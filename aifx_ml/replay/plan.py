@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import expected_grid, step_offset, validate_pair, validate_timeframe
 
 SYNTHETIC = "synthetic"
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,16 @@ def with_change_point(params: ReplayParams) -> ReplayParams:
     grid = expected_grid(pd.Timestamp(params.history_start), pd.Timestamp(params.end), timeframe)
     at = min(round(params.pattern_switch * len(grid)), len(grid) - 1)
     moment = (grid[at] + step_offset(timeframe)).to_pydatetime()
+    if moment > params.end:  # the switch is past the end: this market never changes
+        return params
     return ReplayParams(**{**_fields(params), "change_at": moment})
 
 
-def replay_candles(params: ReplayParams) -> dict[tuple[str, str], pd.DataFrame]:
-    """Every candle of the replay, history included, by (pair, timeframe)."""
+def replay_candles(
+    params: ReplayParams, now: datetime | None = None
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """Every candle of the replay, history included, by (pair, timeframe); `now` (the wall
+    clock) is what a file's timestamps must not be after."""
     if params.source == SYNTHETIC:
         return {
             (pair, timeframe): frame
@@ -126,10 +132,12 @@ def replay_candles(params: ReplayParams) -> dict[tuple[str, str], pd.DataFrame]:
                 pattern_lags=params.pattern_lags,
             ).items()
         }
-    return file_candles(Path(params.source), params)
+    return file_candles(Path(params.source), params, now)
 
 
-def file_candles(source: Path, params: ReplayParams) -> dict[tuple[str, str], pd.DataFrame]:
+def file_candles(
+    source: Path, params: ReplayParams, now: datetime | None = None
+) -> dict[tuple[str, str], pd.DataFrame]:
     """Candles from `PAIR_TIMEFRAME.csv` files (a file, or every such file of a folder), checked
     like an import; a row that fails the checks stops the replay before it starts."""
     if not source.exists():
@@ -141,7 +149,8 @@ def file_candles(source: Path, params: ReplayParams) -> dict[tuple[str, str], pd
         series = series_from_filename(path)
         if series is None or series not in wanted:
             continue
-        checked = validate_candles(read_candles_csv(path), *series, params.end)
+        # Candles after `end` are history to come, not errors: they are clipped below.
+        checked = validate_candles(read_candles_csv(path), *series, now or _FAR_FUTURE)
         if len(checked.rejected):
             reason = checked.rejected.iloc[0].to_dict()
             raise InvalidInputError(
