@@ -50,16 +50,35 @@ def build_lstm(config: LSTMConfig, seed: int = 42) -> keras.Model:
     keras.utils.set_random_seed(seed)
     first, second = config.lstm_units
     d1, d2, d3 = config.dropout
+    # Every random layer gets its own seed from `seed`. Left unseeded, Keras draws them from
+    # Python's global `random`, which other threads of a flow run (Prefect names its task runs
+    # with it) may have moved since set_random_seed: the same run would build another model.
+    glorot, orthogonal = keras.initializers.GlorotUniform, keras.initializers.Orthogonal
     model = keras.Sequential(
         [
             keras.Input(shape=(config.window, config.n_features), name="window"),
-            keras.layers.LSTM(first, return_sequences=True),
-            keras.layers.Dropout(d1),
-            keras.layers.LSTM(second),
-            keras.layers.Dropout(d2),
-            keras.layers.Dense(config.dense_units, activation="relu"),
-            keras.layers.Dropout(d3),
-            keras.layers.Dense(1, activation="sigmoid", name="p_up"),
+            keras.layers.LSTM(
+                first,
+                return_sequences=True,
+                kernel_initializer=glorot(seed=seed + 1),
+                recurrent_initializer=orthogonal(seed=seed + 2),
+                seed=seed + 3,
+            ),
+            keras.layers.Dropout(d1, seed=seed + 4),
+            keras.layers.LSTM(
+                second,
+                kernel_initializer=glorot(seed=seed + 5),
+                recurrent_initializer=orthogonal(seed=seed + 6),
+                seed=seed + 7,
+            ),
+            keras.layers.Dropout(d2, seed=seed + 8),
+            keras.layers.Dense(
+                config.dense_units, activation="relu", kernel_initializer=glorot(seed=seed + 9)
+            ),
+            keras.layers.Dropout(d3, seed=seed + 10),
+            keras.layers.Dense(
+                1, activation="sigmoid", name="p_up", kernel_initializer=glorot(seed=seed + 11)
+            ),
         ],
         name=MODEL_TYPE,
     )

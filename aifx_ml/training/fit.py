@@ -41,7 +41,8 @@ class WindowBatches(keras.utils.PyDataset):  # type: ignore[misc]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self._rng.shuffle(self._order)
+            # A new array, not a shuffle in place: tf.data reads batches from another thread.
+            self._order = self._rng.permutation(len(self.rows))
 
 
 class EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -102,6 +103,10 @@ def fit_model(
         train_data,
         validation_data=val_data,
         epochs=epochs,
+        # The batches are shuffled above, from `seed`. Keras's own shuffle of a PyDataset's
+        # batch order draws from Python's global `random`, which other threads of a flow run
+        # (Prefect names its task runs with it) move: the same run would train another model.
+        shuffle=False,
         callbacks=[*watchers, *callbacks],
         verbose=0,
     )
