@@ -235,3 +235,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.registry_world import build_world
 
     return build_world(tmp_path_factory.mktemp("registry-world"))
+
+
+# --- Prefect and the replay: one temporary API and one short replay per session ---------------
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One temporary Prefect API for the whole session (it takes ~14 s to start here)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def replay_store(tmp_path_factory: pytest.TempPathFactory, prefect_api: None) -> Any:
+    """A short replay (tests/replay_world.py) run once through the real flows into a SQLite
+    store of its own; read by the end-to-end tests and the notebooks."""
+    from flows.replay import run_to_end
+    from tests.replay_world import ReplayStore, short_params, store_settings
+
+    params = short_params()
+    settings = store_settings(tmp_path_factory.mktemp("replay"))
+    run = run_to_end(settings, params, "short-replay", wall=lambda: datetime.now(UTC))
+    assert run.status == "completed", run.error
+    return ReplayStore(settings, params, run.name)

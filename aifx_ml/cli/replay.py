@@ -6,6 +6,7 @@ Ctrl-C stops after the current simulated moment; the same command resumes where 
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,6 +115,9 @@ def replay(
     """Run (or resume) the replay `name` to its end and write its report; the CLI's body,
     callable from tests and benchmarks."""
     from flows.replay import run_to_end  # noqa: PLC0415  (TensorFlow, MLflow, Prefect)
+
+    # Hundreds of model downloads: MLflow's progress bar for each would bury the replay's own.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     with _stop_on_ctrl_c() as stopped, _progress(quiet) as show:
         return run_to_end(settings, params, name, wall=wall, stop=stopped, on_progress=show)

@@ -1,0 +1,271 @@
+"""The whole loop over history: a short replay through the real flows, checked from the
+database, MLflow and the Redis stream; interrupted and resumed, it ends the same."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis
+from mlflow import MlflowClient
+from sqlalchemy import Engine, func, select
+
+from aifx_ml.cli.replay import _stop_on_ctrl_c
+from aifx_ml.db.engine import make_engine, session_factory
+from aifx_ml.db.models import (
+    EventOutbox,
+    ModelABTest,
+    ModelStageHistory,
+    ModelTrainingLog,
+    ModelVersion,
+    ReplayJob,
+    TradingSignal,
+)
+from aifx_ml.events.consumers import Event, read_stream, stream_end
+from aifx_ml.replay.loop import Job, Progress
+from aifx_ml.replay.plan import ReplayParams
+from flows import replay as replay_flow
+from flows.replay import run_to_end
+from registry.versions import MLFLOW_STAGES, mlflow_version_of, registered_name
+from tests.conftest import REDIS_URL, _postgres_database
+from tests.replay_world import ReplayStore, fingerprint, four_week_params, store_settings
+
+pytestmark = pytest.mark.integration
+
+
+def wall() -> datetime:
+    return datetime.now(UTC)
+
+
+def days(params: ReplayParams, hour: int, weekday: int | None = None) -> list[datetime]:
+    first = params.start.replace(hour=hour)
+    moments = [first + timedelta(days=i) for i in range((params.end - params.start).days + 1)]
+    return [
+        m
+        for m in moments
+        if params.start < m <= params.end and (weekday is None or m.weekday() == weekday)
+    ]
+
+
+@pytest.fixture(scope="module")
+def store(replay_store: ReplayStore) -> Iterator[Engine]:
+    engine = make_engine(replay_store.settings.db_url)
+    yield engine
+    engine.dispose()
+
+
+def rows(engine: Engine, *columns: Any, where: Any = None) -> list[Any]:
+    statement = select(*columns)
+    if where is not None:
+        statement = statement.where(where)
+    with session_factory(engine)() as session:
+        return list(session.execute(statement).all())
+
+
+def test_daily_and_weekly_runs_happened_on_their_simulated_days(
+    replay_store: ReplayStore, store: Engine
+) -> None:
+    params = replay_store.params
+    daily, sundays = set(days(params, 1)), set(days(params, 1, weekday=6))
+    firsts = {m for m in days(params, 2) if m.day == 1}
+    jobs = rows(store, ReplayJob.job, ReplayJob.scheduled_at, ReplayJob.status)
+    assert not [j for j in jobs if j.status != "completed"]
+    ran = {(job, at) for job, at, _ in jobs}
+    assert {at for job, at in ran if job == "daily-incremental"} == daily
+    assert {at for job, at in ran if job == "weekly-full"} == sundays and len(sundays) == 8
+    assert (
+        {at for job, at in ran if job == "monthly-evaluation"}
+        == firsts
+        == {
+            datetime(2026, 2, 1, 2, tzinfo=UTC),
+            datetime(2026, 3, 1, 2, tzinfo=UTC),
+        }
+    )
+    # Every training run is recorded at the moment its flow was scheduled: full ones on Sundays
+    # (and the daily fallback while nothing is in Production, and a monthly retrain), the
+    # incremental ones at 01:00.
+    logs = rows(store, ModelTrainingLog.training_type, ModelTrainingLog.started_at)
+    assert {at for _, at in logs} <= daily | firsts
+    assert sundays <= {at for kind, at in logs if kind == "full"}
+    assert {at for kind, at in logs if kind == "incremental"} <= daily
+
+
+def test_every_version_has_its_mlflow_twin_in_the_same_stage(
+    replay_store: ReplayStore, store: Engine
+) -> None:
+    settings = replay_store.settings
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+    versions = [r[0] for r in rows(store, ModelVersion)]
+    assert len(versions) >= 5
+    stages = Counter()
+    for row in versions:
+        twin = client.get_model_version(registered_name(row.model_type), mlflow_version_of(row))
+        assert twin.current_stage == MLFLOW_STAGES[row.status], row.version
+        stages[row.status] += 1
+    assert stages["production"] == 1
+
+
+def test_a_test_was_created_and_decided_and_signals_were_labeled(
+    replay_store: ReplayStore, store: Engine
+) -> None:
+    tests = rows(store, ModelABTest.status, ModelABTest.winner)
+    assert tests and any(status == "completed" for status, _ in tests)
+    outcomes = Counter(o for (o,) in rows(store, TradingSignal.actual_outcome))
+    assert outcomes["win"] > 0 and outcomes["loss"] > 0
+    # Whatever is still pending was created within the last horizon (4 h for 1h candles).
+    pending = rows(store, TradingSignal.created_at, where=TradingSignal.actual_outcome == "pending")
+    end = replay_store.params.end
+    assert all(pd.Timestamp(at) > pd.Timestamp(end) - timedelta(hours=4) for (at,) in pending)
+    routed = rows(store, TradingSignal.ab_test_id, where=TradingSignal.ab_test_id.is_not(None))
+    assert len(routed) > 30
+
+
+def test_every_state_change_has_exactly_one_event_waiting(
+    replay_store: ReplayStore, store: Engine
+) -> None:
+    # No Redis on the embedded default: every event waits in the outbox, none was lost.
+    events = [(c, p["data"]) for c, p in rows(store, EventOutbox.channel, EventOutbox.payload)]
+    assert_one_event_per_change(store, events)
+
+
+def test_the_report_answers_the_key_question(replay_store: ReplayStore, store: Engine) -> None:
+    settings = replay_store.settings
+    from aifx_ml.replay.state import get_replay  # noqa: PLC0415
+
+    run = get_replay(store, replay_store.name)
+    assert run is not None and run.status == "completed" and run.report
+    report = json.loads(Path(run.report["json"]).read_text())
+    assert "<svg" in Path(run.report["html"]).read_text()
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    logged = client.get_run(run.report["mlflow_run_id"])
+    assert logged.data.metrics
+    after = report["verdict"]["after_change"]
+    # The market turned on the 9th: the continuously learned model is ahead of the first one
+    # frozen, by a margin whose 95% interval excludes zero (seed fixed).
+    assert after["continuous_ahead"] is True, after
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from _postgres_database()
+
+
+def test_killed_half_way_on_postgresql_and_redis_it_resumes_to_the_same_result(
+    tmp_path: Path,
+    postgres_url: str,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_api: None,
+) -> None:
+    params = four_week_params()
+    # The reference: the same replay, uninterrupted, on the embedded default.
+    reference = store_settings(tmp_path / "reference")
+    assert run_to_end(reference, params, "four-weeks", wall=wall).status == "completed"
+
+    settings = store_settings(tmp_path / "pg", postgres_url, redis_url=REDIS_URL)
+    since = stream_end(client)
+    # A Ctrl-C (the real signal, through the CLI's handler) after 150 moments: the replay stops
+    # between two moments.
+    with _stop_on_ctrl_c() as stopped:
+        run = run_to_end(
+            settings,
+            params,
+            "four-weeks",
+            wall=wall,
+            stop=stopped,
+            on_progress=lambda step: _ctrl_c_at(step, 150),
+        )
+    assert run.status == "interrupted" and run.moments_done == 150
+    # Then a hard stop inside a scheduled flow (a second Ctrl-C): started, not done.
+    cut = params.start + timedelta(days=8, hours=1)
+    jobs = replay_flow.replay_jobs
+
+    def cut_short(p: ReplayParams) -> dict[str, Job]:
+        bound = dict(jobs(p))
+        daily = bound["daily-incremental"]
+
+        def once(at: datetime) -> Mapping[str, Any]:
+            if at == cut:
+                raise KeyboardInterrupt
+            return daily(at)
+
+        bound["daily-incremental"] = once
+        return bound
+
+    monkeypatch.setattr(replay_flow, "replay_jobs", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        run_to_end(settings, params, "four-weeks", wall=wall)
+    monkeypatch.setattr(replay_flow, "replay_jobs", jobs)
+    engine, original = make_engine(settings.db_url), make_engine(reference.db_url)
+    try:
+        assert rows(engine, ReplayJob.status, where=ReplayJob.scheduled_at == cut) == [("running",)]
+        assert run_to_end(settings, params, "four-weeks", wall=wall).status == "completed"
+        # Same versions, stages, tests, training runs, signals and outcomes as uninterrupted.
+        assert fingerprint(engine) == fingerprint(original)
+        assert any(status == "completed" for (status,) in rows(engine, ModelABTest.status))
+        # Every event reached the stream, once, and tells the same story as the tables.
+        with session_factory(engine)() as session:
+            waiting = session.execute(
+                select(func.count()).where(EventOutbox.published_at.is_(None))
+            ).scalar_one()
+        assert waiting == 0
+        published = stream_events(client, since)
+        assert len({e.id for e in published}) == len(published)
+        assert_one_event_per_change(engine, [(e.channel, e.data) for e in published])
+    finally:
+        engine.dispose()
+        original.dispose()
+
+
+def _ctrl_c_at(step: Progress, moments: int) -> None:
+    if step.done == moments:
+        signal.raise_signal(signal.SIGINT)
+
+
+def stream_events(client: redis.Redis, since: str) -> list[Event]:
+    events: list[Event] = []
+    while True:
+        batch, since = read_stream(client, after_id=since, count=5000)
+        if not batch:
+            return events
+        events += batch
+
+
+def assert_one_event_per_change(engine: Engine, events: list[tuple[str, Any]]) -> None:
+    """Each deployment, A/B test start and end, training start and end, signal and label is
+    announced once: the events and the tables tell the same story."""
+    by_channel: dict[str, list[dict[str, Any]]] = {}
+    for channel, payload in events:
+        by_channel.setdefault(channel, []).append(payload)
+    deployed = rows(
+        engine, ModelStageHistory.version, where=ModelStageHistory.to_status == "production"
+    )
+    assert sorted(e["version"] for e in by_channel["ml:model_deployed"]) == sorted(
+        v for (v,) in deployed
+    )
+    tests = rows(engine, ModelABTest.id, ModelABTest.status)
+    assert sorted(e["id"] for e in by_channel["ml:ab_test_created"]) == sorted(
+        str(i) for i, _ in tests
+    )
+    assert sorted(e["id"] for e in by_channel.get("ml:ab_test_completed", [])) == sorted(
+        str(i) for i, s in tests if s == "completed"
+    )
+    logs = rows(engine, ModelTrainingLog.id, ModelTrainingLog.status)
+    started = [e["training_log_id"] for e in by_channel["ml:training_started"]]
+    completed = [e["training_log_id"] for e in by_channel["ml:training_completed"]]
+    assert sorted(started) == sorted(str(i) for i, _ in logs)
+    assert sorted(completed) == sorted(str(i) for i, s in logs if s != "running")
+    signals = rows(engine, TradingSignal.id, TradingSignal.actual_outcome)
+    assert sorted(e["signal_id"] for e in by_channel["ml:new_prediction"]) == sorted(
+        str(i) for i, _ in signals
+    )
+    assert sorted(e["signal_id"] for e in by_channel["ml:signal_outcome"]) == sorted(
+        str(i) for i, o in signals if o != "pending"
+    )

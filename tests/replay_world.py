@@ -1,0 +1,163 @@
+"""A short replay (tiny model, two pairs, three weeks) and what the end-to-end tests read back
+from it: a fingerprint of everything it decided, to compare two replays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from aifx_ml.config import Settings, load_settings
+from aifx_ml.db.engine import session_factory
+from aifx_ml.db.models import (
+    ModelABTest,
+    ModelStageHistory,
+    ModelTrainingLog,
+    ModelVersion,
+    ReplayJob,
+    TradingSignal,
+)
+from aifx_ml.replay.plan import ReplayParams, with_change_point
+
+# Monday 5 January to Monday 16 February 2026: six Sundays, 42 daily runs, January's monthly
+# evaluation. On Tuesday the 6th at noon the market changes its habit (momentum turns into mean
+# reversion), after the first model learned the old one; the weekly retrain's 30-day window
+# holds mostly the new habit from the last week of January on.
+SHORT = ReplayParams(
+    pairs=("EUR/USD", "GBP/USD", "USD/JPY"),
+    timeframes=("1h",),
+    start=datetime(2026, 1, 5, tzinfo=UTC),
+    end=datetime(2026, 3, 2, tzinfo=UTC),
+    history_days=30,
+    pattern_switch=0.36,
+    pattern_strength=0.65,
+    label_threshold=0.001,
+    ab_look_hours=6,
+    ab_min_decided=30,
+    ab_max_days=10.0,
+    challenger_split=0.5,
+)
+
+
+def short_params() -> ReplayParams:
+    return with_change_point(SHORT)
+
+
+def four_week_params() -> ReplayParams:
+    """The first four weeks of the story, with shorter A/B tests (the market is drawn for the
+    replay's own range: it is not SHORT's first four weeks)."""
+    return with_change_point(
+        replace(SHORT, end=datetime(2026, 2, 2, tzinfo=UTC), pattern_switch=0.54, ab_max_days=4.0)
+    )
+
+
+def store_settings(root: Path, database_url: str | None = None, redis_url: str = "") -> Settings:
+    """Settings of a store of its own under `root` (SQLite unless a database URL is given)."""
+    return load_settings(
+        None,
+        data_dir=root,
+        database_url=database_url or f"sqlite:///{root / 'aifx.db'}",
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        redis_url=redis_url,
+    )
+
+
+def store_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a process (a notebook kernel) at the same store."""
+    return {
+        "AIFX_DATA_DIR": str(settings.data_dir),
+        "AIFX_DATABASE_URL": settings.db_url,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLFLOW_REGISTRY_URI": settings.registry_uri,
+        "AIFX_ARTIFACT_ROOT": settings.artifact_location,
+    }
+
+
+@dataclass(frozen=True)
+class ReplayStore:
+    settings: Settings
+    params: ReplayParams
+    name: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return store_env(self.settings)
+
+
+def fingerprint(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Everything a replay decided, without ids or wall-clock times."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(float(value), 6)
+
+    with session_factory(engine)() as session:
+        versions = session.execute(
+            select(
+                ModelVersion.version,
+                ModelVersion.status,
+                ModelVersion.parent_version,
+                ModelVersion.metrics,
+            ).order_by(ModelVersion.version)
+        ).all()
+        return {
+            "versions": [
+                (v, s, p, rounded((m or {}).get("holdout_accuracy"))) for v, s, p, m in versions
+            ],
+            "stages": [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        ModelStageHistory.version,
+                        ModelStageHistory.from_status,
+                        ModelStageHistory.to_status,
+                        ModelStageHistory.changed_at,
+                    ).order_by(ModelStageHistory.changed_at, ModelStageHistory.version)
+                )
+            ],
+            "tests": [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        ModelABTest.test_name,
+                        ModelABTest.status,
+                        ModelABTest.winner,
+                        ModelABTest.created_at,
+                        ModelABTest.completed_at,
+                    ).order_by(ModelABTest.created_at)
+                )
+            ],
+            "training": [
+                tuple(r)
+                for r in session.execute(
+                    select(
+                        ModelTrainingLog.training_type,
+                        ModelTrainingLog.started_at,
+                        ModelTrainingLog.status,
+                    ).order_by(ModelTrainingLog.started_at, ModelTrainingLog.training_type)
+                )
+            ],
+            "signals": [
+                (*r[:5], rounded(r[5]))
+                for r in session.execute(
+                    select(
+                        TradingSignal.pair,
+                        TradingSignal.created_at,
+                        TradingSignal.signal,
+                        TradingSignal.model_version,
+                        TradingSignal.actual_outcome,
+                        TradingSignal.actual_pnl_percent,
+                    ).order_by(TradingSignal.created_at, TradingSignal.pair)
+                )
+            ],
+            "jobs": [
+                tuple(r)
+                for r in session.execute(
+                    select(ReplayJob.job, ReplayJob.scheduled_at, ReplayJob.status).order_by(
+                        ReplayJob.scheduled_at, ReplayJob.job
+                    )
+                )
+            ],
+        }
