@@ -126,10 +126,14 @@ def create_test(
                 f"A/B test {running.test_name!r} ({running.id}) is already active for "
                 f"{model_type}: complete or cancel it first"
             )
+        # Derived from what the test is: routing hashes the id, so a replay of the same history
+        # routes the same requests to the same arms. A test started again under the same name
+        # at the same moment (after a cancel) gets a random one.
+        test_id = uuid.uuid5(TEST_ID_NAMESPACE, f"{model_type}|{name}|{as_of.isoformat()}")
+        if session.get(ModelABTest, test_id) is not None:
+            test_id = uuid.uuid4()
         test = ModelABTest(
-            # Derived from what the test is: routing hashes the id, so a replay of the same
-            # history routes the same requests to the same arms.
-            id=uuid.uuid5(TEST_ID_NAMESPACE, f"{model_type}|{name}|{as_of.isoformat()}"),
+            id=test_id,
             test_name=name,
             model_type=model_type,
             model_a_version=model_a_version,
