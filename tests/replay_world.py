@@ -47,10 +47,11 @@ def short_params() -> ReplayParams:
 
 
 def four_week_params() -> ReplayParams:
-    """The first four weeks of the story, with shorter A/B tests (the market is drawn for the
-    replay's own range: it is not SHORT's first four weeks)."""
+    """Four weeks of the story (the market is drawn for the replay's own range: it is not
+    SHORT's first four weeks). Its one A/B test starts on 1 February: at most 17 hours long,
+    it is decided (inconclusive) before the end."""
     return with_change_point(
-        replace(SHORT, end=datetime(2026, 2, 2, tzinfo=UTC), pattern_switch=0.54, ab_max_days=4.0)
+        replace(SHORT, end=datetime(2026, 2, 2, tzinfo=UTC), pattern_switch=0.54, ab_max_days=0.7)
     )
 
 
