@@ -38,9 +38,10 @@ def run_to_end(
         ensure_schema(engine, auto_upgrade=settings.is_embedded)
         # A training replay writes its own history of versions: it needs a store of its own.
         # A serving-only one evaluates what is there.
-        if params.train and state.get_replay(engine, name) is None and _versions(engine):
+        held = _versions(engine) if state.get_replay(engine, name) is None else 0
+        if params.train and held:
             raise ConflictError(
-                f"this store already holds {_versions(engine)} model version(s): a replay needs "
+                f"this store already holds {held} model version(s): a replay needs "
                 "a store of its own — point AIFX_DATA_DIR (or AIFX_DATABASE_URL and "
                 "MLFLOW_TRACKING_URI) at a new place"
             )

@@ -23,7 +23,6 @@ from aifx_ml.cli.common import app_context, console, parse_list, parse_time
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ReplayRun
 from aifx_ml.errors import InvalidInputError
-from aifx_ml.replay import state
 from aifx_ml.replay.loop import Progress as Step
 from aifx_ml.replay.plan import SYNTHETIC, ModelParams, ReplayParams, with_change_point
 
@@ -212,10 +211,3 @@ def _summary(outcome: Any) -> str:
     challenger = outcome.get("challenger") or {}
     after = f" → {challenger['action']}" if challenger else ""
     return f"{outcome.get('status')} {version}{after}"
-
-
-def replay_status(settings: Settings, name: str) -> ReplayRun | None:
-    from aifx_ml.db.engine import engine_for  # noqa: PLC0415
-
-    with engine_for(settings.db_url) as engine:
-        return state.get_replay(engine, name)

@@ -58,11 +58,6 @@ def get_replay(engine: Engine, name: str) -> ReplayRun | None:
         return session.execute(select(ReplayRun).where(ReplayRun.name == name)).scalar_one_or_none()
 
 
-def list_replays(engine: Engine) -> list[ReplayRun]:
-    with session_factory(engine)() as session:
-        return list(session.execute(select(ReplayRun).order_by(ReplayRun.started_at)).scalars())
-
-
 def advance(
     engine: Engine, replay_id: uuid.UUID, cursor: datetime, moments_done: int, now: datetime
 ) -> None:
