@@ -151,3 +151,8 @@ def missing_candles(
         return 0
     count = len(expected_grid(first, last, timeframe))
     return count if enough is None else min(count, enough)
+
+
+def approx_step(timeframe: str) -> pd.Timedelta:
+    """A candle's length, a calendar month counted as 31 days."""
+    return FIXED_STEPS.get(timeframe, pd.Timedelta(days=31))

@@ -27,10 +27,10 @@ import pandas as pd  # noqa: E402
 from aifx_ml.data.importer import import_frame  # noqa: E402
 from aifx_ml.data.synth import synthesize_candles  # noqa: E402
 from aifx_ml.db.engine import make_engine, upgrade  # noqa: E402
+from aifx_ml.features.dataset import build_dataset, chronological_split, scaler_for  # noqa: E402
 from aifx_ml.models.lstm import build_lstm  # noqa: E402
 from aifx_ml.training.config import Stores, TrainingConfig, training_config  # noqa: E402
 from aifx_ml.training.data import load_start, load_training_candles  # noqa: E402
-from aifx_ml.training.dataset import build_dataset, chronological_split, scaler_for  # noqa: E402
 from aifx_ml.training.runs import train_full  # noqa: E402
 
 TARGET = 1.15

@@ -13,13 +13,14 @@ from sqlalchemy import Engine, func, select
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema, session_factory
 from aifx_ml.db.models import ModelVersion, ReplayRun
+from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import ConflictError
 from aifx_ml.events.relay import relay_outbox
 from aifx_ml.replay import state
 from aifx_ml.replay.loop import Progress, ReplaySettings, SimulatedClock, run_replay
 from aifx_ml.replay.plan import ReplayParams, replay_candles
 from aifx_ml.serving.inference import ModelServer
-from aifx_ml.serving.predict import PredictionService, SignalPolicy
+from aifx_ml.serving.predict import PredictionService
 from flows.replay_jobs import replay_jobs, replay_runtime
 from registry.versions import serving_loader
 

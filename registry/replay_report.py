@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from sqlalchemy import Engine, func, select
 
-from aifx_ml.data.export import load_candles
+from aifx_ml.data.candles import load_candles
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import (
     MarketData,
@@ -27,9 +27,12 @@ from aifx_ml.db.models import (
     ModelVersion,
     TradingSignal,
 )
+from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.features.dataset import Dataset, Scaler, build_dataset
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
-from aifx_ml.markets import candle_close_times, horizon
+from aifx_ml.markets import approx_step, candle_close_times, horizon
+from aifx_ml.models.predict import predict_proba
 from aifx_ml.replay.render import mlflow_metrics, mlflow_params, write_report
 from aifx_ml.replay.report import (
     ReplayReport,
@@ -39,10 +42,6 @@ from aifx_ml.replay.report import (
     production_spans,
     serving_versions,
 )
-from aifx_ml.serving.predict import SignalPolicy
-from aifx_ml.training.data import approx_step
-from aifx_ml.training.dataset import Dataset, Scaler, build_dataset
-from aifx_ml.training.fit import predict_proba
 from registry.history import stage_history
 from registry.versions import LoadedModel, get_version, load_version
 

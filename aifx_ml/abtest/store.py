@@ -16,11 +16,9 @@ from sqlalchemy import Engine, select, update
 
 from aifx_ml.abtest import stats
 from aifx_ml.db.engine import session_factory, transaction
-from aifx_ml.db.models import ModelABTest, ModelVersion
+from aifx_ml.db.models import AB_STATUSES, ModelABTest, ModelVersion
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.events.outbox import enqueue
-
-AB_STATUSES = ("active", "completed", "cancelled")
 
 
 @dataclass(frozen=True)

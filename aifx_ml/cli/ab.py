@@ -33,8 +33,8 @@ def serve_cmd(
     """Serve predictions and the A/B test API (OpenAPI at /docs)."""
     import uvicorn  # noqa: PLC0415
 
+    from aifx_ml.domain import SignalPolicy  # noqa: PLC0415
     from aifx_ml.serving.app import create_app  # noqa: PLC0415
-    from aifx_ml.serving.predict import SignalPolicy  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
     policy = SignalPolicy(buy_threshold=buy_threshold, sell_threshold=sell_threshold)

@@ -29,7 +29,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from aifx_ml.db.types import JSONType, UTCDateTime
-from aifx_ml.labeling.rules import OUTCOMES, SIGNALS
+from aifx_ml.domain import (
+    OUTCOMES,
+    SIGNALS,
+    ModelStatus,
+    TestStatus,
+    TrainingStatus,
+    TrainingType,
+)
 from aifx_ml.markets import TIMEFRAMES
 
 NAMING = {
@@ -40,14 +47,14 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-TRAINING_TYPES = ("full", "incremental")
-TRAINING_STATUSES = ("running", "completed", "failed", "skipped")
-VERSION_STATUSES = ("training", "staging", "production", "archived")
-AB_STATUSES = ("active", "completed", "cancelled")
+TRAINING_TYPES: tuple[str, ...] = tuple(t.value for t in TrainingType)
+TRAINING_STATUSES: tuple[str, ...] = tuple(s.value for s in TrainingStatus)
+VERSION_STATUSES: tuple[str, ...] = tuple(s.value for s in ModelStatus)
+AB_STATUSES: tuple[str, ...] = tuple(s.value for s in TestStatus)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 # Portable stand-in for ^[A-Z]{3}/[A-Z]{3}$ (SQLite has no regex operator).

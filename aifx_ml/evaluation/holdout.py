@@ -17,8 +17,8 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import HoldoutMetrics, baseline_scores, holdout_metrics
-from aifx_ml.training.dataset import Dataset, Scaler, build_dataset, naive_utc
-from aifx_ml.training.fit import predict_proba
+from aifx_ml.features.dataset import Dataset, Scaler, build_dataset, naive_utc
+from aifx_ml.models.predict import predict_proba
 
 # A model to score: its Keras model and its card (window, scaler, features).
 Scorable = tuple[Any, Mapping[str, Any]]
@@ -38,7 +38,7 @@ def score_on_holdout(
 ) -> HoldoutScores:
     """Score `models` on the candle samples decided at or after `holdout_start`.
 
-    `candles` is what `aifx_ml.data.export.load_candles` returns (targets only where the
+    `candles` is what `aifx_ml.data.candles.load_candles` returns (targets only where the
     horizon elapsed inside it), reaching back far enough before `holdout_start` to fit the
     baselines.
     """

@@ -19,9 +19,9 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import holdout_metrics
+from aifx_ml.features.dataset import Dataset, Scaler, build_dataset, naive_utc
 from aifx_ml.jsonsafe import finite
-from aifx_ml.training.dataset import Dataset, Scaler, build_dataset, naive_utc
-from aifx_ml.training.fit import predict_proba
+from aifx_ml.models.predict import predict_proba
 
 REFERENCE_ROWS = 5000  # more rows make the report slower, not the drift measure better
 # Drift is measured with the population stability index (PSI). Oscillators and positions do

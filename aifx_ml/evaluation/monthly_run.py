@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, delete, func, or_, select, update
 
-from aifx_ml.data.export import load_candles
+from aifx_ml.data.candles import load_candles
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ModelEvaluation, ModelVersion, TradingSignal
 from aifx_ml.errors import InvalidInputError
@@ -30,7 +30,7 @@ from aifx_ml.evaluation.monthly import (
     recommend,
     scored_samples,
 )
-from aifx_ml.training.data import approx_step
+from aifx_ml.markets import approx_step
 
 # (row) -> (keras model, card)
 Loader = Callable[[ModelVersion], tuple[Any, Mapping[str, Any]]]

@@ -15,12 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from aifx_ml.domain import OUTCOMES, SIGNALS
 from aifx_ml.markets import candle_close_times, horizon, iter_series
 
 DEFAULT_THRESHOLD = 0.005
 
-SIGNALS: tuple[str, ...] = ("buy", "sell", "hold")
-OUTCOMES: tuple[str, ...] = ("pending", "win", "loss", "breakeven")
 PENDING, WIN, LOSS, BREAKEVEN = 0, 1, 2, 3
 BUY, SELL, HOLD = 0, 1, 2
 

@@ -17,11 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from aifx_ml.domain import SignalPolicy, decide
 from aifx_ml.evaluation.baselines import persistence_signals
 from aifx_ml.jsonsafe import finite
 from aifx_ml.labeling.rules import direction_target, label_signals
 from aifx_ml.markets import horizon, iter_series, step_offset
-from aifx_ml.serving.predict import SignalPolicy, decide
 
 F64 = npt.NDArray[np.float64]
 SERIES: tuple[str, ...] = ("continuous", "frozen", "persistence", "majority")

@@ -19,10 +19,11 @@ import aifx_ml
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.db.models import ModelABTest
+from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.serving.deps import Services
 from aifx_ml.serving.inference import ModelServer
-from aifx_ml.serving.predict import PredictionService, SignalPolicy
+from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
 
 

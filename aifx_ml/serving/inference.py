@@ -25,8 +25,8 @@ from aifx_ml.db.engine import session_factory
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
 from aifx_ml.errors import NotFoundError
+from aifx_ml.features.dataset import Scaler
 from aifx_ml.serving.batching import Batcher
-from aifx_ml.training.dataset import Scaler
 
 # (version row) -> (keras model, card): the registry's verified loader, injected.
 Loader = Callable[[ModelVersion], tuple[Any, Mapping[str, Any]]]

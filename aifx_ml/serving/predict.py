@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -20,28 +20,13 @@ from sqlalchemy import Engine, text
 
 from aifx_ml.abtest.routing import assign_variant
 from aifx_ml.db.engine import transaction
-from aifx_ml.errors import InvalidInputError, NotFoundError
+from aifx_ml.domain import SignalPolicy, decide
+from aifx_ml.errors import NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
 from aifx_ml.serving.batching import Batcher
 from aifx_ml.serving.inference import Assignment, ModelServer, ServingModel
 from aifx_ml.serving.inputs import InputWindow, WindowCache, request_window
 from aifx_ml.signals import insert_signal_rows
-
-
-@dataclass(frozen=True)
-class SignalPolicy:
-    """How probabilities become signals, and when not to trust them."""
-
-    buy_threshold: float = 0.55  # P(up) at or above: buy
-    sell_threshold: float = 0.45  # P(up) at or below: sell
-    max_model_age: timedelta = timedelta(days=14)  # since it was trained
-    max_input_bars: int = 2  # the newest candle may be this many bars old
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.sell_threshold <= self.buy_threshold <= 1:
-            raise InvalidInputError(
-                "invalid thresholds: need 0 <= sell_threshold <= buy_threshold <= 1"
-            )
 
 
 @dataclass(frozen=True)
@@ -71,19 +56,6 @@ class Prediction:
     ab_test_id: uuid.UUID | None
     variant: str | None  # 'a' or 'b' in an A/B test
     reason: str | None  # why a hold was forced (stale model or inputs)
-
-
-def decide(p_up: float, policy: SignalPolicy) -> tuple[str, float]:
-    """(signal, confidence) from P(up): buy / sell past the thresholds, hold between.
-
-    Confidence is the probability of the direction called; for a hold, how close P(up) is
-    to even (1 at 0.5).
-    """
-    if p_up >= policy.buy_threshold:
-        return "buy", p_up
-    if p_up <= policy.sell_threshold:
-        return "sell", 1.0 - p_up
-    return "hold", 1.0 - 2.0 * abs(p_up - 0.5)
 
 
 def staleness(

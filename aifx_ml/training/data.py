@@ -12,16 +12,11 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from aifx_ml.data.export import load_candles, load_labeled_signals
+from aifx_ml.data.candles import load_candles, load_labeled_signals
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import MarketData, ModelTrainingLog
-from aifx_ml.markets import FIXED_STEPS, horizon, step_offset
+from aifx_ml.markets import approx_step, horizon, step_offset
 from aifx_ml.training.config import TrainingConfig
-
-
-def approx_step(timeframe: str) -> pd.Timedelta:
-    """A candle's length, a calendar month counted as 31 days."""
-    return FIXED_STEPS.get(timeframe, pd.Timedelta(days=31))
 
 
 def load_start(samples_since: datetime, config: TrainingConfig) -> datetime:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelTrainingLog
 from aifx_ml.events.outbox import enqueue
+from aifx_ml.features.dataset import Dataset, Scaler, Split
 from aifx_ml.models.lstm import LSTMConfig
 from aifx_ml.training import tracking
 from aifx_ml.training.config import (
@@ -35,7 +36,6 @@ from aifx_ml.training.config import (
     TrainingResult,
     TrainingSkipped,
 )
-from aifx_ml.training.dataset import Dataset, Scaler, Split
 from aifx_ml.training.fit import EpochCallback
 from aifx_ml.training.lock import TrainingBusyError, training_lock
 from registry.versions import (

@@ -13,16 +13,7 @@ import pandas as pd
 
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.evaluation.metrics import compare_with_baselines, holdout_metrics
-from aifx_ml.features.engineering import FEATURE_NAMES
-from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
-from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, TrainingSkipped
-from aifx_ml.training.data import (
-    load_start,
-    load_training_candles,
-    load_training_signals,
-    samples_since,
-)
-from aifx_ml.training.dataset import (
+from aifx_ml.features.dataset import (
     Dataset,
     Scaler,
     Split,
@@ -30,7 +21,17 @@ from aifx_ml.training.dataset import (
     chronological_split,
     scaler_for,
 )
-from aifx_ml.training.fit import fit_model, predict_proba
+from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
+from aifx_ml.models.predict import predict_proba
+from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, TrainingSkipped
+from aifx_ml.training.data import (
+    load_start,
+    load_training_candles,
+    load_training_signals,
+    samples_since,
+)
+from aifx_ml.training.fit import fit_model
 from aifx_ml.training.lifecycle import (
     OnEpoch,
     complete,

@@ -30,8 +30,8 @@ import pytest
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.holdout import score_on_holdout
+from aifx_ml.features.dataset import Scaler
 from aifx_ml.features.engineering import FEATURE_NAMES, candle_features
-from aifx_ml.training.dataset import Scaler
 from tests.code.test_training_dataset import HISTORY_START, NO_TARGET, START, WARM, as_loaded
 from tests.conftest import hourly_candles
 

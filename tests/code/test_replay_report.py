@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aifx_ml.domain import SignalPolicy, decide
 from aifx_ml.labeling.rules import direction_target
 from aifx_ml.replay.render import render_html
 from aifx_ml.replay.report import (
@@ -25,7 +26,6 @@ from aifx_ml.replay.report import (
     weekly_series,
     wilson_interval,
 )
-from aifx_ml.serving.predict import SignalPolicy, decide
 from tests.conftest import hourly_candles
 
 POLICY = SignalPolicy()

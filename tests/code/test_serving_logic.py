@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 from aifx_ml.abtest.routing import assign_variant, bucket
+from aifx_ml.domain import SignalPolicy, decide
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.features.dataset import Scaler
 from aifx_ml.serving.inference import Assignment, ServingModel
 from aifx_ml.serving.inputs import WARMUP, InputWindow, request_window
-from aifx_ml.serving.predict import SignalPolicy, decide, pick, staleness
-from aifx_ml.training.dataset import Scaler
+from aifx_ml.serving.predict import pick, staleness
 from tests.conftest import hourly_candles
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)

@@ -19,6 +19,14 @@ from hypothesis import strategies as st
 
 from aifx_ml.data.synth import synthesize_candles
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.features.dataset import (
+    Dataset,
+    Samples,
+    Scaler,
+    build_dataset,
+    chronological_split,
+    scaler_for,
+)
 from aifx_ml.features.engineering import (
     FEATURE_NAMES,
     LookaheadError,
@@ -32,14 +40,6 @@ from aifx_ml.features.indicators import (
 )
 from aifx_ml.labeling.rules import direction_target
 from aifx_ml.markets import step_offset
-from aifx_ml.training.dataset import (
-    Dataset,
-    Samples,
-    Scaler,
-    build_dataset,
-    chronological_split,
-    scaler_for,
-)
 from tests.conftest import hourly_candles
 
 WINDOW = 10

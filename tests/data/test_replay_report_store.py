@@ -17,9 +17,9 @@ from sqlalchemy import Engine
 from aifx_ml.abtest.store import complete_test, create_test
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelEvaluation, TradingSignal
+from aifx_ml.features.dataset import Scaler
 from aifx_ml.replay.render import HTML_NAME, JSON_NAME
 from aifx_ml.serving.inputs import stored_window
-from aifx_ml.training.dataset import Scaler
 from registry.replay_report import build_report, log_report, write_report
 from registry.stages import change_stage
 from registry.versions import get_version, load_version

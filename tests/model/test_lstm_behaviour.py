@@ -16,17 +16,18 @@ import pytest
 
 from aifx_ml.data.synth import synthesize_candles
 from aifx_ml.evaluation.metrics import compare_with_baselines
-from aifx_ml.features.engineering import FEATURE_NAMES
-from aifx_ml.features.windows import build_windows
-from aifx_ml.models.lstm import LSTMConfig, build_lstm
-from aifx_ml.training.dataset import (
+from aifx_ml.features.dataset import (
     Dataset,
     Split,
     build_dataset,
     chronological_split,
     scaler_for,
 )
-from aifx_ml.training.fit import WindowBatches, fit_model, predict_proba
+from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.features.windows import build_windows
+from aifx_ml.models.lstm import LSTMConfig, build_lstm
+from aifx_ml.models.predict import predict_proba
+from aifx_ml.training.fit import WindowBatches, fit_model
 from tests.code.test_training_dataset import as_loaded
 
 TINY = LSTMConfig(

@@ -110,7 +110,7 @@ class Dataset:
 def build_dataset(
     candles: pd.DataFrame, window: int = WINDOW_LENGTH, signals: pd.DataFrame | None = None
 ) -> Dataset:
-    """Samples from candles (as `aifx_ml.data.export.load_candles` returns them).
+    """Samples from candles (as `aifx_ml.data.candles.load_candles` returns them).
 
     Every candle with a known target whose window lies inside its series with finite
     features is a sample. Labeled `signals` (pair, timeframe, signal, actual_outcome,

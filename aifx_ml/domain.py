@@ -1,0 +1,89 @@
+"""The words of the domain, each defined once: signals and their outcomes, the statuses of
+training runs, model versions and A/B tests, and the policy that turns a model's P(up) into a
+signal. Everything else (tables, events, the API, the replay) compares against these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from aifx_ml.errors import InvalidInputError
+
+
+class Signal(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"
+    WIN = "win"
+    LOSS = "loss"
+    BREAKEVEN = "breakeven"
+
+
+class TrainingType(StrEnum):
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class TrainingStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ModelStatus(StrEnum):
+    """`model_versions.status`: where a version stands in the registry."""
+
+    TRAINING = "training"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+
+class TestStatus(StrEnum):
+    """`model_ab_test.status`."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+SIGNALS: tuple[str, ...] = tuple(s.value for s in Signal)
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
+
+
+@dataclass(frozen=True)
+class SignalPolicy:
+    """How probabilities become signals, and when not to trust them."""
+
+    buy_threshold: float = 0.55  # P(up) at or above: buy
+    sell_threshold: float = 0.45  # P(up) at or below: sell
+    max_model_age: timedelta = timedelta(days=14)  # since it was trained
+    max_input_bars: int = 2  # the newest candle may be this many bars old
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sell_threshold <= self.buy_threshold <= 1:
+            raise InvalidInputError(
+                "invalid thresholds: need 0 <= sell_threshold <= buy_threshold <= 1"
+            )
+
+
+def decide(p_up: float, policy: SignalPolicy) -> tuple[Signal, float]:
+    """(signal, confidence) from P(up): buy / sell past the thresholds, hold between.
+
+    Confidence is the probability of the direction called; for a hold, how close P(up) is
+    to even (1 at 0.5).
+    """
+    if p_up >= policy.buy_threshold:
+        return Signal.BUY, p_up
+    if p_up <= policy.sell_threshold:
+        return Signal.SELL, 1.0 - p_up
+    return Signal.HOLD, 1.0 - 2.0 * abs(p_up - 0.5)
