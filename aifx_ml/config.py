@@ -7,6 +7,7 @@ file for the tables, MLflow on SQLite with a local artifact folder.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -133,3 +134,19 @@ def normalize_database_url(url: str) -> str:
 def load_settings(env_file: str | Path | None = DEFAULT_ENV_FILE, **overrides: Any) -> Settings:
     """Build the settings at an edge. `env_file=None` reads the environment only."""
     return Settings(_env_file=env_file, **overrides)
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The commit of the code that trains, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

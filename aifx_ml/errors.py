@@ -23,3 +23,7 @@ class NotFoundError(AifxError):
 
 class ConflictError(AifxError):
     """The request contradicts the current state (a second active A/B test, say)."""
+
+
+class RegistryError(AifxError):
+    """A model version does not exist, or cannot change stage the way asked."""

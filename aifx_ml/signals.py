@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from aifx_ml.db.models import TradingSignal
 from aifx_ml.db.types import to_rows
+from aifx_ml.domain import SIGNALS
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.events.outbox import enqueue_many
-from aifx_ml.labeling.rules import SIGNALS
 from aifx_ml.markets import validate_pair, validate_timeframe
 
 SIGNAL_COLUMNS = ("pair", "timeframe", "signal", "confidence", "entry_price", "created_at")

@@ -38,11 +38,9 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=5)
     args = parser.parse_args()
 
-    from mlflow import MlflowClient  # noqa: PLC0415
-
+    from aifx_ml.evaluation.monthly_run import run_monthly  # noqa: PLC0415
     from aifx_ml.models.lstm import LSTMConfig  # noqa: PLC0415
-    from aifx_ml.training.tracking import mlflow_stores  # noqa: PLC0415
-    from registry.evaluations import evaluate_month  # noqa: PLC0415
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
     from tests.serving_helpers import register_model  # noqa: PLC0415
 
     work = Path(tempfile.mkdtemp(prefix="aifx-bench-monthly-"))
@@ -62,16 +60,13 @@ def main() -> None:
                 model_type=f"lstm{i}", pairs=PAIRS,
             )  # fmt: skip
         started = time.perf_counter()
-        with mlflow_stores(uri, uri) as client:
-            assert isinstance(client, MlflowClient)
-            result = evaluate_month(
-                engine,
-                client,
-                "2026-10",
-                artifact_root=artifacts,
-                report_dir=work / "reports",
-                as_of=EVALUATED,
-            )
+        result = run_monthly(
+            engine,
+            "2026-10",
+            MlflowModelStore(uri, uri, artifacts),
+            report_dir=work / "reports",
+            as_of=EVALUATED,
+        )
         seconds = time.perf_counter() - started
         if result.errors or len(result.evaluations) != args.models:
             raise SystemExit(f"evaluation incomplete: {result.errors}")

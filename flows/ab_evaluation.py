@@ -15,6 +15,8 @@ from aifx_ml.alerts.rules import ab_decided_alert
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
+from registry.abtest import promote_winner
+from registry.mlflow_store import MlflowModelStore
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -26,19 +28,16 @@ def active_tests_task(settings: Settings) -> list[str]:
 @task(cache_policy=NO_CACHE)
 def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str, Any]:
     """One test: the sequential decision, acted on through the registry."""
-    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
-    from registry.abtest import promote_winner  # noqa: PLC0415
-
+    store = MlflowModelStore.from_settings(settings)
     with engine_for(settings.db_url) as engine:
-        with settings_registry(settings) as client:
-            seen = evaluate_test(
-                engine,
-                test_id,
-                as_of,
-                lambda test, winner: promote_winner(
-                    engine, client, test, winner, as_of=as_of, actor="flow ab-evaluation"
-                ),
-            )
+        seen = evaluate_test(
+            engine,
+            test_id,
+            as_of,
+            lambda test, winner: promote_winner(
+                engine, store, test, winner, as_of=as_of, actor="flow ab-evaluation"
+            ),
+        )
         test = describe(get_test(engine, test_id))  # as the look left it: decided or not
     decision = seen.decision
     get_run_logger().info("A/B test %s: %s — %s", test_id, decision.status, decision.reason)

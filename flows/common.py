@@ -9,9 +9,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from aifx_ml.abtest.store import TestPlan
+from aifx_ml.alerts.notify import check_and_alert, raise_alert_safely
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.events.relay import relay_outbox
+from registry.challenger import offer_challenger
+from registry.mlflow_store import MlflowModelStore
+from registry.reconcile import reconcile
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
@@ -23,13 +28,9 @@ def _now() -> datetime:
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def reconcile_task(settings: Settings, actor: str) -> list[str]:
     """Bring MLflow's registry in line with `model_versions` before anything reads it."""
-    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
-    from registry.reconcile import reconcile  # noqa: PLC0415  (MLflow: only when it runs)
-
     with engine_for(settings.db_url) as engine:
         ensure_schema(engine, auto_upgrade=settings.is_embedded)
-        with settings_registry(settings) as client:
-            fixes = reconcile(engine, client, _now(), actor)
+        fixes = reconcile(engine, MlflowModelStore.from_settings(settings), _now(), actor)
     logger = get_run_logger()
     for fix in fixes:
         logger.warning("reconciled %s %s: %s", fix.kind, fix.version, fix.detail)
@@ -60,14 +61,10 @@ def challenger_task(
 ) -> dict[str, Any]:
     """Gate a new version; on a pass it is tried against Production in an A/B test run to
     `plan` (TestPlan fields; default: the library's pre-registered plan)."""
-    from aifx_ml.abtest.store import TestPlan  # noqa: PLC0415
-    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
-    from registry.challenger import offer_challenger  # noqa: PLC0415
-
-    with engine_for(settings.db_url) as engine, settings_registry(settings) as client:
+    with engine_for(settings.db_url) as engine:
         outcome = offer_challenger(
             engine,
-            client,
+            MlflowModelStore.from_settings(settings),
             version,
             as_of=as_of,
             actor=actor,
@@ -87,8 +84,6 @@ def challenger_task(
 def alerts_task(settings: Settings, as_of: datetime) -> list[str]:
     """Raise what the training, data-quality and outbox rules find, retry failed deliveries.
     Never fails the flow: a delivery problem is a recorded alert row."""
-    from aifx_ml.alerts.notify import check_and_alert  # noqa: PLC0415
-
     with engine_for(settings.db_url) as engine:
         raised = check_and_alert(engine, settings, as_of)
     return [f"{a.status} {a.alert_key}" for a in raised]
@@ -97,8 +92,6 @@ def alerts_task(settings: Settings, as_of: datetime) -> list[str]:
 @task(cache_policy=NO_CACHE)
 def raise_alerts_task(settings: Settings, drafts: list[Any], as_of: datetime) -> list[str]:
     """Raise the given alert drafts (A/B decisions, evaluation findings); never fails."""
-    from aifx_ml.alerts.notify import raise_alert_safely  # noqa: PLC0415
-
     with engine_for(settings.db_url) as engine:
         raised = [raise_alert_safely(engine, settings, d, as_of=as_of) for d in drafts]
     return [f"{a.status} {a.alert_key}" for a in raised if a is not None]

@@ -15,7 +15,9 @@ from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from aifx_ml.evaluation.monthly import Thresholds, previous_month
+from aifx_ml.evaluation.monthly_run import run_monthly
 from flows.common import raise_alerts_task, reconcile_task, relay_task
+from registry.mlflow_store import MlflowModelStore
 
 WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
 
@@ -24,15 +26,11 @@ WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
 def evaluate_task(
     settings: Settings, month: str, as_of: datetime, thresholds: Thresholds
 ) -> list[dict[str, Any]]:
-    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
-    from registry.evaluations import evaluate_month  # noqa: PLC0415
-
-    with engine_for(settings.db_url) as engine, settings_registry(settings) as client:
-        result = evaluate_month(
+    with engine_for(settings.db_url) as engine:
+        result = run_monthly(
             engine,
-            client,
             month,
-            artifact_root=settings.artifact_location,
+            MlflowModelStore.from_settings(settings),
             report_dir=settings.monthly_reports_dir,
             as_of=as_of,
             thresholds=thresholds,

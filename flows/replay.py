@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 
-from mlflow import MlflowClient
 from sqlalchemy import Engine, func, select
 
 from aifx_ml.config import Settings
@@ -17,12 +16,13 @@ from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import ConflictError
 from aifx_ml.events.relay import relay_outbox
 from aifx_ml.replay import state
+from aifx_ml.replay.assemble import build_report, write_report
 from aifx_ml.replay.loop import Progress, ReplaySettings, SimulatedClock, run_replay
 from aifx_ml.replay.plan import ReplayParams, replay_candles
 from aifx_ml.serving.inference import ModelServer
 from aifx_ml.serving.predict import PredictionService
 from flows.replay_jobs import replay_jobs, replay_runtime
-from registry.versions import serving_loader
+from registry.mlflow_store import MlflowModelStore, log_replay_report
 
 
 def run_to_end(
@@ -47,15 +47,13 @@ def run_to_end(
                 "MLFLOW_TRACKING_URI) at a new place"
             )
         run, _ = state.open_replay(engine, name, params.as_dict(), wall())
-        client = MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
-        )
+        store = MlflowModelStore.from_settings(settings)
         if run.status != "completed":
-            status = _loop(engine, settings, client, params, run, wall, stop, on_progress)
+            status = _loop(engine, settings, store, params, run, wall, stop, on_progress)
             if status != "completed":
                 return _reloaded(engine, name)
         if not (run.report or {}).get("html"):
-            report = write_replay_report(engine, settings, client, params, name)
+            report = write_replay_report(engine, settings, store, params, name)
             state.finish_replay(engine, run.id, "completed", wall(), report=report)
         return _reloaded(engine, name)
 
@@ -63,7 +61,7 @@ def run_to_end(
 def _loop(
     engine: Engine,
     settings: Settings,
-    client: MlflowClient,
+    store: MlflowModelStore,
     params: ReplayParams,
     run: ReplayRun,
     wall: Callable[[], datetime],
@@ -73,7 +71,7 @@ def _loop(
     clock = SimulatedClock(run.cursor or params.start)
     policy = SignalPolicy(buy_threshold=params.buy_threshold, sell_threshold=params.sell_threshold)
     # Who serves changes only through the replay's own jobs, which invalidate the server.
-    server = ModelServer(engine, serving_loader(client), refresh_seconds=math.inf)
+    server = ModelServer(engine, store, refresh_seconds=math.inf)
     service = PredictionService(engine, server, clock, policy)
     redis_url = settings.redis_url
 
@@ -115,14 +113,12 @@ def _loop(
 
 
 def write_replay_report(
-    engine: Engine, settings: Settings, client: MlflowClient, params: ReplayParams, name: str
+    engine: Engine, settings: Settings, store: MlflowModelStore, params: ReplayParams, name: str
 ) -> dict[str, str]:
     """The report's HTML and JSON under <data dir>/replays/<name>/, logged to MLflow."""
-    from registry.replay_report import build_report, log_report, write_report  # noqa: PLC0415
-
     report = build_report(
         engine,
-        client,
+        store,
         start=params.start,
         end=params.end,
         pairs=params.pairs,
@@ -135,8 +131,8 @@ def write_replay_report(
         title=name,
     )
     html, json_path = write_report(report, settings.data_dir / "replays" / name)
-    run_id = log_report(
-        client, report, html, json_path, run_name=name, artifact_root=settings.artifact_location
+    run_id = log_replay_report(
+        store, report, html, json_path, run_name=name, artifact_root=settings.artifact_location
     )
     return {
         "html": str(html),

@@ -14,13 +14,13 @@ import pandas as pd
 from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from aifx_ml.config import Settings
+from aifx_ml.config import Settings, git_commit
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.training.config import Stores, TrainingConfig
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
-from aifx_ml.training.tracking import git_commit
 from flows.common import alerts_task, challenger_task, reconcile_task, relay_task
+from registry.mlflow_store import MlflowModelStore
 
 READ_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
@@ -56,7 +56,8 @@ def train_task(
     """One training run on the loaded series; its record says how it ended."""
     with engine_for(settings.db_url) as engine:
         actor = "flow weekly-full" if training_type == "full" else "flow daily-incremental"
-        stores = Stores.from_settings(settings, engine, git_commit(), actor)
+        models = MlflowModelStore.from_settings(settings)
+        stores = Stores.from_settings(settings, engine, models, git_commit(), actor)
         candles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         if training_type == "full":
             result = train_full(stores, config, as_of, candles=candles)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mlflow import MlflowClient
 from sqlalchemy import Engine
 
 from aifx_ml.db.models import ModelABTest
+from aifx_ml.models.versions import get_version
+from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage, set_challenger
-from registry.versions import get_version
 
 
 def promote_winner(
     engine: Engine,
-    client: MlflowClient,
+    store: MlflowModelStore,
     test: ModelABTest,
     winner: str,
     *,
@@ -27,7 +27,7 @@ def promote_winner(
     if get_version(engine, winner).status != "production":
         change_stage(
             engine,
-            client,
+            store,
             winner,
             "production",
             as_of=as_of,
@@ -38,7 +38,7 @@ def promote_winner(
     if get_version(engine, loser).status == "staging":
         change_stage(
             engine,
-            client,
+            store,
             loser,
             "archived",
             as_of=as_of,
@@ -47,11 +47,11 @@ def promote_winner(
             ab_test_id=test.id,
         )
     if test.model_type is not None:
-        set_challenger(engine, client, None, test.model_type)
+        set_challenger(engine, store, None, test.model_type)
 
 
-def mark_challenger(engine: Engine, client: MlflowClient, test: ModelABTest) -> None:
+def mark_challenger(engine: Engine, store: MlflowModelStore, test: ModelABTest) -> None:
     """Point the `challenger` alias at the test's B version while it is in Staging."""
     row = get_version(engine, test.model_b_version)
     if row.status == "staging" and test.model_type is not None:
-        set_challenger(engine, client, row.version, test.model_type)
+        set_challenger(engine, store, row.version, test.model_type)

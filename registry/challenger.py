@@ -7,15 +7,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from mlflow import MlflowClient
 from sqlalchemy import Engine
 
 from aifx_ml.abtest.store import TestPlan, active_test, create_test
 from aifx_ml.evaluation.gate import DEFAULT_MARGIN, DEFAULT_MIN_SAMPLES, GateDecision
+from aifx_ml.models.versions import get_version
 from registry.abtest import mark_challenger
+from registry.mlflow_store import MlflowModelStore
 from registry.promotion import evaluate_candidate
 from registry.stages import change_stage
-from registry.versions import get_version
 
 DEFAULT_SPLIT = 0.2
 
@@ -33,7 +33,7 @@ class ChallengerOutcome:
 
 def offer_challenger(
     engine: Engine,
-    client: MlflowClient,
+    store: MlflowModelStore,
     version: str,
     *,
     as_of: datetime,
@@ -52,14 +52,14 @@ def offer_challenger(
             version, "test_running", None, running.id, f"A/B test {running.test_name!r} runs"
         )
     decision, production = evaluate_candidate(
-        engine, client, version, as_of, margin=margin, min_samples=min_samples
+        engine, store, version, as_of, margin=margin, min_samples=min_samples
     )
     if not decision.passed:
         return ChallengerOutcome(version, "refused", decision, None, "; ".join(decision.reasons))
     if production is None:
         change_stage(
             engine,
-            client,
+            store,
             version,
             "production",
             as_of=as_of,
@@ -77,5 +77,5 @@ def offer_challenger(
         as_of=as_of,
         plan=plan,
     )
-    mark_challenger(engine, client, test)
+    mark_challenger(engine, store, test)
     return ChallengerOutcome(version, "ab_test_started", decision, test.id)

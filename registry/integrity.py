@@ -10,13 +10,9 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from aifx_ml.errors import AifxError
+from aifx_ml.models.store import ArtifactIntegrityError
 
 CHUNK = 1 << 20
-
-
-class ArtifactIntegrityError(AifxError):
-    """A model's files are not the ones registered."""
 
 
 def directory_sha256(root: Path) -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
-from mlflow import MlflowClient
 from sqlalchemy import Engine
 
+from aifx_ml.errors import RegistryError
 from aifx_ml.evaluation.gate import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_SAMPLES,
@@ -18,10 +18,12 @@ from aifx_ml.evaluation.gate import (
     promotion_gate,
 )
 from aifx_ml.evaluation.holdout import score_on_holdout
+from aifx_ml.models.store import ModelStore
+from aifx_ml.models.versions import get_version, production_version
 from aifx_ml.training.config import training_config
 from aifx_ml.training.data import load_training_candles
+from registry.mlflow_store import MlflowModelStore
 from registry.stages import StageResult, change_stage
-from registry.versions import RegistryError, get_version, load_version, production_version
 
 BASELINE_LOOKBACK = timedelta(days=30)
 
@@ -40,7 +42,7 @@ class PromotionOutcome:
 
 def evaluate_candidate(
     engine: Engine,
-    client: MlflowClient,
+    store: ModelStore,
     version: str,
     as_of: datetime,
     *,
@@ -59,12 +61,12 @@ def evaluate_candidate(
     rows = [candidate_row] + ([current] if current is not None else [])
     starts = [_holdout_start(r.version, r.metrics or {}) for r in rows]
     holdout_start = max(starts)
-    card = load_version(candidate_row, client)
+    card = store.load(candidate_row)
     models = {candidate_row.version: (card.model, card.card)}
     if current is not None:
-        champion = load_version(current, client)
+        champion = store.load(current)
         models[current.version] = (champion.model, champion.card)
-    config = training_config(card.card["pairs"], card.card["timeframes"])
+    config = training_config(card.card.pairs, card.card.timeframes)
     candles = load_training_candles(
         engine, config, (holdout_start - BASELINE_LOOKBACK).to_pydatetime(), as_of
     )
@@ -82,7 +84,7 @@ def evaluate_candidate(
 
 def promote(
     engine: Engine,
-    client: MlflowClient,
+    store: MlflowModelStore,
     version: str,
     *,
     as_of: datetime,
@@ -96,7 +98,7 @@ def promote(
     if force_reason is not None and not force_reason.strip():
         raise RegistryError('a forced promotion needs a reason: --force --reason "..."')
     decision, current = evaluate_candidate(
-        engine, client, version, as_of, margin=margin, min_samples=min_samples
+        engine, store, version, as_of, margin=margin, min_samples=min_samples
     )
     outcome = PromotionOutcome(version, decision, current, promoted=False, forced=False)
     if not decision.passed and force_reason is None:
@@ -105,7 +107,7 @@ def promote(
     reason = f"forced: {force_reason}" if forced else f"passed the promotion gate (margin {margin})"
     outcome.stage = change_stage(
         engine,
-        client,
+        store,
         version,
         "production",
         as_of=as_of,

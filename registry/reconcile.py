@@ -15,23 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy import Engine, select, update
 
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ModelStageHistory, ModelTrainingLog, ModelVersion
+from aifx_ml.models.store import number_of, registered_name, version_label
 from registry.integrity import version_sha256
+from registry.mlflow_store import CHALLENGER, CHAMPION, SHA_TAG, MlflowModelStore, transition_stage
 from registry.stages import sync_mlflow
-from registry.versions import (
-    CHALLENGER,
-    CHAMPION,
-    SHA_TAG,
-    mlflow_version_of,
-    registered_name,
-    transition_stage,
-    version_label,
-)
 
 ORPHAN_TAG = "aifx.orphan"
 
@@ -45,15 +37,15 @@ class Fix:
     detail: str
 
 
-def reconcile(engine: Engine, client: MlflowClient, as_of: datetime, actor: str) -> list[Fix]:
+def reconcile(engine: Engine, store: MlflowModelStore, as_of: datetime, actor: str) -> list[Fix]:
     """Bring MLflow in line with the table for every model type either of them knows."""
-    types = {r.model_type for r in _rows(engine, None)} | _mlflow_types(client)
+    types = {r.model_type for r in _rows(engine, None)} | _mlflow_types(store)
     fixes: list[Fix] = []
     for model_type in sorted(types):
-        fixes += _missing_in_mlflow(engine, client, _rows(engine, model_type), as_of, actor)
+        fixes += _missing_in_mlflow(engine, store, _rows(engine, model_type), as_of, actor)
         # Read again: a re-registered version has a new registry URI now.
-        fixes += _orphans_in_mlflow(client, model_type, _rows(engine, model_type))
-        for change in sync_mlflow(engine, client, model_type):
+        fixes += _orphans_in_mlflow(store, model_type, _rows(engine, model_type))
+        for change in sync_mlflow(engine, store, model_type):
             version = change.split(":", 1)[0] if ":" in change else model_type
             kind = "alias" if "alias" in change else "stage"
             fixes.append(Fix(kind, version, change))
@@ -68,35 +60,35 @@ def _rows(engine: Engine, model_type: str | None) -> list[ModelVersion]:
         return list(session.execute(query).scalars().all())
 
 
-def _mlflow_types(client: MlflowClient) -> set[str]:
-    found = client.search_registered_models(filter_string="name LIKE 'aifx-%'")
+def _mlflow_types(store: MlflowModelStore) -> set[str]:
+    found = store.client.search_registered_models(filter_string="name LIKE 'aifx-%'")
     return {m.name.removeprefix("aifx-") for m in found}
 
 
-def _mlflow_numbers(client: MlflowClient, model_type: str) -> dict[str, object]:
+def _mlflow_numbers(store: MlflowModelStore, model_type: str) -> dict[str, object]:
     name = registered_name(model_type)
-    return {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    return {str(v.version): v for v in store.client.search_model_versions(f"name = '{name}'")}
 
 
 def _orphans_in_mlflow(
-    client: MlflowClient, model_type: str, rows: list[ModelVersion]
+    store: MlflowModelStore, model_type: str, rows: list[ModelVersion]
 ) -> list[Fix]:
     name = registered_name(model_type)
-    recorded = {mlflow_version_of(r) for r in rows if r.model_path}
+    recorded = {number_of(r) for r in rows if r.model_path}
     fixes = []
-    for number, found in _mlflow_numbers(client, model_type).items():
+    for number, found in _mlflow_numbers(store, model_type).items():
         if number in recorded:
             continue
         stage = getattr(found, "current_stage", "None")
         tags = getattr(found, "tags", {}) or {}
         if stage == "Archived" and tags.get(ORPHAN_TAG) == "true":
             continue
-        transition_stage(client, name, number, "Archived")
-        client.set_model_version_tag(name, number, ORPHAN_TAG, "true")
-        aliases = client.get_registered_model(name).aliases or {}
+        transition_stage(store.client, name, number, "Archived")
+        store.client.set_model_version_tag(name, number, ORPHAN_TAG, "true")
+        aliases = store.client.get_registered_model(name).aliases or {}
         for alias in (CHAMPION, CHALLENGER):
             if str(aliases.get(alias)) == number:
-                client.delete_registered_model_alias(name, alias)
+                store.client.delete_registered_model_alias(name, alias)
         fixes.append(
             Fix(
                 "orphan_in_mlflow",
@@ -109,17 +101,17 @@ def _orphans_in_mlflow(
 
 
 def _missing_in_mlflow(
-    engine: Engine, client: MlflowClient, rows: list[ModelVersion], as_of: datetime, actor: str
+    engine: Engine, store: MlflowModelStore, rows: list[ModelVersion], as_of: datetime, actor: str
 ) -> list[Fix]:
     if not rows:
         return []
     model_type = rows[0].model_type
-    present = _mlflow_numbers(client, model_type)
+    present = _mlflow_numbers(store, model_type)
     fixes = []
     for row in rows:
-        if not row.model_path or mlflow_version_of(row) in present:
+        if not row.model_path or number_of(row) in present:
             continue
-        restored = _reregister(engine, client, row)
+        restored = _reregister(engine, store, row)
         if restored is not None:
             fixes.append(
                 Fix("missing_in_mlflow", row.version, f"re-registered from its run as {restored}")
@@ -143,24 +135,24 @@ def _missing_in_mlflow(
     return fixes
 
 
-def _reregister(engine: Engine, client: MlflowClient, row: ModelVersion) -> str | None:
+def _reregister(engine: Engine, store: MlflowModelStore, row: ModelVersion) -> str | None:
     """Register the run's logged model again if its files still have the recorded checksum."""
     run_id = _run_of(engine, row)
     if run_id is None:
         return None
     try:
-        experiment = client.get_run(run_id).info.experiment_id
-        logged = client.search_logged_models(
+        experiment = store.client.get_run(run_id).info.experiment_id
+        logged = store.client.search_logged_models(
             [experiment], filter_string=f"source_run_id = '{run_id}'"
         )
     except MlflowException:
         return None
     name = registered_name(row.model_type)
     for model in logged:
-        created = client.create_model_version(name, model.model_uri, run_id=run_id)
+        created = store.client.create_model_version(name, model.model_uri, run_id=run_id)
         number = str(created.version)
-        if version_sha256(client, name, number) == row.artifact_sha256:
-            client.set_model_version_tag(name, number, SHA_TAG, row.artifact_sha256 or "")
+        if version_sha256(store.client, name, number) == row.artifact_sha256:
+            store.client.set_model_version_tag(name, number, SHA_TAG, row.artifact_sha256 or "")
             with transaction(engine) as session:
                 session.execute(
                     update(ModelVersion)
@@ -168,7 +160,7 @@ def _reregister(engine: Engine, client: MlflowClient, row: ModelVersion) -> str 
                     .values(model_path=f"models:/{name}/{number}")
                 )
             return f"models:/{name}/{number}"
-        client.delete_model_version(name, number)
+        store.client.delete_model_version(name, number)
     return None
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
@@ -28,16 +27,15 @@ from sqlalchemy.orm import Session
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelStageHistory, ModelVersion
+from aifx_ml.errors import RegistryError
 from aifx_ml.events.outbox import enqueue
-from registry.versions import (
+from aifx_ml.models.store import number_of, registered_name
+from aifx_ml.models.versions import get_version, production_version
+from registry.mlflow_store import (
     CHALLENGER,
     CHAMPION,
     MLFLOW_STAGES,
-    RegistryError,
-    get_version,
-    mlflow_version_of,
-    production_version,
-    registered_name,
+    MlflowModelStore,
     transition_stage,
 )
 
@@ -75,7 +73,7 @@ class StageResult:
 
 def change_stage(
     engine: Engine,
-    client: MlflowClient,
+    store: MlflowModelStore,
     version: str,
     to_status: str,
     *,
@@ -99,7 +97,7 @@ def change_stage(
             engine, version, to_status, model_type, as_of, reason, actor, ab_test_id, details
         )
         try:
-            sync_mlflow(engine, client, model_type)
+            sync_mlflow(engine, store, model_type)
         except MlflowException as exc:
             # The table has changed and is the truth; reconciliation brings MLflow in line.
             result.mlflow_synced, result.mlflow_error = False, str(exc).splitlines()[0]
@@ -173,7 +171,7 @@ def _change_in_table(
 
 def rollback(
     engine: Engine,
-    client: MlflowClient,
+    store: MlflowModelStore,
     model_type: str,
     *,
     as_of: datetime,
@@ -195,10 +193,10 @@ def rollback(
     if target.model_type != model_type:
         raise RegistryError(f"{to} is a {target.model_type} model, not {model_type}")
     why = reason or f"rollback from {current or 'no Production version'} to {to}"
-    return change_stage(engine, client, to, "production", as_of=as_of, reason=why, actor=actor)
+    return change_stage(engine, store, to, "production", as_of=as_of, reason=why, actor=actor)
 
 
-def sync_mlflow(engine: Engine, client: MlflowClient, model_type: str) -> list[str]:
+def sync_mlflow(engine: Engine, store: MlflowModelStore, model_type: str) -> list[str]:
     """Make MLflow's stages and aliases of one model type say what the table says.
 
     Returns what it changed (empty when they already agreed).
@@ -211,46 +209,48 @@ def sync_mlflow(engine: Engine, client: MlflowClient, model_type: str) -> list[s
         )
     name = registered_name(model_type)
     changed: list[str] = []
-    known = {mlflow_version_of(r): r for r in rows if r.model_path}
+    known = {number_of(r): r for r in rows if r.model_path}
     for number, row in known.items():
         want = MLFLOW_STAGES[row.status]
-        have = client.get_model_version(name, number).current_stage
+        have = store.client.get_model_version(name, number).current_stage
         if have != want:
-            transition_stage(client, name, number, want)
+            transition_stage(store.client, name, number, want)
             changed.append(f"{row.version}: MLflow stage {have} → {want}")
     if not known:
         return changed
     # MLflow hands alias targets back as numbers from some stores, strings from others.
-    aliases = {k: str(v) for k, v in (client.get_registered_model(name).aliases or {}).items()}
+    aliases = {
+        k: str(v) for k, v in (store.client.get_registered_model(name).aliases or {}).items()
+    }
     production = [n for n, r in known.items() if r.status == "production"]
     if production and aliases.get(CHAMPION) != production[0]:
-        client.set_registered_model_alias(name, CHAMPION, production[0])
+        store.client.set_registered_model_alias(name, CHAMPION, production[0])
         changed.append(f"{known[production[0]].version}: alias {CHAMPION} set")
     if not production and CHAMPION in aliases:
-        client.delete_registered_model_alias(name, CHAMPION)
+        store.client.delete_registered_model_alias(name, CHAMPION)
         changed.append(f"alias {CHAMPION} removed (no Production version)")
     challenger = aliases.get(CHALLENGER)
     if challenger is not None and (
         challenger not in known or known[challenger].status != "staging"
     ):
-        client.delete_registered_model_alias(name, CHALLENGER)
+        store.client.delete_registered_model_alias(name, CHALLENGER)
         changed.append(f"alias {CHALLENGER} removed (version {challenger} is not in Staging)")
     return changed
 
 
 def set_challenger(
-    engine: Engine, client: MlflowClient, version: str | None, model_type: str
+    engine: Engine, store: MlflowModelStore, version: str | None, model_type: str
 ) -> None:
     """Point the `challenger` alias at the Staging version under test (None: remove it)."""
     name = registered_name(model_type)
     if version is None:
-        if CHALLENGER in (client.get_registered_model(name).aliases or {}):
-            client.delete_registered_model_alias(name, CHALLENGER)
+        if CHALLENGER in (store.client.get_registered_model(name).aliases or {}):
+            store.client.delete_registered_model_alias(name, CHALLENGER)
         return
     row = get_version(engine, version)
     if row.status != "staging":
         raise RegistryError(f"model version {version} is {row.status}: a challenger is in Staging")
-    client.set_registered_model_alias(name, CHALLENGER, mlflow_version_of(row))
+    store.client.set_registered_model_alias(name, CHALLENGER, number_of(row))
 
 
 def _set_status(session: Session, row: ModelVersion, status: str, as_of: datetime) -> None:

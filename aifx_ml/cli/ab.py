@@ -16,31 +16,10 @@ from aifx_ml.abtest.store import (
     get_test,
     list_tests,
 )
-from aifx_ml.cli.common import AppContext, app_context, console, frame_table, registry_client
+from aifx_ml.cli.common import AppContext, app_context, console, frame_table, model_store
 from aifx_ml.db.models import ModelABTest
 
 app = typer.Typer(help="A/B tests between model versions.", no_args_is_help=True)
-
-
-def serve_cmd(
-    ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    buy_threshold: Annotated[float, typer.Option(help="P(up) at or above: buy.")] = 0.55,
-    sell_threshold: Annotated[float, typer.Option(help="P(up) at or below: sell.")] = 0.45,
-) -> None:
-    """Serve predictions and the A/B test API (OpenAPI at /docs)."""
-    import uvicorn  # noqa: PLC0415
-
-    from aifx_ml.domain import SignalPolicy  # noqa: PLC0415
-    from aifx_ml.serving.app import create_app  # noqa: PLC0415
-
-    app_ctx = app_context(ctx)
-    policy = SignalPolicy(buy_threshold=buy_threshold, sell_threshold=sell_threshold)
-    api = create_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy)
-    console.print(f"serving on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
-    uvicorn.run(api, host=host, port=port, workers=workers, log_level="info")
 
 
 @app.command("create")
@@ -70,8 +49,8 @@ def create_cmd(
         as_of=app_ctx.now(),
         plan=plan,
     )
-    with registry_client(app_ctx) as client:
-        _mark(app_ctx, client, test)
+    store = model_store(app_ctx)
+    _mark(app_ctx, store, test)
     console.print(
         f"[green]started[/] A/B test {test.test_name!r} ({test.id}): "
         f"{model_a} vs {model_b}, {split:.0%} to B"
@@ -126,9 +105,9 @@ def evaluate_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) 
     app_ctx = app_context(ctx)
     engine = app_ctx.engine()
 
-    with registry_client(app_ctx) as client:
-        promote = _promoter(app_ctx, client)
-        seen = evaluate_test(engine, test_id, app_ctx.now(), promote).as_dict()
+    store = model_store(app_ctx)
+    promote = _promoter(app_ctx, store)
+    seen = evaluate_test(engine, test_id, app_ctx.now(), promote).as_dict()
     test = get_test(engine, test_id)
     _print_look(test, seen)
     console.print(f"test is {test.status}" + (f", winner {test.winner}" if test.winner else ""))
@@ -144,15 +123,15 @@ def complete_cmd(
     """End a test; a --winner becomes the Production version."""
     app_ctx = app_context(ctx)
 
-    with registry_client(app_ctx) as client:
-        test = complete_test(
-            app_ctx.engine(),
-            test_id,
-            as_of=app_ctx.now(),
-            winner=winner,
-            reason=reason,
-            promote=_promoter(app_ctx, client),
-        )
+    store = model_store(app_ctx)
+    test = complete_test(
+        app_ctx.engine(),
+        test_id,
+        as_of=app_ctx.now(),
+        winner=winner,
+        reason=reason,
+        promote=_promoter(app_ctx, store),
+    )
     console.print(f"completed {test.test_name!r}" + (f": {winner} in Production" if winner else ""))
 
 
@@ -168,19 +147,19 @@ def cancel_cmd(
     console.print(f"cancelled {test.test_name!r}")
 
 
-def _promoter(app_ctx: AppContext, client: Any) -> Any:
+def _promoter(app_ctx: AppContext, store: Any) -> Any:
     from registry.abtest import promote_winner  # noqa: PLC0415
 
     def promote(test: ModelABTest, winner: str) -> None:
-        promote_winner(app_ctx.engine(), client, test, winner, as_of=app_ctx.now(), actor="aifx ab")
+        promote_winner(app_ctx.engine(), store, test, winner, as_of=app_ctx.now(), actor="aifx ab")
 
     return promote
 
 
-def _mark(app_ctx: AppContext, client: Any, test: ModelABTest) -> None:
+def _mark(app_ctx: AppContext, store: Any, test: ModelABTest) -> None:
     from registry.abtest import mark_challenger  # noqa: PLC0415
 
-    mark_challenger(app_ctx.engine(), client, test)
+    mark_challenger(app_ctx.engine(), store, test)
 
 
 def _print_look(test: ModelABTest, seen: dict[str, Any]) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,7 +18,7 @@ from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from registry.mlflow_store import MlflowModelStore
 
 # Logs and CI are not terminals; 80 columns would truncate every table there.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -34,6 +32,7 @@ class AppContext:
     settings: Settings
     debug: bool = False
     _engine: Engine | None = field(default=None, repr=False)
+    _store: MlflowModelStore | None = field(default=None, repr=False)
 
     def engine(self, *, migrate: bool = True) -> Engine:
         """The database engine, schema checked (and created on a fresh database) on first use."""
@@ -48,14 +47,14 @@ class AppContext:
         return datetime.now(UTC)
 
 
-@contextmanager
-def registry_client(app_ctx: AppContext) -> Iterator[MlflowClient]:
-    """MLflow pointed at the settings' stores, for the commands that talk to the registry."""
-    # MLflow takes seconds to import: only for the commands that need it.
-    from aifx_ml.training.tracking import settings_registry  # noqa: PLC0415
+def model_store(app_ctx: AppContext) -> MlflowModelStore:
+    """The model store the settings name (MLflow), built once per invocation."""
+    # MLflow takes seconds to import: only the commands that use the registry pay for it.
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
 
-    with settings_registry(app_ctx.settings) as client:
-        yield client
+    if app_ctx._store is None:
+        app_ctx._store = MlflowModelStore.from_settings(app_ctx.settings)
+    return app_ctx._store
 
 
 def app_context(ctx: typer.Context) -> AppContext:

@@ -7,7 +7,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from aifx_ml.cli.common import app_context, console, frame_table, parse_time, registry_client
+from aifx_ml.cli.common import app_context, console, frame_table, model_store, parse_time
 
 app = typer.Typer(
     help="Evaluate models in production: drift and degradation.", no_args_is_help=True
@@ -29,23 +29,20 @@ def monthly_cmd(
 ) -> None:
     """Evaluate every Production (and recently archived) version on a month: input drift
     against its training window, quality against its own holdout, and a recommendation."""
+    # Evaluation loads TensorFlow: only this command pays for it.
     from aifx_ml.evaluation.monthly import Thresholds, previous_month  # noqa: PLC0415
-    from registry.evaluations import evaluate_month  # noqa: PLC0415
+    from aifx_ml.evaluation.monthly_run import run_monthly  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
     settings = app_ctx.settings
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
     month = month or previous_month(moment)
     thresholds = Thresholds(accuracy_drop=accuracy_drop, auc_drop=auc_drop, drift_share=drift_share)
-    with (
-        registry_client(app_ctx) as client,
-        console.status(f"evaluating {month}…"),
-    ):
-        result = evaluate_month(
+    with console.status(f"evaluating {month}…"):
+        result = run_monthly(
             app_ctx.engine(),
-            client,
             month,
-            artifact_root=settings.artifact_location,
+            model_store(app_ctx),
             report_dir=settings.monthly_reports_dir,
             as_of=moment,
             thresholds=thresholds,

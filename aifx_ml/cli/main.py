@@ -10,7 +10,7 @@ from typing import Annotated
 import click
 import typer
 
-from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, signals, train
+from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, serve, signals, train
 from aifx_ml.cli.common import AppContext, console, err_console
 from aifx_ml.cli.demo import demo_cmd
 from aifx_ml.cli.replay import replay_cmd
@@ -33,7 +33,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(ab.app, name="ab")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(evaluate.app, name="evaluate")
-app.command("serve")(ab.serve_cmd)
+app.command("serve")(serve.serve_cmd)
 app.command("label")(signals.label_cmd)
 app.command("demo")(demo_cmd)
 app.command("replay")(replay_cmd)

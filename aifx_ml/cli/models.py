@@ -14,12 +14,14 @@ from aifx_ml.cli.common import (
     app_context,
     console,
     frame_table,
+    model_store,
     parse_time,
-    registry_client,
 )
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.models.history import lineage, serving_at, stage_history
+from aifx_ml.models.versions import get_version
 
 if TYPE_CHECKING:
     from aifx_ml.evaluation.gate import GateDecision
@@ -95,8 +97,6 @@ def show_cmd(
 ) -> None:
     """One version: lineage (parent chain), its training run, data range, dataset hash,
     metrics and stage history."""
-    from registry.history import lineage, stage_history  # noqa: PLC0415
-    from registry.versions import get_version  # noqa: PLC0415
 
     engine = app_context(ctx).engine()
     row = get_version(engine, version)
@@ -153,7 +153,6 @@ def history_cmd(
 ) -> None:
     """Every stage change ever made: when, from what to what, why, and by which command or
     flow. `--at "2026-11-17 14:00"` answers which version was serving then."""
-    from registry.history import serving_at, stage_history  # noqa: PLC0415
 
     engine = app_context(ctx).engine()
     if at is not None:
@@ -189,7 +188,6 @@ def promote_cmd(
     """Promote a version to Production if it beats Production (by --margin) and the baselines
     on the same recent holdout; the old Production version is archived in the same step."""
     from registry.promotion import promote  # noqa: PLC0415
-    from registry.versions import get_version  # noqa: PLC0415
 
     if force and not (reason and reason.strip()):
         raise InvalidInputError('--force needs --reason "why this overrides the gate"')
@@ -199,10 +197,11 @@ def promote_cmd(
         raise InvalidInputError(f"invalid --margin {margin}: expected an accuracy in [0, 1)")
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
-    with registry_client(app_ctx) as client, console.status("scoring on the recent holdout…"):
+    store = model_store(app_ctx)
+    with console.status("scoring on the recent holdout…"):
         outcome = promote(
             app_ctx.engine(),
-            client,
+            store,
             version,
             as_of=moment,
             actor=_actor(ctx),
@@ -241,16 +240,16 @@ def rollback_cmd(
 
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
-    with registry_client(app_ctx) as client:
-        result = rollback(
-            app_ctx.engine(),
-            client,
-            model_type,
-            as_of=moment,
-            actor=_actor(ctx),
-            to=to,
-            reason=reason,
-        )
+    store = model_store(app_ctx)
+    result = rollback(
+        app_ctx.engine(),
+        store,
+        model_type,
+        as_of=moment,
+        actor=_actor(ctx),
+        to=to,
+        reason=reason,
+    )
     restored = [c.version for c in result.changes if c.to_status == "production"][0]
     _print_stage(result, f"rolled back: {restored} is in Production again")
 
@@ -267,16 +266,16 @@ def archive_cmd(
 
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
-    with registry_client(app_ctx) as client:
-        result = change_stage(
-            app_ctx.engine(),
-            client,
-            version,
-            "archived",
-            as_of=moment,
-            reason=reason,
-            actor=_actor(ctx),
-        )
+    store = model_store(app_ctx)
+    result = change_stage(
+        app_ctx.engine(),
+        store,
+        version,
+        "archived",
+        as_of=moment,
+        reason=reason,
+        actor=_actor(ctx),
+    )
     _print_stage(result, f"{version} archived")
 
 
@@ -286,8 +285,8 @@ def reconcile_cmd(ctx: typer.Context) -> None:
     from registry.reconcile import reconcile  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
-    with registry_client(app_ctx) as client:
-        fixes = reconcile(app_ctx.engine(), client, app_ctx.now(), _actor(ctx))
+    store = model_store(app_ctx)
+    fixes = reconcile(app_ctx.engine(), store, app_ctx.now(), _actor(ctx))
     if not fixes:
         console.print("MLflow and model_versions agree: nothing to fix")
         return

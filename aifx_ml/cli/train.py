@@ -9,7 +9,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aifx_ml.cli.common import AppContext, app_context, console, parse_list, parse_time
+from aifx_ml.cli.common import (
+    AppContext,
+    app_context,
+    console,
+    model_store,
+    parse_list,
+    parse_time,
+)
+from aifx_ml.config import git_commit
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, training_config
 
@@ -121,10 +129,11 @@ def run_training(
     """One run with a progress bar per epoch."""
     # TensorFlow and MLflow take seconds to import: only when training, not for `--help`.
     from aifx_ml.training.runs import train_full, train_incremental  # noqa: PLC0415
-    from aifx_ml.training.tracking import git_commit  # noqa: PLC0415
 
     actor = f"aifx train {'weekly' if training_type == 'full' else 'daily'}"
-    stores = Stores.from_settings(app_ctx.settings, app_ctx.engine(), git_commit(), actor)
+    stores = Stores.from_settings(
+        app_ctx.settings, app_ctx.engine(), model_store(app_ctx), git_commit(), actor
+    )
     total = config.epochs if training_type == "full" else config.incremental_epochs
     columns = (
         TextColumn("[bold]{task.description}"),

@@ -27,9 +27,9 @@ from aifx_ml.data.candles import (
 from aifx_ml.data.validation import find_gaps
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import DataQuarantine, MarketData, TradingSignal
+from aifx_ml.domain import OUTCOMES
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.indicators import INDICATOR_COLUMNS
-from aifx_ml.labeling.rules import OUTCOMES
 from aifx_ml.markets import horizon
 
 Format = Literal["csv", "parquet"]

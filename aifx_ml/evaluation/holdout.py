@@ -17,11 +17,12 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import HoldoutMetrics, baseline_scores, holdout_metrics
-from aifx_ml.features.dataset import Dataset, Scaler, build_dataset, naive_utc
+from aifx_ml.features.dataset import Dataset, build_dataset, naive_utc
+from aifx_ml.models.card import ModelCard
 from aifx_ml.models.predict import predict_proba
 
 # A model to score: its Keras model and its card (window, scaler, features).
-Scorable = tuple[Any, Mapping[str, Any]]
+Scorable = tuple[Any, ModelCard]
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,7 @@ def score_on_holdout(
     if not models:
         raise InvalidInputError("no models to score")
     start = naive_utc(holdout_start)
-    datasets = {
-        w: build_dataset(candles, w) for w in {int(c["window"]) for _, c in models.values()}
-    }
+    datasets = {w: build_dataset(candles, w) for w in {c.window for _, c in models.values()}}
     keys = {w: _keys(d) for w, d in datasets.items()}
     holdout_keys = set.intersection(
         *(
@@ -60,11 +59,9 @@ def score_on_holdout(
     common = np.array(sorted(holdout_keys))
     scores = {}
     for name, (model, card) in models.items():
-        dataset = datasets[int(card["window"])]
-        if list(card["features"]) != list(dataset.feature_names):
-            raise InvalidInputError(f"model {name} was trained on other features")
-        rows = _positions(keys[int(card["window"])], common)
-        windows = dataset.windows(Scaler.from_dict(dict(card["scaler"])))
+        dataset = datasets[card.window]
+        windows = card.windows(dataset, f"model {name}")
+        rows = _positions(keys[card.window], common)
         p = predict_proba(model, windows, dataset.samples.rows[rows])
         scores[name] = holdout_metrics(dataset.samples.target[rows], p)
     # Baselines from one dataset, the same whatever order the models came in.

@@ -19,8 +19,9 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import holdout_metrics
-from aifx_ml.features.dataset import Dataset, Scaler, build_dataset, naive_utc
+from aifx_ml.features.dataset import Dataset, build_dataset, naive_utc
 from aifx_ml.jsonsafe import finite
+from aifx_ml.models.card import ModelCard
 from aifx_ml.models.predict import predict_proba
 
 REFERENCE_ROWS = 5000  # more rows make the report slower, not the drift measure better
@@ -94,18 +95,16 @@ def previous_month(moment: datetime) -> str:
 
 def scored_samples(
     model: Any,
-    card: Mapping[str, Any],
+    card: ModelCard,
     candles: pd.DataFrame,
     start: pd.Timestamp,
     end: pd.Timestamp,
 ) -> pd.DataFrame:
     """Per sample decided in [start, end): the decision candle's features, target, P(up)."""
-    dataset = build_dataset(candles, int(card["window"]))
-    if list(card["features"]) != list(dataset.feature_names):
-        raise InvalidInputError("the model was trained on other features")
+    dataset = build_dataset(candles, card.window)
+    windows = card.windows(dataset)
     s = dataset.samples
     keep = np.flatnonzero((s.time >= naive_utc(start)) & (s.time < naive_utc(end)) & ~s.from_signal)
-    windows = dataset.windows(Scaler.from_dict(dict(card["scaler"])))
     p = predict_proba(model, windows, s.rows[keep]) if len(keep) else np.empty(0)
     return _frame(dataset, keep, p)
 

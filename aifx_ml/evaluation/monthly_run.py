@@ -9,7 +9,7 @@ Loading a model and logging to MLflow are passed in (the registry and MLflow liv
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,11 +31,8 @@ from aifx_ml.evaluation.monthly import (
     scored_samples,
 )
 from aifx_ml.markets import approx_step
+from aifx_ml.models.store import ModelStore
 
-# (row) -> (keras model, card)
-Loader = Callable[[ModelVersion], tuple[Any, Mapping[str, Any]]]
-# (evaluation, report path) -> MLflow run id (or None when not logged)
-Logger = Callable[[VersionEvaluation, Path], str | None]
 ARCHIVED_WITHIN = timedelta(days=62)
 
 
@@ -73,14 +70,15 @@ def versions_to_evaluate(engine: Engine, month_start: datetime) -> list[ModelVer
 def run_monthly(
     engine: Engine,
     month: str,
+    store: ModelStore,
     *,
-    loader: Loader,
     report_dir: Path,
     as_of: datetime,
     thresholds: Thresholds | None = None,
-    log: Logger | None = None,
 ) -> MonthlyResult:
-    """Evaluate every version that matters for `month` and store what was found."""
+    """Evaluate every version that matters for `month` and store what was found: a row in
+    `model_evaluations`, the report under `report_dir`, and a run in the model store linked
+    from the version."""
     thresholds = thresholds or Thresholds()
     start, end = month_bounds(month)
     if start >= pd.Timestamp(as_of):
@@ -99,9 +97,7 @@ def run_monthly(
 
     for row in rows:
         try:
-            evaluation, html = _evaluate(
-                engine, row, loader, candles, month, start, end, thresholds
-            )
+            evaluation, html = _evaluate(engine, row, store, candles, month, start, end, thresholds)
         except InvalidInputError as exc:  # no data for it: say so, go on with the others
             result.errors[row.version] = str(exc)
             continue
@@ -118,7 +114,8 @@ def run_monthly(
         ]
         production.recommendation, production.rollback_to = recommend(production, others)
     for evaluation in result.evaluations:
-        run_id = log(evaluation, result.reports[evaluation.version]) if log else None
+        row = next(r for r in rows if r.version == evaluation.version)
+        run_id = store.log_evaluation(row, evaluation.summary(), result.reports[row.version])
         _store(engine, evaluation, result.reports[evaluation.version], run_id, as_of)
     return result
 
@@ -126,20 +123,21 @@ def run_monthly(
 def _evaluate(
     engine: Engine,
     row: ModelVersion,
-    loader: Loader,
+    store: ModelStore,
     candles: Callable[[list[str], list[str], datetime, datetime], pd.DataFrame],
     month: str,
     start: pd.Timestamp,
     end: pd.Timestamp,
     thresholds: Thresholds,
 ) -> tuple[VersionEvaluation, str]:
-    model, card = loader(row)
+    loaded = store.load(row)
+    model, card = loaded.model, loaded.card
     metrics = row.metrics or {}
-    data_range = card.get("data_time_range") or {}
+    data_range = card.data_time_range
     if "start" not in data_range or "holdout_start" not in metrics:
         raise InvalidInputError(f"{row.version}: its card says nothing of its training window")
-    pairs, timeframes = list(card["pairs"]), list(card["timeframes"])
-    lookback = max(approx_step(tf) for tf in timeframes) * (2 * int(card["window"]) + 72)
+    pairs, timeframes = list(card.pairs), list(card.timeframes)
+    lookback = max(approx_step(tf) for tf in timeframes) * (2 * card.window + 72)
     train_start = pd.Timestamp(data_range["start"])
     train_end = pd.Timestamp(metrics["holdout_start"])
     reference = scored_samples(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import pandas as pd
 from sqlalchemy import Engine, func, select, text
@@ -23,9 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aifx_ml.db.models import TRAINING_TYPES, MarketData, ModelTrainingLog
 from aifx_ml.events.relay import outbox_status, redis_client
 from aifx_ml.markets import missing_candles
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
+from aifx_ml.models.store import ModelStore
 
 Overall = Literal["healthy", "degraded", "unhealthy"]
 DependencyStatus = Literal["up", "down", "not_configured"]
@@ -167,10 +165,10 @@ def check_redis(url: str | None, timeout: float = CONNECT_TIMEOUT) -> Dependency
     return _up("redis", "PING answered", started)
 
 
-def check_mlflow(client: MlflowClient, timeout: float = CONNECT_TIMEOUT) -> DependencyCheck:
+def check_mlflow(store: ModelStore, timeout: float = CONNECT_TIMEOUT) -> DependencyCheck:
     """A tracking server's `/health` (MLflow's own REST calls retry for minutes), or one
-    search on a local tracking store."""
-    uri = str(client.tracking_uri)
+    call to a local model store."""
+    uri = str(store.uri)
     started = time.perf_counter()
     try:
         if uri.startswith(("http://", "https://")):
@@ -178,7 +176,7 @@ def check_mlflow(client: MlflowClient, timeout: float = CONNECT_TIMEOUT) -> Depe
                 reply.read(64)
             detail = "tracking server answers /health"
         else:
-            client.search_experiments(max_results=1)
+            store.ping()
             detail = f"{uri.split(':', 1)[0]} tracking store answers"
     except Exception as exc:  # noqa: BLE001  (any failure means unreachable; say which)
         return DependencyCheck("mlflow", "down", error_line(exc))
@@ -307,7 +305,7 @@ T = TypeVar("T")
 def health_report(
     engine: Engine,
     redis_url: str | None,
-    mlflow_client: MlflowClient,
+    model_store: ModelStore,
     now: datetime,
     *,
     deadline: float = DEADLINE,
@@ -319,7 +317,7 @@ def health_report(
     try:
         database = pool.submit(check_database, engine)
         redis = pool.submit(check_redis, redis_url, timeout)
-        mlflow = pool.submit(check_mlflow, mlflow_client, timeout)
+        mlflow = pool.submit(check_mlflow, model_store, timeout)
         training = pool.submit(training_freshness, engine, now)
         outbox = pool.submit(outbox_backlog, engine, now, relay_configured=redis_url is not None)
         market = pool.submit(stale_market_data, engine, now)

@@ -20,8 +20,9 @@ from aifx_ml.config import Settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.domain import SignalPolicy
-from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
-from aifx_ml.serving.deps import Services
+from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
+from aifx_ml.models.store import ModelStore
+from aifx_ml.serving.deps import RegistryActions, Services
 from aifx_ml.serving.inference import ModelServer
 from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
@@ -34,26 +35,26 @@ def wall_clock() -> datetime:
 def create_app(
     settings: Settings,
     *,
+    store: ModelStore,
+    registry: RegistryActions,
     engine: Engine | None = None,
     now: Callable[[], datetime] = wall_clock,
     policy: SignalPolicy | None = None,
     refresh_seconds: float = 2.0,
 ) -> FastAPI:
-    """The app over the settings' stores; `now` is the clock (a replay passes its own)."""
-    from mlflow import MlflowClient  # noqa: PLC0415  (MLflow loads only when serving)
+    """The app over the given stores; `now` is the clock (a replay passes its own).
 
-    from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415
-    from registry.versions import RegistryError, serving_loader  # noqa: PLC0415
-
+    `store` loads the versions that serve; `registry` is how an A/B decision made through the
+    API reaches the model registry (the edge that builds the app supplies both).
+    """
     engine = engine or make_engine(settings.db_url)
     ensure_schema(engine, auto_upgrade=settings.is_embedded)
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
     def promote(test: ModelABTest, winner: str) -> None:
-        promote_winner(engine, client, test, winner, as_of=now(), actor="api")
+        registry.promote_winner(engine, test, winner, now(), "api")
         server.invalidate(test.model_type)
 
-    server = ModelServer(engine, serving_loader(client), refresh_seconds)
+    server = ModelServer(engine, store, refresh_seconds)
     predictions = PredictionService(engine, server, now, policy)
 
     @asynccontextmanager
@@ -72,8 +73,9 @@ def create_app(
         engine=engine,
         predictions=predictions,
         now=now,
+        store=store,
         promote=promote,
-        mark_challenger=lambda test: mark_challenger(engine, client, test),
+        mark_challenger=lambda test: registry.mark_challenger(engine, test),
     )
     app.state.model_server = server
     app.include_router(predict.router)

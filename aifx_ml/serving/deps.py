@@ -14,10 +14,21 @@ from sqlalchemy import Engine
 
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ModelABTest
+from aifx_ml.models.store import ModelStore
 from aifx_ml.serving.predict import PredictionService
 
 # (test, winner version) -> promote the winner through the registry
 Promoter = Callable[[ModelABTest, str], None]
+
+
+@dataclass(frozen=True)
+class RegistryActions:
+    """What the API asks of the model registry bridge, supplied by the edge that builds the
+    app: promote an A/B winner (engine, test, winner, as of, actor), and point the
+    `challenger` alias at a test's arm B."""
+
+    promote_winner: Callable[[Engine, ModelABTest, str, datetime, str], None]
+    mark_challenger: Callable[[Engine, ModelABTest], None]
 
 
 @dataclass
@@ -26,6 +37,7 @@ class Services:
 
     settings: Settings
     engine: Engine
+    store: ModelStore
     predictions: PredictionService
     now: Callable[[], datetime]
     promote: Promoter

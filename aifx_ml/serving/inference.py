@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -26,10 +26,9 @@ from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
 from aifx_ml.errors import NotFoundError
 from aifx_ml.features.dataset import Scaler
+from aifx_ml.models.card import ModelCard
+from aifx_ml.models.store import ModelStore
 from aifx_ml.serving.batching import Batcher
-
-# (version row) -> (keras model, card): the registry's verified loader, injected.
-Loader = Callable[[ModelVersion], tuple[Any, Mapping[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,11 @@ class Assignment:
     arm_b: ServingModel | None = None
 
 
-def compile_model(model: Any, card: Mapping[str, Any], row: ModelVersion) -> ServingModel:
+def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingModel:
     """Trace the model once as a `tf.function` over (None, window, features) float32."""
     import tensorflow as tf  # noqa: PLC0415  (only a serving process pays for TensorFlow)
 
-    window, n_features = int(card["window"]), len(card["features"])
+    window, n_features = card.window, len(card.features)
 
     @tf.function(input_signature=[tf.TensorSpec([None, window, n_features], tf.float32)])  # type: ignore[untyped-decorator]
     def forward(x: Any) -> Any:
@@ -83,7 +82,6 @@ def compile_model(model: Any, card: Mapping[str, Any], row: ModelVersion) -> Ser
     # matching of a polymorphic `tf.function`.
     concrete = forward.get_concrete_function()
     concrete(tf.zeros((1, window, n_features), tf.float32))
-    trained = card.get("trained_as_of")
 
     def call(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         out: npt.NDArray[np.float32] = concrete(tf.constant(x)).numpy()
@@ -96,9 +94,9 @@ def compile_model(model: Any, card: Mapping[str, Any], row: ModelVersion) -> Ser
         version=row.version,
         model_type=row.model_type,
         window=window,
-        features=tuple(card["features"]),
-        scaler=Scaler.from_dict(dict(card["scaler"])),
-        trained_at=datetime.fromisoformat(trained) if isinstance(trained, str) else None,
+        features=card.features,
+        scaler=card.scaler,
+        trained_at=card.trained_as_of,
         promoted_at=row.promoted_at,
         _call=call,
         _batcher=Batcher(call_many, name=f"model-{row.version}"),
@@ -111,11 +109,11 @@ class ModelServer:
     def __init__(
         self,
         engine: Engine,
-        loader: Loader,
+        store: ModelStore,
         refresh_seconds: float = 2.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._engine, self._loader = engine, loader
+        self._engine, self._store = engine, store
         self._refresh, self._monotonic = refresh_seconds, monotonic
         self._models: dict[str, ServingModel] = {}
         self._assignments: dict[str, tuple[float, Assignment]] = {}
@@ -167,8 +165,8 @@ class ModelServer:
             wanted |= {test.model_a_version, test.model_b_version}
         for version in wanted - set(self._models):
             row = rows.get(version) or self._row(version)
-            model, card = self._loader(row)
-            self._models[version] = compile_model(model, card, row)
+            loaded = self._store.load(row)
+            self._models[version] = compile_model(loaded.model, loaded.card, row)
         for version in set(self._models) - wanted:
             if self._models[version].model_type == model_type:
                 gone = self._models.pop(version)  # swapped out: nothing serves it any more

@@ -16,6 +16,7 @@ from aifx_ml.config import Settings
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.markets import validate_pair, validate_timeframe
 from aifx_ml.models.lstm import MODEL_TYPE, LSTMConfig
+from aifx_ml.models.store import ModelStore
 
 
 @dataclass(frozen=True)
@@ -53,23 +54,24 @@ class Stores:
     """Where a run reads and writes; built once at the edge from the settings."""
 
     engine: Engine
-    tracking_uri: str
-    registry_uri: str
-    artifact_root: str
+    models: ModelStore
     lock_dir: Path
     code_version: str = "unknown"
     actor: str = "aifx"  # the command or flow on whose behalf it runs, for the stage history
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, engine: Engine, code_version: str, actor: str = "aifx"
+        cls,
+        settings: Settings,
+        engine: Engine,
+        models: ModelStore,
+        code_version: str,
+        actor: str = "aifx",
     ) -> Stores:
-        """The stores the settings name; training locks live in the data folder."""
+        """The database and model store given; training locks live in the data folder."""
         return cls(
             engine=engine,
-            tracking_uri=settings.tracking_uri,
-            registry_uri=settings.registry_uri,
-            artifact_root=settings.artifact_location,
+            models=models,
             lock_dir=settings.data_dir / "locks",
             code_version=code_version,
             actor=actor,

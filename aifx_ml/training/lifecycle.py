@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from sqlalchemy import update
@@ -27,8 +26,10 @@ from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelTrainingLog
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.features.dataset import Dataset, Scaler, Split
+from aifx_ml.models.card import ModelCard
 from aifx_ml.models.lstm import LSTMConfig
-from aifx_ml.training import tracking
+from aifx_ml.models.store import version_label
+from aifx_ml.models.versions import record_version
 from aifx_ml.training.config import (
     Stores,
     TrainingConfig,
@@ -38,13 +39,6 @@ from aifx_ml.training.config import (
 )
 from aifx_ml.training.fit import EpochCallback
 from aifx_ml.training.lock import TrainingBusyError, training_lock
-from registry.versions import (
-    record_version,
-    register_in_mlflow,
-    registered_name,
-    unregister_in_mlflow,
-    version_label,
-)
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -57,7 +51,7 @@ class Run:
     as_of: datetime
     result: TrainingResult
     started: float = field(default_factory=time.monotonic)
-    mlflow_run: Any = None
+    store_run: str | None = None  # the run's id in the model store while it is open
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -78,19 +72,18 @@ def training_run(
         return
     try:
         run.result.training_log_id = _start_log(run)
-        with tracking.mlflow_stores(stores.tracking_uri, stores.registry_uri):
-            try:
-                yield run
-            except TrainingSkipped as skipped:
-                end_mlflow(run, "KILLED")
-                _finish_log(run, "skipped", reason=str(skipped))
-            except Exception as exc:
-                end_mlflow(run, "FAILED")
-                _finish_log(run, "failed", reason=f"{type(exc).__name__}: {exc}")
-                raise TrainingFailedError(
-                    f"{training_type} training of {config.model_type} failed: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        try:
+            yield run
+        except TrainingSkipped as skipped:
+            end_store_run(run, "KILLED")
+            _finish_log(run, "skipped", reason=str(skipped))
+        except Exception as exc:
+            end_store_run(run, "FAILED")
+            _finish_log(run, "failed", reason=f"{type(exc).__name__}: {exc}")
+            raise TrainingFailedError(
+                f"{training_type} training of {config.model_type} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     finally:
         lock.__exit__(None, None, None)
 
@@ -160,43 +153,43 @@ def _finish_log(
     run.result.status, run.result.reason = status, reason
 
 
-def end_mlflow(run: Run, status: str) -> None:
-    if run.mlflow_run is not None:
-        mlflow.end_run(status=status)
-        run.mlflow_run = None
+def end_store_run(run: Run, status: str) -> None:
+    """Close the run in the model store (FINISHED, FAILED or KILLED), if one is open."""
+    if run.store_run is not None:
+        run.stores.models.end_run(run.store_run, status)
+        run.store_run = None
 
 
-def start_mlflow(run: Run, dataset: Dataset, split: Split, extra: dict[str, Any]) -> None:
-    client = mlflow.MlflowClient()
-    experiment = tracking.experiment_for(client, run.config.model_type, run.stores.artifact_root)
-    run.mlflow_run = mlflow.start_run(
-        experiment_id=experiment,
-        run_name=f"{run.training_type}-{pd.Timestamp(run.as_of):%Y%m%d-%H%M}",
-        tags={"aifx.training_type": run.training_type, "aifx.model_type": run.config.model_type},
+def start_store_run(run: Run, dataset: Dataset, split: Split, extra: dict[str, Any]) -> None:
+    """Open the run in the model store with everything that says what it trains on."""
+    models = run.stores.models
+    run.store_run = models.start_run(
+        run.config.model_type,
+        f"{run.training_type}-{pd.Timestamp(run.as_of):%Y%m%d-%H%M}",
+        {"aifx.training_type": run.training_type, "aifx.model_type": run.config.model_type},
     )
-    run.result.mlflow_run_id = run.mlflow_run.info.run_id
-    mlflow.log_params(
-        tracking.flat_params(
-            {
-                **run.config.params(),
-                "training_type": run.training_type,
-                "as_of": run.as_of.isoformat(),
-                "pairs": list(dataset.pairs),
-                "timeframes": list(dataset.timeframes),
-                "data_range": dataset.time_range(),
-                "dataset_hash": dataset.content_hash(),
-                "git_commit": run.stores.code_version,
-                "split": split.describe(dataset.samples),
-                **extra,
-            }
-        )
+    run.result.mlflow_run_id = run.store_run
+    models.log_params(
+        run.store_run,
+        {
+            **run.config.params(),
+            "training_type": run.training_type,
+            "as_of": run.as_of.isoformat(),
+            "pairs": list(dataset.pairs),
+            "timeframes": list(dataset.timeframes),
+            "data_range": dataset.time_range(),
+            "dataset_hash": dataset.content_hash(),
+            "git_commit": run.stores.code_version,
+            "split": split.describe(dataset.samples),
+            **extra,
+        },
     )
 
 
 def complete(
     run: Run,
     model: Any,
-    card: dict[str, Any],
+    card: ModelCard,
     dataset: Dataset,
     split: Split,
     history: dict[str, list[float]],
@@ -204,22 +197,17 @@ def complete(
     windows: np.ndarray[Any, Any],
 ) -> None:
     """Log the result, register it in Staging and close the log, all or nothing."""
+    models, run_id = run.stores.models, run.store_run
+    assert run_id is not None, "start_store_run first"
     example = np.take(windows, dataset.samples.rows[split.holdout[:4]], axis=0)
-    mlflow.log_metrics(
-        {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and np.isfinite(v)}
+    models.log_metrics(
+        run_id,
+        {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and np.isfinite(v)},
     )
-    mlflow.set_tags({"aifx.beats_baseline": str(metrics.get("beats_baseline"))})
-    tracking.log_training_curves(history)
-    model_uri = tracking.log_model_with_card(model, card, example)
-    client = mlflow.MlflowClient()
-    mlflow_version, sha = register_in_mlflow(
-        client,
-        run.config.model_type,
-        model_uri,
-        run.result.mlflow_run_id or "",
-        {"parent": str(card.get("parent_version"))},
-    )
-    version = version_label(run.config.model_type, mlflow_version)
+    models.set_tags(run_id, {"aifx.beats_baseline": str(metrics.get("beats_baseline"))})
+    models.log_curves(run_id, history)
+    registered = models.register(run_id, model, card, example, {"parent": str(card.parent_version)})
+    version = version_label(run.config.model_type, registered.number)
     run.result.version = version
 
     def record(session: Session) -> None:
@@ -227,11 +215,11 @@ def complete(
             session,
             version=version,
             model_type=run.config.model_type,
-            model_path=f"models:/{registered_name(run.config.model_type)}/{mlflow_version}",
+            model_path=registered.model_path,
             training_log_id=run.result.training_log_id or uuid.uuid4(),
-            parent_version=card.get("parent_version"),
+            parent_version=card.parent_version,
             metrics=metrics,
-            artifact_sha256=sha,
+            artifact_sha256=registered.sha256,
             as_of=run.as_of,
             actor=run.stores.actor,
         )
@@ -247,13 +235,13 @@ def complete(
             mlflow_run_id=run.result.mlflow_run_id,
         )
     except Exception:
-        # The table refused the version: take it out of MLflow too, nothing half-registered.
+        # The table refused the version: take it out of the store too, nothing half-registered.
         run.result.version = None
-        unregister_in_mlflow(client, run.config.model_type, mlflow_version)
+        models.unregister(run.config.model_type, registered.number)
         raise
-    mlflow.set_tag("aifx.version", version)
+    models.set_tags(run_id, {"aifx.version": version})
     run.result.metrics = metrics
-    end_mlflow(run, "FINISHED")
+    end_store_run(run, "FINISHED")
 
 
 def model_card(
@@ -263,27 +251,30 @@ def model_card(
     dataset: Dataset,
     as_of: datetime,
     parent: str | None,
-) -> dict[str, Any]:
-    """What rebuilds and feeds the model: saved with it in MLflow."""
-    return {
-        "model_type": config.model_type,
-        "architecture": lstm.to_dict(),
-        "features": list(dataset.feature_names),
-        "window": dataset.window,
-        "scaler": scaler.to_dict(),
-        "pairs": list(dataset.pairs),
-        "timeframes": list(dataset.timeframes),
-        "target": "1 if the close at the label horizon is above the window's last close",
-        "dataset_hash": dataset.content_hash(),
-        "data_time_range": dataset.time_range(),
-        "trained_as_of": as_of.isoformat(),
-        "parent_version": parent,
-    }
+) -> ModelCard:
+    """What rebuilds and feeds the model: saved with it in the model store."""
+    return ModelCard(
+        model_type=config.model_type,
+        architecture=lstm.to_dict(),
+        features=tuple(dataset.feature_names),
+        window=dataset.window,
+        scaler=scaler,
+        pairs=tuple(dataset.pairs),
+        timeframes=tuple(dataset.timeframes),
+        dataset_hash=dataset.content_hash(),
+        data_time_range=dataset.time_range(),
+        trained_as_of=as_of,
+        parent_version=parent,
+    )
 
 
-def epoch_logger(on_epoch: OnEpoch | None) -> EpochCallback:
+def epoch_logger(run: Run, on_epoch: OnEpoch | None) -> EpochCallback:
+    """Per-epoch metrics (loss, accuracy, AUC, their validation twins, learning rate) to the
+    run, and to `on_epoch` (a progress bar)."""
+
     def log(epoch: int, logs: dict[str, float]) -> None:
-        tracking.log_epoch(epoch, logs)
+        if run.store_run is not None:
+            run.stores.models.log_metrics(run.store_run, logs, step=epoch)
         if on_epoch is not None:
             on_epoch(epoch, logs)
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from aifx_ml.errors import AifxError, InvalidInputError
+from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import compare_with_baselines, holdout_metrics
 from aifx_ml.features.dataset import (
     Dataset,
-    Scaler,
     Split,
     build_dataset,
     chronological_split,
@@ -24,6 +23,8 @@ from aifx_ml.features.dataset import (
 from aifx_ml.features.engineering import FEATURE_NAMES
 from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
 from aifx_ml.models.predict import predict_proba
+from aifx_ml.models.store import LoadedModel
+from aifx_ml.models.versions import production_version
 from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, TrainingSkipped
 from aifx_ml.training.data import (
     load_start,
@@ -37,10 +38,9 @@ from aifx_ml.training.lifecycle import (
     complete,
     epoch_logger,
     model_card,
-    start_mlflow,
+    start_store_run,
     training_run,
 )
-from registry.versions import LoadedModel, load_version, production_version
 
 
 def train_full(
@@ -71,7 +71,7 @@ def train_full(
         split = _split(dataset, config, config.validation_fraction, since)
         scaler = scaler_for(dataset, split)
         windows = dataset.windows(scaler)
-        start_mlflow(run, dataset, split, {})
+        start_store_run(run, dataset, split, {})
         lstm = replace(config.lstm, n_features=len(dataset.feature_names), window=dataset.window)
         model = build_lstm(lstm, seed=config.seed)
         history = fit_model(
@@ -84,13 +84,13 @@ def train_full(
             batch_size=config.batch_size,
             early_stopping_patience=config.early_stopping_patience,
             reduce_lr_patience=config.reduce_lr_patience,
-            callbacks=[epoch_logger(on_epoch)],
+            callbacks=[epoch_logger(run, on_epoch)],
             seed=config.seed,
         )
         metrics = _evaluate(model, windows, dataset, split, history)
         production = production_version(stores.engine, config.model_type)
         if production is not None:
-            metrics.update(_versus(load_version(production), dataset, split, metrics))
+            metrics.update(_versus(stores.models.load(production), dataset, split, metrics))
         card = model_card(config, lstm, scaler, dataset, as_of, parent=None)
         complete(run, model, card, dataset, split, history, metrics, windows)
     return run.result
@@ -125,17 +125,14 @@ def train_incremental(
             candles = load_training_candles(stores.engine, config, load_start(since, config), as_of)
         if candles.empty:
             raise TrainingSkipped(f"no candles since {since.isoformat()}")
-        parent = load_version(parent_row)
-        if parent.card["features"] != list(FEATURE_NAMES):
-            raise AifxError(
-                f"parent {parent.version} was trained on other features: {parent.card['features']}"
-            )
-        dataset = build_dataset(candles, int(parent.card["window"]))
+        parent = stores.models.load(parent_row)
+        parent.card.check_features(FEATURE_NAMES, f"parent {parent.version}")
+        dataset = build_dataset(candles, parent.card.window)
         split = _split(dataset, config, 0.0, since)
         # The child must see its inputs exactly as its parent did.
-        scaler = Scaler.from_dict(parent.card["scaler"])
-        windows = dataset.windows(scaler)
-        start_mlflow(run, dataset, split, {"parent_version": parent.version})
+        scaler = parent.card.scaler
+        windows = parent.card.windows(dataset, f"parent {parent.version}")
+        start_store_run(run, dataset, split, {"parent_version": parent.version})
         # Score the parent before fine-tuning changes its weights in place.
         before = _versus(parent, dataset, split, None)
         model = parent.model
@@ -148,7 +145,7 @@ def train_incremental(
             None,
             epochs=config.incremental_epochs,
             batch_size=config.batch_size,
-            callbacks=[epoch_logger(on_epoch)],
+            callbacks=[epoch_logger(run, on_epoch)],
             seed=config.seed,
         )
         metrics = _evaluate(model, windows, dataset, split, history)
@@ -156,7 +153,7 @@ def train_incremental(
         metrics["lift_over_production"] = (
             metrics["holdout_accuracy"] - before["production_holdout_accuracy"]
         )
-        lstm = LSTMConfig.from_dict(parent.card["architecture"])
+        lstm = LSTMConfig.from_dict(dict(parent.card.architecture))
         card = model_card(config, lstm, scaler, dataset, as_of, parent=parent.version)
         complete(run, model, card, dataset, split, history, metrics, windows)
     return run.result
@@ -172,13 +169,11 @@ def _versus(
     recorded rather than guessed around.
     """
     out: dict[str, Any] = {"production_version": reference.version}
-    same_inputs = int(reference.card["window"]) == dataset.window and list(
-        reference.card["features"]
-    ) == list(dataset.feature_names)
+    same_inputs = reference.card.accepts(dataset.feature_names, dataset.window)
     out["production_comparable"] = same_inputs
     if not same_inputs:
         return out
-    windows = dataset.windows(Scaler.from_dict(reference.card["scaler"]))
+    windows = reference.card.windows(dataset)
     holdout = split.holdout
     scored = holdout_metrics(
         dataset.samples.target[holdout],

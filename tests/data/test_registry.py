@@ -19,10 +19,10 @@ from sqlalchemy import Engine, func, select
 from aifx_ml.db.models import EventOutbox, ModelStageHistory, ModelVersion
 from aifx_ml.events.consumers import Event, StreamConsumer, subscribe
 from aifx_ml.events.relay import relay_events
+from aifx_ml.models.history import lineage, serving_at, stage_history
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
 from aifx_ml.training.tracking import mlflow_stores
-from registry.history import lineage, serving_at, stage_history
 from registry.integrity import ArtifactIntegrityError
 from registry.promotion import promote
 from registry.reconcile import ORPHAN_TAG, reconcile

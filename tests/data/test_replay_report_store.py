@@ -18,9 +18,10 @@ from aifx_ml.abtest.store import complete_test, create_test
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelEvaluation, TradingSignal
 from aifx_ml.features.dataset import Scaler
+from aifx_ml.replay.assemble import build_report, write_report
 from aifx_ml.replay.render import HTML_NAME, JSON_NAME
 from aifx_ml.serving.inputs import stored_window
-from registry.replay_report import build_report, log_report, write_report
+from registry.mlflow_store import log_replay_report
 from registry.stages import change_stage
 from registry.versions import get_version, load_version
 from tests.registry_world import World, client_for, copy_world
@@ -165,7 +166,7 @@ def test_replay_report_over_a_store(engine: Engine, world: World, tmp_path: Path
     assert data["headline"] == report.headline and report.headline in page
 
     tracking_before = (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
-    run_id = log_report(
+    run_id = log_replay_report(
         client, report, html, json_path, run_name="store-replay", artifact_root=str(tmp_path / "a")
     )
     assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == tracking_before

@@ -10,21 +10,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 
-from aifx_ml.config import Settings
 from aifx_ml.events.relay import outbox_status
 from aifx_ml.monitoring.health import error_line, health_report
 from aifx_ml.monitoring.queries import model_performance, prometheus_metrics, training_history
 from aifx_ml.serving.deps import ServicesDep
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 PREFIX = "/api/v1/monitoring"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -211,22 +207,13 @@ class HealthOut(BaseModel):
 def get_health(svc: ServicesDep, response: Response) -> HealthOut:
     """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
     every market-data series on time. 503 when unhealthy, 200 when healthy or degraded."""
-    report = health_report(
-        svc.engine, svc.settings.redis_url, _mlflow_client(svc.settings), svc.now()
-    )
+    report = health_report(svc.engine, svc.settings.redis_url, svc.store, svc.now())
     response.status_code = report.http_status
     return HealthOut(
         status=report.status,
         checked_at=report.checked_at,
         checks=ChecksOut.model_validate(report),
     )
-
-
-def _mlflow_client(settings: Settings) -> MlflowClient:
-    from mlflow import MlflowClient  # noqa: PLC0415  (MLflow loads only when serving)
-
-    # Cheap: MLflow caches a store per URI, and create_app has already opened this one.
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
 
 
 # --- Prometheus ----------------------------------------------------------------------------

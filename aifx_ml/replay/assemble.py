@@ -1,20 +1,17 @@
 """The replay report over the stores: the timeline, A/B tests and evaluations read from the
-tables, every Production version loaded once from the registry to answer the replayed requests,
-and the finished report logged as an MLflow run."""
+tables, and every Production version loaded once from the model store to answer the replayed
+requests (the finished report is logged by the edge: `registry.mlflow_store.log_replay_report`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 from functools import reduce
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 from sqlalchemy import Engine, func, select
 
 from aifx_ml.data.candles import load_candles
@@ -29,11 +26,14 @@ from aifx_ml.db.models import (
 )
 from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import InvalidInputError
-from aifx_ml.features.dataset import Dataset, Scaler, build_dataset
+from aifx_ml.features.dataset import Dataset, build_dataset
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.markets import approx_step, candle_close_times, horizon
+from aifx_ml.models.history import stage_history
 from aifx_ml.models.predict import predict_proba
-from aifx_ml.replay.render import mlflow_metrics, mlflow_params, write_report
+from aifx_ml.models.store import LoadedModel, ModelStore
+from aifx_ml.models.versions import get_version
+from aifx_ml.replay.render import write_report
 from aifx_ml.replay.report import (
     ReplayReport,
     Timeline,
@@ -42,17 +42,15 @@ from aifx_ml.replay.report import (
     production_spans,
     serving_versions,
 )
-from registry.history import stage_history
-from registry.versions import LoadedModel, get_version, load_version
 
-__all__ = ["build_report", "log_report", "write_report"]
+__all__ = ["build_report", "write_report"]
 
 STAGE_COLUMNS = ["changed_at", "version", "from_status", "to_status", "reason", "actor"]
 
 
 def build_report(
     engine: Engine,
-    client: MlflowClient,
+    store: ModelStore,
     *,
     start: datetime,
     end: datetime,
@@ -78,7 +76,7 @@ def build_report(
     history = stage_history(engine, model_type=model_type)
     spans = production_spans(history, until=end)
     requests, candles, coverage = _requests(
-        engine, client, spans, start=start, end=end, pairs=pairs, timeframes=timeframes
+        engine, store, spans, start=start, end=end, pairs=pairs, timeframes=timeframes
     )
     majority = majority_call(_closes_before(engine, start, pairs, timeframes), start)
     comparison, verdict = compare(
@@ -114,65 +112,9 @@ def build_report(
     )
 
 
-def log_report(
-    client: MlflowClient,
-    report: ReplayReport,
-    html: Path,
-    json_path: Path,
-    *,
-    experiment: str = "aifx-replay",
-    run_name: str,
-    artifact_root: str | None = None,
-) -> str:
-    """One run in `experiment` with the report's headline numbers as metrics, its scope as
-    params, HTML and JSON as artifacts; returns the run id.
-
-    A new experiment goes under `artifact_root`, or else next to the model type's own experiment
-    (where training put it, from the settings). Only the client is used: MLflow's global
-    tracking state is never touched.
-    """
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        experiment_id = str(found.experiment_id)
-    else:
-        location = _artifact_location(client, experiment, report.model_type, artifact_root)
-        experiment_id = str(client.create_experiment(experiment, artifact_location=location))
-    text = report.headline
-    run = client.create_run(
-        experiment_id,
-        run_name=run_name,
-        tags={"aifx.run_type": "replay_report", "mlflow.note.content": text},
-    )
-    run_id = str(run.info.run_id)
-    at = int(report.end.timestamp() * 1000)  # the replay's clock, not the wall clock
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, v, at, 0) for k, v in mlflow_metrics(report).items()],
-        params=[Param(k, v) for k, v in mlflow_params(report).items()],
-        tags=[RunTag("aifx.headline", text[:5000])],
-    )
-    client.log_artifact(run_id, str(html))
-    client.log_artifact(run_id, str(json_path))
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-def _artifact_location(
-    client: MlflowClient, experiment: str, model_type: str, artifact_root: str | None
-) -> str | None:
-    if artifact_root is not None:
-        local = Path(artifact_root).absolute().as_uri()
-        root: str | None = artifact_root if "://" in artifact_root else local
-    else:
-        # The experiment `training.tracking.experiment_for` made for the model type.
-        sibling = client.get_experiment_by_name(f"aifx-{model_type}")
-        root = sibling.artifact_location.rstrip("/").rsplit("/", 1)[0] if sibling else None
-    return None if root is None else f"{root.rstrip('/')}/{experiment}"
-
-
 def _requests(
     engine: Engine,
-    client: MlflowClient,
+    store: ModelStore,
     spans: pd.DataFrame,
     *,
     start: datetime,
@@ -187,8 +129,8 @@ def _requests(
     serving = spans[(spans["end"] > lo) & (spans["start"] < hi)]["version"]
     # Each version loaded once: the frozen one and every one that served in the range.
     needed = list(dict.fromkeys([v for v in [frozen, *serving] if v is not None]))
-    models = {v: load_version(get_version(engine, v), client) for v in needed}
-    windows = {int(m.card["window"]) for m in models.values()}
+    models = {v: store.load(get_version(engine, v)) for v in needed}
+    windows = {m.card.window for m in models.values()}
     candles = _candles(engine, start, end, pairs, timeframes, max(windows, default=1))
     closes_at = _close_times(candles)
     in_range = np.asarray((closes_at >= lo) & (closes_at < hi))
@@ -217,7 +159,7 @@ def _requests(
     for name, loaded in models.items():
         mine = version == name
         wanted = np.ones(len(rows), dtype=bool) if name == frozen else mine
-        p = _p_up(loaded, datasets[int(loaded.card["window"])], rows[wanted])
+        p = _p_up(loaded, datasets[loaded.card.window], rows[wanted])
         requests.loc[mine, "p_continuous"] = p[mine[wanted]]
         if name == frozen:
             requests["p_frozen"] = p
@@ -235,9 +177,7 @@ def _requests(
 
 def _p_up(loaded: LoadedModel, dataset: Dataset, rows: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
     """P(up) of a version for the samples ending at candle `rows`, batch by batch."""
-    if list(loaded.card["features"]) != list(dataset.feature_names):
-        raise InvalidInputError(f"model {loaded.version} was trained on other features")
-    windows = dataset.windows(Scaler.from_dict(dict(loaded.card["scaler"])))
+    windows = loaded.card.windows(dataset, f"model {loaded.version}")
     return predict_proba(loaded.model, windows, rows - (dataset.window - 1))
 
 

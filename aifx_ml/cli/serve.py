@@ -1,0 +1,105 @@
+"""`aifx serve`: the prediction and A/B test API, and how the app is built from the settings.
+
+This is the edge that wires the serving library to the stores: the MLflow model store and the
+registry's A/B actions are built here and passed into `create_app`. With `--workers N`
+uvicorn starts N processes that each build their own app through `app_factory`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aifx_ml.cli.common import app_context, console
+from aifx_ml.config import Settings, load_settings
+from aifx_ml.domain import SignalPolicy
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from sqlalchemy import Engine
+
+# How the serve command hands its thresholds to worker processes (they start from scratch).
+BUY_ENV, SELL_ENV = "AIFX_SERVE_BUY_THRESHOLD", "AIFX_SERVE_SELL_THRESHOLD"
+
+
+def build_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    now: Callable[[], datetime] | None = None,
+    policy: SignalPolicy | None = None,
+    refresh_seconds: float = 2.0,
+) -> FastAPI:
+    """The app over the settings' stores: MLflow for models, the registry for promotions."""
+    # FastAPI, MLflow and the registry load only when serving, not for every command.
+    from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415
+    from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415
+    from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
+
+    store = MlflowModelStore.from_settings(settings)
+
+    def promote(engine: Engine, test: Any, winner: str, as_of: datetime, actor: str) -> None:
+        promote_winner(engine, store, test, winner, as_of=as_of, actor=actor)
+
+    return create_app(
+        settings,
+        store=store,
+        registry=RegistryActions(
+            promote_winner=promote,
+            mark_challenger=lambda engine, test: mark_challenger(engine, store, test),
+        ),
+        engine=engine,
+        now=now or wall_clock,
+        policy=policy,
+        refresh_seconds=refresh_seconds,
+    )
+
+
+def app_factory() -> FastAPI:
+    """What each uvicorn worker process calls: settings from the environment."""
+    policy = SignalPolicy(
+        buy_threshold=float(os.environ.get(BUY_ENV, SignalPolicy.buy_threshold)),
+        sell_threshold=float(os.environ.get(SELL_ENV, SignalPolicy.sell_threshold)),
+    )
+    return build_app(load_settings(), policy=policy)
+
+
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    buy_threshold: Annotated[
+        float, typer.Option(help="P(up) at or above: buy.")
+    ] = SignalPolicy.buy_threshold,
+    sell_threshold: Annotated[
+        float, typer.Option(help="P(up) at or below: sell.")
+    ] = SignalPolicy.sell_threshold,
+) -> None:
+    """Serve predictions and the A/B test API (OpenAPI at /docs)."""
+    import uvicorn  # noqa: PLC0415  (only the serving process pays for uvicorn)
+
+    app_ctx = app_context(ctx)
+    policy = SignalPolicy(buy_threshold=buy_threshold, sell_threshold=sell_threshold)
+    console.print(f"serving on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
+    if workers == 1:
+        api = build_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy)
+        uvicorn.run(api, host=host, port=port, log_level="info")
+        return
+    # Several processes: uvicorn needs an import string; each worker builds its own app (its
+    # own engine, model cache and signal writer; the tables are the truth they share).
+    app_ctx.engine()  # the schema is checked (or created) once, before the workers start
+    os.environ[BUY_ENV], os.environ[SELL_ENV] = str(buy_threshold), str(sell_threshold)
+    uvicorn.run(
+        f"{__name__}:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
