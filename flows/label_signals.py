@@ -30,14 +30,14 @@ def label_signals_flow(
 ) -> dict[str, Any]:
     """Label every pending signal whose horizon has elapsed by `as_of` (default: now)."""
     settings = load_settings()
+    # One moment for the whole run: labeling and the alert rules judge the same "now".
+    moment = as_of or datetime.now(UTC)
     reconcile_task(settings, "flow label-signals")
-    report = label_task(
-        settings.db_url, settings.is_embedded, as_of or datetime.now(UTC), threshold
-    )
+    report = label_task(settings.db_url, settings.is_embedded, moment, threshold)
     get_run_logger().info(
         "labeled %d of %d pending signal(s): %s", report.labeled, report.examined, report.outcomes
     )
-    alerts_task(settings, as_of or datetime.now(UTC))
+    alerts_task(settings, moment)
     relay_task(settings)
     return asdict(report)
 

@@ -86,3 +86,38 @@ def test_every_deployment_points_at_a_flow_with_a_valid_schedule() -> None:
         assert isinstance(getattr(module, name), Flow)
         for schedule in deployment["schedules"]:
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+
+
+def test_one_moment_for_labeling_and_alerts(
+    prefect_api: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without `as_of` the flow reads the clock once: labeling and the alert rules see the
+    same moment even when the clock moves between the two steps."""
+    import flows.label_signals as module
+    from aifx_ml.labeling.store import LabelReport
+
+    ticks = iter(datetime(2026, 3, 2, 12, minute) for minute in range(10))
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return next(ticks)
+
+    seen: dict[str, datetime] = {}
+
+    def label(_url: str, _embedded: bool, as_of: datetime, _threshold: float) -> LabelReport:
+        seen["label"] = as_of
+        return LabelReport(examined=0, labeled=0, still_pending=0, outcomes={})
+
+    def alerts(_settings: object, as_of: datetime) -> list[str]:
+        seen["alerts"] = as_of
+        return []
+
+    monkeypatch.setattr(module, "datetime", Clock)
+    monkeypatch.setattr(module, "label_task", label)
+    monkeypatch.setattr(module, "alerts_task", alerts)
+    monkeypatch.setattr(module, "reconcile_task", lambda *_: [])
+    monkeypatch.setattr(module, "relay_task", lambda *_: {})
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path))
+    module.label_signals_flow()
+    assert seen["label"] == seen["alerts"]
