@@ -141,8 +141,9 @@ class MlflowModelStore:
             self.client.create_registered_model(
                 name, description=f"AIFX {card.model_type} direction model"
             )
-        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
-        created = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+        created = self.client.create_model_version(
+            name, model_source(self.client, run_id), run_id=run_id, tags=dict(tags)
+        )
         number = str(created.version)
         with tempfile.TemporaryDirectory(prefix="aifx-sha-") as tmp:
             sha = directory_sha256(download_version(self.client, name, number, Path(tmp)))
@@ -261,6 +262,11 @@ def _artifact_location(
         sibling = store.client.get_experiment_by_name(f"aifx-{model_type}")
         root = sibling.artifact_location.rstrip("/").rsplit("/", 1)[0] if sibling else None
     return None if root is None else f"{root.rstrip('/')}/{experiment}"
+
+
+def model_source(client: MlflowClient, run_id: str) -> str:
+    """Where `MlflowModelStore.register` saves a run's model: its `model` artifact folder."""
+    return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
 
 
 def experiment_for(client: MlflowClient, model_type: str, artifact_root: str) -> str:

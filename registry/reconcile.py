@@ -22,7 +22,14 @@ from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ModelStageHistory, ModelTrainingLog, ModelVersion
 from aifx_ml.models.store import number_of, registered_name, version_label
 from registry.integrity import version_sha256
-from registry.mlflow_store import CHALLENGER, CHAMPION, SHA_TAG, MlflowModelStore, transition_stage
+from registry.mlflow_store import (
+    CHALLENGER,
+    CHAMPION,
+    SHA_TAG,
+    MlflowModelStore,
+    model_source,
+    transition_stage,
+)
 from registry.stages import sync_mlflow
 
 ORPHAN_TAG = "aifx.orphan"
@@ -136,7 +143,11 @@ def _missing_in_mlflow(
 
 
 def _reregister(engine: Engine, store: MlflowModelStore, row: ModelVersion) -> str | None:
-    """Register the run's logged model again if its files still have the recorded checksum."""
+    """Register the run's model again if its files still have the recorded checksum.
+
+    The model is where `MlflowModelStore.register` saves it (the run's `model` artifact), or,
+    for a version trained before that, one of the run's logged models.
+    """
     run_id = _run_of(engine, row)
     if run_id is None:
         return None
@@ -145,13 +156,21 @@ def _reregister(engine: Engine, store: MlflowModelStore, row: ModelVersion) -> s
         logged = store.client.search_logged_models(
             [experiment], filter_string=f"source_run_id = '{run_id}'"
         )
+        sources = [model_source(store.client, run_id), *(m.model_uri for m in logged)]
     except MlflowException:
         return None
     name = registered_name(row.model_type)
-    for model in logged:
-        created = store.client.create_model_version(name, model.model_uri, run_id=run_id)
+    for source in sources:
+        try:
+            created = store.client.create_model_version(name, source, run_id=run_id)
+        except MlflowException:
+            continue
         number = str(created.version)
-        if version_sha256(store.client, name, number) == row.artifact_sha256:
+        try:
+            intact = version_sha256(store.client, name, number) == row.artifact_sha256
+        except (MlflowException, OSError):
+            intact = False  # nothing (readable) there
+        if intact:
             store.client.set_model_version_tag(name, number, SHA_TAG, row.artifact_sha256 or "")
             with transaction(engine) as session:
                 session.execute(
