@@ -32,6 +32,7 @@ from aifx_ml.models.lstm import build_lstm  # noqa: E402
 from aifx_ml.training.config import Stores, TrainingConfig, training_config  # noqa: E402
 from aifx_ml.training.data import load_start, load_training_candles  # noqa: E402
 from aifx_ml.training.runs import train_full  # noqa: E402
+from registry.mlflow_store import MlflowModelStore  # noqa: E402
 
 TARGET = 1.15
 PAIRS = ["EUR/USD", "GBP/USD", "USD/JPY", "AUD/USD"]
@@ -109,7 +110,8 @@ def main() -> None:
             }
         )
         uri = f"sqlite:///{work / 'mlflow.db'}"
-        stores = Stores(engine, uri, uri, str(work / "artifacts"), work / "locks", "bench")
+        models = MlflowModelStore(uri, uri, str(work / "artifacts"))
+        stores = Stores(engine, models, work / "locks", "bench")
         platform_run(stores, config, as_of)  # warm-up: TensorFlow, the MLflow store
         bare_fit(stores, config, as_of)
         bare_times, platform_times, samples = [], [], 0

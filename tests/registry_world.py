@@ -20,7 +20,7 @@ from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.db.models import Base
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
-from aifx_ml.training.tracking import mlflow_stores
+from registry.mlflow_store import MlflowModelStore
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
 
 SUNDAYS = [TRAIN_AS_OF - timedelta(days=14), TRAIN_AS_OF - timedelta(days=7), TRAIN_AS_OF]
@@ -44,7 +44,7 @@ def build_world(root: Path) -> World:
     upgrade(engine)
     import_synthetic(engine)
     mlflow_uri = f"sqlite:///{root / 'mlflow.db'}"
-    stores = Stores(engine, mlflow_uri, mlflow_uri, str(root / "artifacts"), root / "locks")
+    stores = Stores(engine, store_for(mlflow_uri, root / "artifacts"), root / "locks")
     versions = []
     for sunday in SUNDAYS:
         result = train_full(stores, tiny_training_config(days=14), sunday)
@@ -72,14 +72,24 @@ def copy_world(world: World, engine: Engine, into: Path) -> str:
     return f"sqlite:///{target}"
 
 
+def store_for(uri: str, artifact_root: str | Path | None = None) -> MlflowModelStore:
+    """The model store on one MLflow URI (tracking and registry alike). New experiments go
+    under `artifact_root`, by default an `artifacts` folder next to a SQLite store's file."""
+    if artifact_root is None:
+        artifact_root = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+    return MlflowModelStore(uri, uri, str(artifact_root))
+
+
 def client_for(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    """The raw MLflow client of `store_for(uri)`, for arranging or inspecting MLflow itself."""
+    return store_for(uri).client
 
 
 def stages_agree(engine: Engine, uri: str) -> dict[str, tuple[str, str]]:
     """Versions whose MLflow stage differs from the table, plus a wrong champion alias."""
     from aifx_ml.db.models import ModelVersion
-    from registry.versions import MLFLOW_STAGES, mlflow_version_of, registered_name
+    from aifx_ml.models.store import number_of, registered_name
+    from registry.mlflow_store import MLFLOW_STAGES
 
     client = client_for(uri)
     with engine.connect() as conn:
@@ -88,14 +98,14 @@ def stages_agree(engine: Engine, uri: str) -> dict[str, tuple[str, str]]:
     for row in rows:
         row_obj = ModelVersion(**row._mapping)
         have = client.get_model_version(
-            registered_name(row_obj.model_type), mlflow_version_of(row_obj)
+            registered_name(row_obj.model_type), number_of(row_obj)
         ).current_stage
         if have != MLFLOW_STAGES[row_obj.status]:
             wrong[row_obj.version] = (row_obj.status, have)
     production = [ModelVersion(**r._mapping) for r in rows if r.status == "production"]
     aliases = client.get_registered_model("aifx-lstm").aliases or {}
     champion = None if aliases.get("champion") is None else str(aliases["champion"])
-    expected = mlflow_version_of(production[0]) if production else None
+    expected = number_of(production[0]) if production else None
     if champion != expected:
         wrong["champion"] = (str(expected), str(champion))
     return wrong
@@ -105,7 +115,6 @@ def promote_now(engine: Engine, uri: str, version: str, as_of: datetime) -> None
     """A forced stage change (no gate), for arranging a test's starting point."""
     from registry.stages import change_stage
 
-    with mlflow_stores(uri, uri) as client:
-        change_stage(
-            engine, client, version, "production", as_of=as_of, reason="arrange", actor="test"
-        )
+    change_stage(
+        engine, store_for(uri), version, "production", as_of=as_of, reason="arrange", actor="test"
+    )

@@ -11,8 +11,8 @@ from sqlalchemy import Engine
 
 from aifx_ml.cli.main import main
 from aifx_ml.db.engine import make_engine, upgrade
-from registry.versions import transition_stage
-from tests.registry_world import World, client_for, copy_world
+from registry.mlflow_store import transition_stage
+from tests.registry_world import World, copy_world, store_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +103,8 @@ def test_refused_then_forced_promotion_then_rollback_and_history(aifx: Run) -> N
 
 def test_reconcile_prints_what_it_fixed(aifx: Run) -> None:
     assert aifx("models", "promote", "lstm-v3", "--force", "--reason", "r")[0] == 0
-    client = client_for(aifx.mlflow_uri)  # type: ignore[attr-defined]
-    transition_stage(client, "aifx-lstm", "1", "Production")
+    store = store_for(aifx.mlflow_uri)  # type: ignore[attr-defined]
+    transition_stage(store.client, "aifx-lstm", "1", "Production")
     code, out, _ = aifx("models", "reconcile")
     assert code == 0 and "1 disagreement(s) fixed" in out and "Production → Staging" in out
     code, out, _ = aifx("models", "reconcile")

@@ -17,24 +17,24 @@ import redis
 from sqlalchemy import Engine, func, select
 
 from aifx_ml.db.models import EventOutbox, ModelStageHistory, ModelVersion
+from aifx_ml.errors import RegistryError
 from aifx_ml.events.consumers import Event, StreamConsumer, subscribe
 from aifx_ml.events.relay import relay_events
 from aifx_ml.models.history import lineage, serving_at, stage_history
+from aifx_ml.models.versions import get_version
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
-from aifx_ml.training.tracking import mlflow_stores
 from registry.integrity import ArtifactIntegrityError
 from registry.promotion import promote
 from registry.reconcile import ORPHAN_TAG, reconcile
 from registry.stages import change_stage, rollback, set_challenger
-from registry.versions import RegistryError, get_version, load_version
 from tests.conftest import TRAIN_AS_OF, tiny_training_config
 from tests.registry_world import (
     World,
-    client_for,
     copy_world,
     promote_now,
     stages_agree,
+    store_for,
 )
 from tests.tcp_proxy import CuttableProxy
 
@@ -46,8 +46,7 @@ LATER = TRAIN_AS_OF + timedelta(days=3)
 def reg(world: World, engine: Engine, tmp_path: Path) -> Iterator[tuple[Engine, str]]:
     """(engine, MLflow URI): the world's three Staging versions in a fresh store."""
     uri = copy_world(world, engine, tmp_path)
-    with mlflow_stores(uri, uri):
-        yield engine, uri
+    yield engine, uri
 
 
 def statuses(engine: Engine) -> dict[str, str]:
@@ -69,28 +68,28 @@ def test_first_promotion_then_replacement_then_rollback_agree_everywhere(
     reg: tuple[Engine, str],
 ) -> None:
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     assert stages_agree(engine, uri) == {}
 
-    change_stage(engine, client, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="r1", actor="t")
+    change_stage(engine, store, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="r1", actor="t")
     assert statuses(engine) == {"lstm-v1": "production", "lstm-v2": "staging", "lstm-v3": "staging"}
     assert stages_agree(engine, uri) == {}
 
     result = change_stage(
-        engine, client, "lstm-v2", "production", as_of=LATER, reason="r2", actor="t"
+        engine, store, "lstm-v2", "production", as_of=LATER, reason="r2", actor="t"
     )
     assert result.previous_production == "lstm-v1"
     assert statuses(engine)["lstm-v1"] == "archived"
     assert stages_agree(engine, uri) == {}
 
-    back = rollback(engine, client, "lstm", as_of=LATER + timedelta(hours=5), actor="t")
+    back = rollback(engine, store, "lstm", as_of=LATER + timedelta(hours=5), actor="t")
     assert [(c.version, c.to_status) for c in back.changes] == [
         ("lstm-v2", "archived"),
         ("lstm-v1", "production"),
     ]
     assert stages_agree(engine, uri) == {}
 
-    change_stage(engine, client, "lstm-v3", "archived", as_of=LATER, reason="retired", actor="t")
+    change_stage(engine, store, "lstm-v3", "archived", as_of=LATER, reason="retired", actor="t")
     assert statuses(engine) == {
         "lstm-v1": "production",
         "lstm-v2": "archived",
@@ -108,11 +107,11 @@ def test_first_promotion_then_replacement_then_rollback_agree_everywhere(
 
 def test_history_answers_which_version_was_serving_when(reg: tuple[Engine, str]) -> None:
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     t1, t2, t3 = TRAIN_AS_OF, TRAIN_AS_OF + timedelta(days=1), TRAIN_AS_OF + timedelta(days=2)
-    change_stage(engine, client, "lstm-v1", "production", as_of=t1, reason="first", actor="a")
-    change_stage(engine, client, "lstm-v2", "production", as_of=t2, reason="better", actor="b")
-    rollback(engine, client, "lstm", as_of=t3, actor="c", reason="v2 misbehaved")
+    change_stage(engine, store, "lstm-v1", "production", as_of=t1, reason="first", actor="a")
+    change_stage(engine, store, "lstm-v2", "production", as_of=t2, reason="better", actor="b")
+    rollback(engine, store, "lstm", as_of=t3, actor="c", reason="v2 misbehaved")
 
     assert serving_at(engine, "lstm", t1 - timedelta(minutes=1)) is None
     assert serving_at(engine, "lstm", t1) == "lstm-v1"
@@ -137,11 +136,11 @@ def test_history_answers_which_version_was_serving_when(reg: tuple[Engine, str])
 
 def test_refused_promotion_changes_nothing_and_shows_the_numbers(reg: tuple[Engine, str]) -> None:
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     promote_now(engine, uri, "lstm-v1", TRAIN_AS_OF)
     before = (statuses(engine), deployed_events(engine))
     # A margin no model can clear: refused, with the scores it was refused on.
-    outcome = promote(engine, client, "lstm-v2", as_of=LATER, actor="t", margin=1.0)
+    outcome = promote(engine, store, "lstm-v2", as_of=LATER, actor="t", margin=1.0)
     assert not outcome.promoted and outcome.decision is not None
     assert outcome.production_version == "lstm-v1"
     assert any("above Production's" in r for r in outcome.decision.reasons)
@@ -154,7 +153,7 @@ def test_refused_promotion_changes_nothing_and_shows_the_numbers(reg: tuple[Engi
 def test_the_gate_holdout_is_unseen_by_both_models(reg: tuple[Engine, str]) -> None:
     engine, uri = reg
     promote_now(engine, uri, "lstm-v3", TRAIN_AS_OF)  # the newest model serves
-    outcome = promote(engine, client_for(uri), "lstm-v1", as_of=LATER, actor="t", margin=1.0)
+    outcome = promote(engine, store_for(uri), "lstm-v1", as_of=LATER, actor="t", margin=1.0)
     assert outcome.decision is not None
     newest = get_version(engine, "lstm-v3").metrics or {}
     # The older candidate is judged where the newer Production model had not learned either.
@@ -165,12 +164,12 @@ def test_forced_promotion_stores_the_reason_and_the_overridden_numbers(
     reg: tuple[Engine, str],
 ) -> None:
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     with pytest.raises(RegistryError, match="needs a reason"):
-        promote(engine, client, "lstm-v1", as_of=TRAIN_AS_OF, actor="t", force_reason=" ")
+        promote(engine, store, "lstm-v1", as_of=TRAIN_AS_OF, actor="t", force_reason=" ")
     outcome = promote(
         engine,
-        client,
+        store,
         "lstm-v1",
         as_of=TRAIN_AS_OF,
         actor="aifx models promote",
@@ -194,53 +193,55 @@ def test_forced_promotion_stores_the_reason_and_the_overridden_numbers(
 
 def test_invalid_stage_changes_are_refused_with_one_clear_error(reg: tuple[Engine, str]) -> None:
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     promote_now(engine, uri, "lstm-v1", TRAIN_AS_OF)
     with pytest.raises(RegistryError, match="unknown model version 'lstm-v9'"):
-        change_stage(engine, client, "lstm-v9", "production", as_of=LATER, reason="x", actor="t")
+        change_stage(engine, store, "lstm-v9", "production", as_of=LATER, reason="x", actor="t")
     with pytest.raises(RegistryError, match="is production: it cannot become archived"):
-        change_stage(engine, client, "lstm-v1", "archived", as_of=LATER, reason="x", actor="t")
+        change_stage(engine, store, "lstm-v1", "archived", as_of=LATER, reason="x", actor="t")
     with pytest.raises(RegistryError, match="already production"):
-        change_stage(engine, client, "lstm-v1", "production", as_of=LATER, reason="x", actor="t")
+        change_stage(engine, store, "lstm-v1", "production", as_of=LATER, reason="x", actor="t")
     with pytest.raises(RegistryError, match="no earlier Production lstm version"):
-        rollback(engine, client, "lstm", as_of=LATER, actor="t")
+        rollback(engine, store, "lstm", as_of=LATER, actor="t")
     with pytest.raises(RegistryError, match="a challenger is in Staging"):
-        set_challenger(engine, client, "lstm-v1", "lstm")
+        set_challenger(engine, store, "lstm-v1", "lstm")
     assert statuses(engine)["lstm-v1"] == "production"
 
 
 def test_reconcile_repairs_every_kind_of_disagreement(reg: tuple[Engine, str]) -> None:
-    from registry.versions import transition_stage
+    from registry.mlflow_store import transition_stage
 
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     promote_now(engine, uri, "lstm-v1", TRAIN_AS_OF)
-    set_challenger(engine, client, "lstm-v2", "lstm")
-    assert reconcile(engine, client, LATER, "t") == []
+    set_challenger(engine, store, "lstm-v2", "lstm")
+    assert reconcile(engine, store, LATER, "t") == []
 
-    change_stage(engine, client, "lstm-v2", "archived", as_of=LATER, reason="x", actor="t")
+    change_stage(engine, store, "lstm-v2", "archived", as_of=LATER, reason="x", actor="t")
     # Now behind the table's back: 1. a stage changed; 2. the champion alias moved;
     # 3. the challenger alias left on a version no longer in Staging.
-    transition_stage(client, "aifx-lstm", "3", "Production")
-    client.set_registered_model_alias("aifx-lstm", "champion", "2")
-    client.set_registered_model_alias("aifx-lstm", "challenger", "2")
+    transition_stage(store.client, "aifx-lstm", "3", "Production")
+    store.client.set_registered_model_alias("aifx-lstm", "champion", "2")
+    store.client.set_registered_model_alias("aifx-lstm", "challenger", "2")
     # 4. a version MLflow has that the table never recorded (a half-done registration).
-    v1_source = client.get_model_version("aifx-lstm", "1").source
-    orphan = client.create_model_version("aifx-lstm", v1_source)
+    v1_source = store.client.get_model_version("aifx-lstm", "1").source
+    orphan = store.client.create_model_version("aifx-lstm", v1_source)
     # 5. a version the table has that MLflow lost.
-    client.delete_model_version("aifx-lstm", "3")
+    store.client.delete_model_version("aifx-lstm", "3")
 
-    fixes = reconcile(engine, client, LATER, "aifx models reconcile")
+    fixes = reconcile(engine, store, LATER, "aifx models reconcile")
     kinds = sorted(f.kind for f in fixes)
     assert kinds.count("alias") == 2
     assert "stage" in kinds and "orphan_in_mlflow" in kinds and "missing_in_mlflow" in kinds
-    assert reconcile(engine, client, LATER, "t") == []  # nothing left to fix
+    assert reconcile(engine, store, LATER, "t") == []  # nothing left to fix
     assert stages_agree(engine, uri) == {}
-    assert client.get_model_version("aifx-lstm", str(orphan.version)).tags[ORPHAN_TAG] == "true"
+    assert (
+        store.client.get_model_version("aifx-lstm", str(orphan.version)).tags[ORPHAN_TAG] == "true"
+    )
     restored = get_version(engine, "lstm-v3")
     assert restored.model_path != "models:/aifx-lstm/3"  # re-registered from its run
-    assert load_version(restored, client).card["parent_version"] is None  # and it loads
-    aliases = client.get_registered_model("aifx-lstm").aliases
+    assert store.load(restored).card.parent_version is None  # and it loads
+    aliases = store.client.get_registered_model("aifx-lstm").aliases
     assert str(aliases.get("champion")) == "1" and "challenger" not in aliases
 
 
@@ -257,7 +258,7 @@ def test_two_concurrent_promotions_never_leave_two_production_versions(
             barrier.wait()
             change_stage(
                 engine,
-                client_for(uri),
+                store_for(uri),
                 version,
                 "production",
                 as_of=LATER,
@@ -296,29 +297,28 @@ def test_a_tampered_or_truncated_model_is_refused(
     from tests.conftest import import_synthetic
 
     import_synthetic(engine)
-    stores = Stores(engine, mlflow_uri, mlflow_uri, str(tmp_path / "art"), tmp_path / "locks")
+    store = store_for(mlflow_uri, tmp_path / "art")
+    stores = Stores(engine, store, tmp_path / "locks")
     result = train_full(stores, tiny_training_config(days=14), TRAIN_AS_OF)
     assert result.version
     row = get_version(engine, result.version)
     assert row.artifact_sha256 and len(row.artifact_sha256) == 64
-    client = client_for(mlflow_uri)
-    with mlflow_stores(mlflow_uri, mlflow_uri):
-        assert load_version(row, client).version == result.version  # intact: loads
-        files = [
-            p
-            for p in (tmp_path / "art").rglob("*")
-            if p.is_file() and p.suffix in (".keras", ".h5", ".json")
-        ]
-        weights = max(files, key=lambda p: p.stat().st_size)
-        original = weights.read_bytes()
-        weights.write_bytes(original[: len(original) // 2])  # truncated
-        with pytest.raises(ArtifactIntegrityError, match="failed its integrity check"):
-            load_version(row, client)
-        weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit flipped
-        with pytest.raises(ArtifactIntegrityError, match="tampered or truncated"):
-            load_version(row, client)
-        weights.write_bytes(original)
-        assert load_version(row, client).version == result.version
+    assert store.load(row).version == result.version  # intact: loads
+    files = [
+        p
+        for p in (tmp_path / "art").rglob("*")
+        if p.is_file() and p.suffix in (".keras", ".h5", ".json")
+    ]
+    weights = max(files, key=lambda p: p.stat().st_size)
+    original = weights.read_bytes()
+    weights.write_bytes(original[: len(original) // 2])  # truncated
+    with pytest.raises(ArtifactIntegrityError, match="failed its integrity check"):
+        store.load(row)
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit flipped
+    with pytest.raises(ArtifactIntegrityError, match="tampered or truncated"):
+        store.load(row)
+    weights.write_bytes(original)
+    assert store.load(row).version == result.version
 
 
 def test_lineage_follows_parents(reg: tuple[Engine, str]) -> None:
@@ -403,9 +403,9 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
     from registry.challenger import offer_challenger
 
     engine, uri = reg
-    client = client_for(uri)
+    store = store_for(uri)
     refused = offer_challenger(
-        engine, client, "lstm-v1", as_of=TRAIN_AS_OF, actor="t", min_samples=10**6
+        engine, store, "lstm-v1", as_of=TRAIN_AS_OF, actor="t", min_samples=10**6
     )
     assert refused.action == "refused" and "holdout samples" in refused.detail
     assert statuses(engine)["lstm-v1"] == "staging"
@@ -416,11 +416,11 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
         "evaluate_candidate",
         lambda *a, **k: (passing(real(*a, **k)[0]), real(*a, **k)[1]),
     )
-    first = offer_challenger(engine, client, "lstm-v1", as_of=TRAIN_AS_OF, actor="flow weekly-full")
+    first = offer_challenger(engine, store, "lstm-v1", as_of=TRAIN_AS_OF, actor="flow weekly-full")
     assert first.action == "promoted"  # nothing to test against: the first model serves
     assert statuses(engine)["lstm-v1"] == "production"
 
-    second = offer_challenger(engine, client, "lstm-v2", as_of=LATER, actor="flow weekly-full")
+    second = offer_challenger(engine, store, "lstm-v2", as_of=LATER, actor="flow weekly-full")
     assert second.action == "ab_test_started" and second.ab_test_id is not None
     (test,) = list_tests(engine, "active")
     assert (test.model_a_version, test.model_b_version, test.traffic_split) == (
@@ -428,8 +428,8 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
         "lstm-v2",
         0.2,
     )
-    assert str(client.get_registered_model("aifx-lstm").aliases["challenger"]) == "2"
+    assert str(store.client.get_registered_model("aifx-lstm").aliases["challenger"]) == "2"
     assert statuses(engine)["lstm-v2"] == "staging"  # it has to win live first
 
-    third = offer_challenger(engine, client, "lstm-v3", as_of=LATER, actor="flow weekly-full")
+    third = offer_challenger(engine, store, "lstm-v3", as_of=LATER, actor="flow weekly-full")
     assert third.action == "test_running" and third.ab_test_id == test.id

@@ -17,14 +17,13 @@ from sqlalchemy import Engine
 from aifx_ml.abtest.store import complete_test, create_test
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelEvaluation, TradingSignal
-from aifx_ml.features.dataset import Scaler
+from aifx_ml.models.versions import get_version
 from aifx_ml.replay.assemble import build_report, write_report
 from aifx_ml.replay.render import HTML_NAME, JSON_NAME
 from aifx_ml.serving.inputs import stored_window
 from registry.mlflow_store import log_replay_report
 from registry.stages import change_stage
-from registry.versions import get_version, load_version
-from tests.registry_world import World, client_for, copy_world
+from tests.registry_world import World, copy_world, store_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +36,10 @@ END = datetime(2026, 3, 2, tzinfo=UTC)
 def _arrange(engine: Engine, uri: str, world: World, tmp_path: Path) -> None:
     """v1 then v2 in Production, an A/B test of v2 against v3 ended without a winner, and one
     monthly evaluation with its report file."""
-    client = client_for(uri)
+    store = store_for(uri)
     v1, v2, v3 = world.versions
     for version, at in ((v1, FIRST), (v2, SECOND)):
-        change_stage(
-            engine, client, version, "production", as_of=at, reason="arrange", actor="test"
-        )
+        change_stage(engine, store, version, "production", as_of=at, reason="arrange", actor="test")
     test = create_test(
         engine,
         name="v2 vs v3",
@@ -99,10 +96,11 @@ def test_replay_report_over_a_store(engine: Engine, world: World, tmp_path: Path
     uri = copy_world(world, engine, tmp_path)
     _arrange(engine, uri, world, tmp_path)
     v1, v2, v3 = world.versions
-    client = client_for(uri)
+    store = store_for(uri)
+    client = store.client
     report = build_report(
         engine,
-        client,
+        store,
         start=START,
         end=END,
         pairs=["EUR/USD", "GBP/USD"],
@@ -132,9 +130,9 @@ def test_replay_report_over_a_store(engine: Engine, world: World, tmp_path: Path
     # A request's P(up) is what the version itself says of the stored window a live predict
     # would read at that moment.
     for version, row in ((v2, continuous[switched].iloc[7]), (v1, frozen.iloc[-3])):
-        loaded = load_version(get_version(engine, version), client)
-        window = stored_window(engine, row["pair"], "1h", int(loaded.card["window"]), row["time"])
-        x = Scaler.from_dict(loaded.card["scaler"]).transform(window.features)[None]
+        loaded = store.load(get_version(engine, version))
+        window = stored_window(engine, row["pair"], "1h", loaded.card.window, row["time"])
+        x = loaded.card.scaler.transform(window.features)[None]
         assert float(np.asarray(loaded.model(x, training=False))[0, 0]) == pytest.approx(
             row["p_up"], abs=1e-5
         )
@@ -167,7 +165,7 @@ def test_replay_report_over_a_store(engine: Engine, world: World, tmp_path: Path
 
     tracking_before = (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
     run_id = log_replay_report(
-        client, report, html, json_path, run_name="store-replay", artifact_root=str(tmp_path / "a")
+        store, report, html, json_path, run_name="store-replay", artifact_root=str(tmp_path / "a")
     )
     assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == tracking_before
     run = client.get_run(run_id)

@@ -11,15 +11,17 @@ from typing import Any
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.models import Model
 from sqlalchemy import Engine, select
 
 from aifx_ml.db.models import EventOutbox, ModelTrainingLog, ModelVersion
+from aifx_ml.models.store import InMemoryModelStore
 from aifx_ml.training.config import Stores, TrainingFailedError
 from aifx_ml.training.lock import training_lock
 from aifx_ml.training.runs import train_full, train_incremental
-from aifx_ml.training.tracking import mlflow_stores
+from registry.integrity import download_version
+from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
-from registry.versions import load_version
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
 
 pytestmark = pytest.mark.integration
@@ -33,12 +35,27 @@ def stores(engine: Engine, mlflow_uri: str, tmp_path: Path) -> Iterator[Stores]:
     import_synthetic(engine)
     yield Stores(
         engine=engine,
-        tracking_uri=mlflow_uri,
-        registry_uri=mlflow_uri,
-        artifact_root=str(tmp_path / "artifacts"),
+        models=MlflowModelStore(mlflow_uri, mlflow_uri, str(tmp_path / "artifacts")),
         lock_dir=tmp_path / "locks",
         code_version="test-commit",
     )
+
+
+@pytest.fixture
+def memory_stores(engine: Engine, tmp_path: Path) -> Iterator[Stores]:
+    """The same, for tests that do not look at MLflow: the model store in memory."""
+    import_synthetic(engine)
+    yield Stores(
+        engine=engine,
+        models=InMemoryModelStore(),
+        lock_dir=tmp_path / "locks",
+        code_version="test-commit",
+    )
+
+
+def mlflow_store(stores: Stores) -> MlflowModelStore:
+    assert isinstance(stores.models, MlflowModelStore)
+    return stores.models
 
 
 def logs(engine: Engine) -> list[ModelTrainingLog]:
@@ -64,16 +81,20 @@ def channels(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
 
 
 def mlflow_versions(stores: Stores) -> dict[str, str]:
-    client = MlflowClient(tracking_uri=stores.tracking_uri, registry_uri=stores.registry_uri)
-    found = client.search_model_versions("name = 'aifx-lstm'")
+    found = mlflow_store(stores).client.search_model_versions("name = 'aifx-lstm'")
     return {str(v.version): str(v.current_stage) for v in found}
 
 
 def promote(stores: Stores, version: str, as_of: datetime) -> None:
-    with mlflow_stores(stores.tracking_uri, stores.registry_uri) as client:
-        change_stage(
-            stores.engine, client, version, "production", as_of=as_of, reason="test", actor="test"
-        )
+    change_stage(
+        stores.engine,
+        mlflow_store(stores),
+        version,
+        "production",
+        as_of=as_of,
+        reason="test",
+        actor="test",
+    )
 
 
 def test_weekly_then_daily_gives_a_child_of_the_production_version(stores: Stores) -> None:
@@ -113,11 +134,10 @@ def test_weekly_then_daily_gives_a_child_of_the_production_version(stores: Store
     assert rows["lstm-v2"]["training_log_id"] == daily_log.id
 
     # The child loads from the registry with the card that feeds it: the parent's scaler.
-    with mlflow_stores(stores.tracking_uri, stores.registry_uri):
-        child = load_version(ModelVersion(**rows["lstm-v2"]))
-        parent = load_version(ModelVersion(**rows["lstm-v1"]))
-    assert child.card["parent_version"] == "lstm-v1"
-    assert child.card["scaler"] == parent.card["scaler"]
+    child = stores.models.load(ModelVersion(**rows["lstm-v2"]))
+    parent = stores.models.load(ModelVersion(**rows["lstm-v1"]))
+    assert child.card.parent_version == "lstm-v1"
+    assert child.card.scaler == parent.card.scaler
 
     events = channels(stores.engine)
     assert [c for c, _ in events].count("ml:training_started") == 2
@@ -134,7 +154,8 @@ def weekly_data_end(engine: Engine) -> str:
     return str(first.data_time_range["end"])
 
 
-def test_daily_without_production_trains_in_full_and_says_so(stores: Stores) -> None:
+def test_daily_without_production_trains_in_full_and_says_so(memory_stores: Stores) -> None:
+    stores = memory_stores
     result = train_incremental(stores, tiny_training_config(), TRAIN_AS_OF)
     assert result.status == "completed"
     assert result.fell_back_to_full and result.reason and "full training instead" in result.reason
@@ -179,7 +200,7 @@ def test_a_crash_while_training_leaves_a_failed_log_and_nothing_registered(
     assert set(versions(stores.engine)) == {"lstm-v1"}
     assert versions(stores.engine)["lstm-v1"]["status"] == "production"
     assert mlflow_versions(stores) == {"1": "Production"}
-    client = MlflowClient(tracking_uri=stores.tracking_uri)
+    client = mlflow_store(stores).client
     runs = client.search_runs([client.get_experiment_by_name("aifx-lstm").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
 
@@ -198,7 +219,8 @@ def test_a_registration_the_table_refuses_is_taken_back_out_of_mlflow(
     assert [log.status for log in logs(stores.engine)] == ["failed"]
 
 
-def test_a_second_run_of_the_same_model_type_does_not_overlap(stores: Stores) -> None:
+def test_a_second_run_of_the_same_model_type_does_not_overlap(memory_stores: Stores) -> None:
+    stores = memory_stores
     with training_lock(stores.engine, stores.lock_dir, "lstm", timeout=0):
         result = train_full(stores, tiny_training_config(), TRAIN_AS_OF)
     assert result.status == "skipped"
@@ -206,7 +228,8 @@ def test_a_second_run_of_the_same_model_type_does_not_overlap(stores: Stores) ->
     assert versions(stores.engine) == {}
 
 
-def test_a_run_as_of_a_past_moment_sees_nothing_after_it(stores: Stores) -> None:
+def test_a_run_as_of_a_past_moment_sees_nothing_after_it(memory_stores: Stores) -> None:
+    stores = memory_stores
     as_of = TRAIN_AS_OF - timedelta(days=7)
     result = train_full(stores, tiny_training_config(days=20), as_of)
     assert result.status == "completed"
@@ -218,10 +241,12 @@ def test_a_run_as_of_a_past_moment_sees_nothing_after_it(stores: Stores) -> None
     assert log.started_at == as_of
 
 
-def test_mlflow_holds_params_curves_model_signature_and_card(stores: Stores) -> None:
+def test_mlflow_holds_params_curves_model_signature_and_card(
+    stores: Stores, tmp_path: Path
+) -> None:
     result = train_full(stores, tiny_training_config(epochs=3), TRAIN_AS_OF)
     assert result.mlflow_run_id
-    client = MlflowClient(tracking_uri=stores.tracking_uri, registry_uri=stores.registry_uri)
+    client = mlflow_store(stores).client
     run = client.get_run(result.mlflow_run_id)
     params = run.data.params
     for key in ("dataset_hash", "git_commit", "pairs", "timeframes", "data_range", "epochs"):
@@ -237,8 +262,9 @@ def test_mlflow_holds_params_curves_model_signature_and_card(stores: Stores) -> 
     assert [m.step for m in epochs] == list(range(result.metrics["epochs_run"]))
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
     assert {"training_curves.png", "aifx_model.json"} <= artifacts
-    with mlflow_stores(stores.tracking_uri, stores.registry_uri):
-        model_info = mlflow.models.get_model_info("models:/aifx-lstm/1")
+    (tmp_path / "registered").mkdir()
+    registered = download_version(client, "aifx-lstm", "1", tmp_path / "registered")
+    model_info = Model.load(str(registered / "MLmodel"))
     assert model_info.signature is not None
     assert tuple(model_info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 8, 17)
 
@@ -250,17 +276,27 @@ def test_pointing_mlflow_at_a_store_leaves_no_trace(
     # a run must leave both MLflow's globals and the environment exactly as they were.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///outer.db")
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     before = mlflow.get_tracking_uri()
     inner = f"sqlite:///{tmp_path / 'inner.db'}"
-    with mlflow_stores(inner, inner):
-        assert mlflow.get_tracking_uri() == inner
-        assert mlflow.get_registry_uri() == inner
+    store = MlflowModelStore(inner, inner, str(tmp_path / "artifacts"))
+    run_id = store.start_run("lstm", "trace", {})
+    store.log_params(run_id, {"epochs": 1})
+    store.end_run(run_id, "FINISHED")
+    # The run went to the inner store, through the store's own client only.
+    assert store.client.get_run(run_id).info.status == "FINISHED"
+    assert MlflowClient(tracking_uri=inner).get_run(run_id).data.params == {"epochs": "1"}
+    assert mlflow.get_registry_uri() != inner
+    assert not (tmp_path / "outer.db").exists()
     assert mlflow.get_tracking_uri() == before == "sqlite:///outer.db"
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///outer.db"
     assert "MLFLOW_REGISTRY_URI" not in os.environ
 
 
-def test_labeled_signals_known_by_as_of_join_the_training_examples(stores: Stores) -> None:
+def test_labeled_signals_known_by_as_of_join_the_training_examples(
+    memory_stores: Stores,
+) -> None:
+    stores = memory_stores
     from aifx_ml.cli.signals import record_baseline_signals
     from aifx_ml.labeling.store import label_pending
 

@@ -22,8 +22,8 @@ from aifx_ml.db.models import Alert, ModelEvaluation, ModelVersion
 from aifx_ml.evaluation.monthly import previous_month
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
-from aifx_ml.training.tracking import mlflow_stores
 from flows.monthly_evaluation import monthly_evaluation_flow
+from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
 from tests.conftest import tiny_training_config
 
@@ -55,17 +55,15 @@ def test_a_regime_change_is_found_and_no_change_is_not(
     )
     for pair, frame in frames.items():
         import_frame(engine, frame, pair, "1h", EVALUATED, source="synthetic")
-    stores = Stores(engine, mlflow_uri, mlflow_uri, str(tmp_path / "art"), tmp_path / "locks")
+    store = MlflowModelStore(mlflow_uri, mlflow_uri, str(tmp_path / "art"))
+    stores = Stores(engine, store, tmp_path / "locks")
     config = tiny_training_config(
         days=45, epochs=6, window=10, lstm_units=[8, 4], dense_units=4, learning_rate=0.01
     )
     trained = train_full(stores, config, TRAINED)
     assert trained.status == "completed" and trained.version
     assert trained.metrics["holdout_accuracy"] > 0.6  # it learned the momentum
-    with mlflow_stores(mlflow_uri, mlflow_uri) as client:
-        change_stage(
-            engine, client, trained.version, "production", as_of=TRAINED, reason="t", actor="t"
-        )
+    change_stage(engine, store, trained.version, "production", as_of=TRAINED, reason="t", actor="t")
 
     for name, value in {
         "AIFX_DATABASE_URL": db_url,

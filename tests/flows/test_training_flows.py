@@ -21,11 +21,10 @@ from sqlalchemy import Engine, select
 from aifx_ml.db.models import ModelABTest, ModelTrainingLog, ModelVersion
 from aifx_ml.events.consumers import read_stream, stream_end
 from aifx_ml.events.relay import count_pending
-from aifx_ml.training.tracking import mlflow_stores
 from flows.daily_incremental import daily_incremental_flow
 from flows.weekly_full import weekly_full_flow
+from registry.mlflow_store import MlflowModelStore, transition_stage
 from registry.stages import change_stage
-from registry.versions import transition_stage
 from tests.conftest import REDIS_URL, TRAIN_AS_OF, import_synthetic
 
 pytestmark = pytest.mark.integration
@@ -57,6 +56,7 @@ def test_weekly_then_daily_through_prefect(
     settings_env: Engine,
     mlflow_uri: str,
     client: redis.Redis,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = settings_env
@@ -76,10 +76,10 @@ def test_weekly_then_daily_through_prefect(
     assert offered["action"] in ("promoted", "refused"), offered
     if offered["action"] == "refused":
         assert offered["detail"]
-        with mlflow_stores(mlflow_uri, mlflow_uri) as registry:
-            change_stage(
-                engine, registry, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="t", actor="t"
-            )
+        registry = MlflowModelStore(mlflow_uri, mlflow_uri, str(tmp_path / "artifacts"))
+        change_stage(
+            engine, registry, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="t", actor="t"
+        )
 
     # Something changed MLflow behind the table's back: the flow reconciles before it reads.
     transition_stage(MlflowClient(mlflow_uri, mlflow_uri), "aifx-lstm", "1", "Archived")
