@@ -13,6 +13,8 @@ from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.events.relay import relay_outbox
 
+# The one retry policy, of every task whose I/O (database, registry, Prefect API) may fail for a
+# moment; tests/code/test_defaults_agree.py checks that every task that retries uses it.
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
 
