@@ -20,7 +20,7 @@ import yaml
 from prefect import Flow
 from prefect.tasks import Task
 from prefect.utilities.callables import parameter_schema
-from prefect.utilities.schema_tools.validation import validate
+from prefect.utilities.schema_tools.validation import ValidationError, validate
 
 from aifx_ml.abtest.store import DEFAULT_PLAN, DEFAULT_SPLIT
 from aifx_ml.cli.main import app
@@ -354,7 +354,10 @@ def test_a_deployments_parameters_are_the_flows_defaults_or_meant(
     flow = entry_flow(deployment)
     given = deployment.get("parameters") or {}
     # What the Prefect API checks when it creates a run of the deployment.
-    validate(given, parameter_schema(flow).model_dump_for_openapi(), raise_on_error=True)
+    try:
+        validate(given, parameter_schema(flow).model_dump_for_openapi(), raise_on_error=True)
+    except ValidationError as exc:
+        pytest.fail(f"{place}: {exc}")
     defaults = signature_defaults(flow)
     unknown = sorted(set(given) - set(inspect.signature(flow.fn).parameters))
     assert not unknown, f"{place}: {flow.name} has no parameter {', '.join(unknown)}"
