@@ -47,6 +47,9 @@ def main() -> None:
                 end=middle,
                 label_threshold=0.001,
                 ab_look_hours=6,
+                # As measured (benchmarks/README.md); `aifx replay` tests 60 per arm, 14 days.
+                ab_min_decided=200,
+                ab_max_days=30.0,
             )
         )
         serving = replace(trained, start=middle, end=middle + timedelta(weeks=WEEKS), train=False)

@@ -18,6 +18,8 @@ from registry.challenger import offer_challenger
 from registry.mlflow_store import MlflowModelStore
 from registry.reconcile import reconcile
 
+# The one retry policy, of every task whose I/O (database, registry, Prefect API) may fail for a
+# moment; tests/code/test_defaults_agree.py checks that every task that retries uses it.
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
 

@@ -3,48 +3,50 @@ fine-tuned on what arrived since the last successful run, the child registered i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
-from aifx_ml.training.config import training_config
+from aifx_ml.training.config import TRAINING, training_config
 from flows.training_tasks import training_steps
 
 
 @flow(name="daily-incremental", log_prints=False)
 def daily_incremental_flow(
-    pairs: list[str] | None = None,
-    timeframes: list[str] | None = None,
-    epochs: int = 5,
-    batch_size: int = 32,
-    seed: int = 42,
+    pairs: Sequence[str] | None = TRAINING.pairs,
+    timeframes: Sequence[str] = TRAINING.timeframes,
+    epochs: int = TRAINING.incremental_epochs,
+    batch_size: int = TRAINING.batch_size,
+    seed: int = TRAINING.seed,
     as_of: datetime | None = None,
-    auto_challenger: bool = True,
-    challenger_split: float = 0.2,
-    ab_test_plan: dict[str, Any] | None = None,
-    days: int = 30,
-    full_epochs: int = 50,
-    window: int = 60,
-    lstm_units: list[int] | None = None,
-    dense_units: int = 32,
-    learning_rate: float = 1e-3,
+    auto_challenger: bool = TRAINING.auto_challenger,
+    challenger_split: float = TRAINING.challenger_split,
+    ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
+    days: int = TRAINING.days,
+    full_epochs: int = TRAINING.epochs,
+    window: int = TRAINING.window,
+    lstm_units: Sequence[int] = TRAINING.lstm_units,
+    dense_units: int = TRAINING.dense_units,
+    learning_rate: float = TRAINING.learning_rate,
 ) -> dict[str, Any]:
     """Fine-tune as of `as_of` (default: now, UTC); with no Production model, train in full
-    (`days`, `full_epochs` and the architecture are the weekly flow's, for that fallback)."""
+    (`days`, `full_epochs` and the architecture are the weekly flow's, for that fallback).
+    Every default is TRAINING's (aifx_ml/training/config.py)."""
     settings = load_settings()
     moment = as_of or datetime.now(UTC)
     config = training_config(
         pairs,
-        timeframes or ["1h"],
+        timeframes,
         incremental_epochs=epochs,
         batch_size=batch_size,
         seed=seed,
         days=days,
         epochs=full_epochs,
         window=window,
-        lstm_units=lstm_units or [128, 64],
+        lstm_units=lstm_units,
         dense_units=dense_units,
         learning_rate=learning_rate,
     )

@@ -13,10 +13,10 @@ from aifx_ml.config import load_settings
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.labeling.store import LabelReport, label_pending
-from flows.common import alerts_task, reconcile_task, relay_task
+from flows.common import IO_RETRIES, alerts_task, reconcile_task, relay_task
 
 
-@task(retries=3, retry_delay_seconds=[5, 30, 120], cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def label_task(database_url: str, embedded: bool, as_of: datetime, threshold: float) -> LabelReport:
     """The database is the only I/O here, so this is the one task that retries."""
     with engine_for(database_url) as engine:

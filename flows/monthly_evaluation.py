@@ -16,7 +16,8 @@ from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from aifx_ml.evaluation.monthly import Thresholds, previous_month
 from aifx_ml.evaluation.monthly_run import run_monthly
-from flows.common import raise_alerts_task, reconcile_task, relay_task
+from aifx_ml.evaluation.params import EVALUATION
+from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 from registry.mlflow_store import MlflowModelStore
 
 WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
@@ -43,7 +44,7 @@ def evaluate_task(
     ]
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def trigger_retrain_task(model_type: str) -> str:
     """Start the weekly full training deployment now (it trains every stored series)."""
     from prefect.client.schemas.objects import FlowRun  # noqa: PLC0415
@@ -61,12 +62,13 @@ def trigger_retrain_task(model_type: str) -> str:
 def monthly_evaluation_flow(
     month: str | None = None,
     as_of: datetime | None = None,
-    trigger_retrain: bool = False,
-    accuracy_drop: float = 0.05,
-    auc_drop: float = 0.05,
-    drift_share: float = 0.5,
+    trigger_retrain: bool = EVALUATION.trigger_retrain,
+    accuracy_drop: float = EVALUATION.accuracy_drop,
+    auc_drop: float = EVALUATION.auc_drop,
+    drift_share: float = EVALUATION.drift_share,
 ) -> dict[str, Any]:
-    """Evaluate `month` (default: the month before `as_of`, i.e. the one that just ended)."""
+    """Evaluate `month` (default: the month before `as_of`, i.e. the one that just ended);
+    every other default is EVALUATION's (aifx_ml/evaluation/params.py)."""
     settings = load_settings()
     moment = as_of or datetime.now(UTC)
     month = month or previous_month(moment)

@@ -19,13 +19,11 @@ from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.training.config import Stores, TrainingConfig
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
-from flows.common import alerts_task, challenger_task, reconcile_task, relay_task
+from flows.common import IO_RETRIES, alerts_task, challenger_task, reconcile_task, relay_task
 from registry.mlflow_store import MlflowModelStore
 
-READ_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
 
-
-@task(cache_policy=NO_CACHE, **READ_RETRIES)
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def plan_task(
     settings: Settings, config: TrainingConfig, training_type: str, as_of: datetime
 ) -> tuple[list[tuple[str, str]], datetime]:
@@ -36,7 +34,7 @@ def plan_task(
         return stored_series(engine, config), load_start(since, config)
 
 
-@task(cache_policy=NO_CACHE, **READ_RETRIES)
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def load_series_task(
     settings: Settings, pair: str, timeframe: str, start: datetime, as_of: datetime
 ) -> pd.DataFrame:

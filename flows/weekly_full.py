@@ -3,44 +3,46 @@ the last 30 days, registered in Staging."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
-from aifx_ml.training.config import training_config
+from aifx_ml.training.config import TRAINING, training_config
 from flows.training_tasks import training_steps
 
 
 @flow(name="weekly-full", log_prints=False)
 def weekly_full_flow(
-    pairs: list[str] | None = None,
-    timeframes: list[str] | None = None,
-    days: int = 30,
-    epochs: int = 50,
-    batch_size: int = 32,
-    window: int = 60,
-    lstm_units: list[int] | None = None,
-    dense_units: int = 32,
-    seed: int = 42,
-    learning_rate: float = 1e-3,
+    pairs: Sequence[str] | None = TRAINING.pairs,
+    timeframes: Sequence[str] = TRAINING.timeframes,
+    days: int = TRAINING.days,
+    epochs: int = TRAINING.epochs,
+    batch_size: int = TRAINING.batch_size,
+    window: int = TRAINING.window,
+    lstm_units: Sequence[int] = TRAINING.lstm_units,
+    dense_units: int = TRAINING.dense_units,
+    seed: int = TRAINING.seed,
+    learning_rate: float = TRAINING.learning_rate,
     as_of: datetime | None = None,
-    auto_challenger: bool = True,
-    challenger_split: float = 0.2,
-    ab_test_plan: dict[str, Any] | None = None,
+    auto_challenger: bool = TRAINING.auto_challenger,
+    challenger_split: float = TRAINING.challenger_split,
+    ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
 ) -> dict[str, Any]:
-    """Train from scratch as of `as_of` (default: now, UTC) on every series asked for."""
+    """Train from scratch as of `as_of` (default: now, UTC) on every series asked for; every
+    other default is TRAINING's (aifx_ml/training/config.py)."""
     settings = load_settings()
     moment = as_of or datetime.now(UTC)
     config = training_config(
         pairs,
-        timeframes or ["1h"],
+        timeframes,
         days=days,
         epochs=epochs,
         batch_size=batch_size,
         window=window,
-        lstm_units=lstm_units or [128, 64],
+        lstm_units=lstm_units,
         dense_units=dense_units,
         learning_rate=learning_rate,
         seed=seed,

@@ -9,15 +9,13 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from aifx_ml.abtest.store import TestPlan, active_test, create_test
+from aifx_ml.abtest.store import DEFAULT_SPLIT, TestPlan, active_test, create_test
 from aifx_ml.evaluation.gate import DEFAULT_MARGIN, DEFAULT_MIN_SAMPLES, GateDecision
 from aifx_ml.models.versions import get_version
 from registry.abtest import mark_challenger
 from registry.mlflow_store import MlflowModelStore
 from registry.promotion import evaluate_candidate
 from registry.stages import change_stage
-
-DEFAULT_SPLIT = 0.2
 
 
 @dataclass(frozen=True)

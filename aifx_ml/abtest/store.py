@@ -20,6 +20,8 @@ from aifx_ml.db.models import AB_STATUSES, ModelABTest, ModelVersion
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.events.outbox import enqueue
 
+DEFAULT_SPLIT = 0.2  # share of requests routed to B (the challenger) unless told otherwise
+
 
 @dataclass(frozen=True)
 class TestPlan:
@@ -63,6 +65,11 @@ class TestPlan:
     def from_dict(cls, data: dict[str, Any] | None) -> TestPlan:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+# The pre-registered plan a test runs to unless told otherwise: `aifx ab create` and the API's
+# create body read their defaults from it (tests/code/test_defaults_agree.py keeps them equal).
+DEFAULT_PLAN = TestPlan()
 
 
 TEST_ID_NAMESPACE = uuid.UUID("5b0c1f6e-4a1d-4f3e-9c55-2f1d7a0e6b11")

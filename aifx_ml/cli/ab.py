@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from aifx_ml.abtest.store import (
+    DEFAULT_PLAN,
+    DEFAULT_SPLIT,
     TestPlan,
     cancel_test,
     complete_test,
@@ -28,12 +30,16 @@ def create_cmd(
     name: Annotated[str, typer.Option(help="A name people will recognise.")],
     model_a: Annotated[str, typer.Option("--a", help="Version A (usually Production).")],
     model_b: Annotated[str, typer.Option("--b", help="Version B (the challenger).")],
-    split: Annotated[float, typer.Option(help="Share of traffic to B.")] = 0.2,
+    split: Annotated[float, typer.Option(help="Share of traffic to B.")] = DEFAULT_SPLIT,
     min_decided: Annotated[
         int, typer.Option(help="Decided signals per arm before deciding.")
-    ] = 200,
-    max_decided: Annotated[int, typer.Option(help="Decided signals per arm at most.")] = 3000,
-    max_days: Annotated[float, typer.Option(help="Longest the test may run.")] = 30.0,
+    ] = DEFAULT_PLAN.min_decided_per_arm,
+    max_decided: Annotated[
+        int, typer.Option(help="Decided signals per arm at most.")
+    ] = DEFAULT_PLAN.max_decided_per_arm,
+    max_days: Annotated[
+        float, typer.Option(help="Longest the test may run.")
+    ] = DEFAULT_PLAN.max_days,
 ) -> None:
     """Start an A/B test: requests are split between A and B by a hash of their routing key."""
     app_ctx = app_context(ctx)

@@ -8,6 +8,7 @@ import pandas as pd
 import typer
 
 from aifx_ml.cli.common import app_context, console, frame_table, model_store, parse_time
+from aifx_ml.evaluation.params import EVALUATION
 
 app = typer.Typer(
     help="Evaluate models in production: drift and degradation.", no_args_is_help=True
@@ -21,11 +22,15 @@ def monthly_cmd(
         str | None, typer.Option(help="YYYY-MM (default: the month before --as-of).")
     ] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Now, UTC (default: now).")] = None,
-    accuracy_drop: Annotated[float, typer.Option(help="Accuracy drop that is degradation.")] = 0.05,
-    auc_drop: Annotated[float, typer.Option(help="AUC drop that is degradation.")] = 0.05,
+    accuracy_drop: Annotated[
+        float, typer.Option(help="Accuracy drop that is degradation.")
+    ] = EVALUATION.accuracy_drop,
+    auc_drop: Annotated[
+        float, typer.Option(help="AUC drop that is degradation.")
+    ] = EVALUATION.auc_drop,
     drift_share: Annotated[
         float, typer.Option(help="Share of drifted input features that is drift.")
-    ] = 0.5,
+    ] = EVALUATION.drift_share,
 ) -> None:
     """Evaluate every Production (and recently archived) version on a month: input drift
     against its training window, quality against its own holdout, and a recommendation."""

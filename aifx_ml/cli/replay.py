@@ -44,31 +44,39 @@ def replay_cmd(
     end: Annotated[str, typer.Option(help="Last simulated moment (UTC).")] = "2026-03-30",
     history_days: Annotated[
         int, typer.Option(help="Days of candles already there when the replay starts.")
-    ] = 30,
-    seed: Annotated[int, typer.Option(help="Seed of the market and of every model.")] = 7,
+    ] = ReplayParams.history_days,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the market and of every model.")
+    ] = ReplayParams.seed,
     change_at: Annotated[
         str | None, typer.Option(help="A known change point to split the report at.")
     ] = None,
     label_threshold: Annotated[
         float,
         typer.Option(help="Move that makes a signal a win or a loss (a fraction: 0.001 = 0.1%)."),
-    ] = 0.001,
+    ] = ReplayParams.label_threshold,
     ab_look_hours: Annotated[
         int, typer.Option(help="Look at a running A/B test every N scheduled hours.")
-    ] = 6,
+    ] = ReplayParams.ab_look_hours,
     ab_min_decided: Annotated[
         int, typer.Option(help="Decided signals per arm before an A/B test may end.")
-    ] = 60,
-    ab_max_days: Annotated[float, typer.Option(help="Longest an A/B test may run.")] = 14.0,
+    ] = ReplayParams.ab_min_decided,
+    ab_max_days: Annotated[
+        float, typer.Option(help="Longest an A/B test may run.")
+    ] = ReplayParams.ab_max_days,
     challenger_split: Annotated[
         float, typer.Option(help="Share of requests routed to the challenger.")
-    ] = 0.5,
-    epochs: Annotated[int, typer.Option(help="Most epochs of a full training.")] = 30,
-    window: Annotated[int, typer.Option(help="Candles per model input window.")] = 16,
+    ] = ReplayParams.challenger_split,
+    epochs: Annotated[
+        int, typer.Option(help="Most epochs of a full training.")
+    ] = ModelParams.epochs,
+    window: Annotated[
+        int, typer.Option(help="Candles per model input window.")
+    ] = ModelParams.window,
     training: Annotated[
         bool,
         typer.Option(help="Run the training flows (--no-training: serve what is registered)."),
-    ] = True,
+    ] = ReplayParams.train,
     name: Annotated[
         str | None, typer.Option(help="Name of the replay (default: from its parameters).")
     ] = None,

@@ -19,11 +19,21 @@ from aifx_ml.cli.common import (
 )
 from aifx_ml.config import git_commit
 from aifx_ml.errors import InvalidInputError
-from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult, training_config
+from aifx_ml.training.config import (
+    TRAINING,
+    Stores,
+    TrainingConfig,
+    TrainingResult,
+    training_config,
+)
 
 app = typer.Typer(
     help="Train models: weekly from scratch, daily fine-tuning.", no_args_is_help=True
 )
+
+# Every default is TRAINING's (aifx_ml/training/config.py), as the training flows' are.
+TIMEFRAMES = ",".join(TRAINING.timeframes)
+LSTM_UNITS = ",".join(str(units) for units in TRAINING.lstm_units)
 
 PairsOpt = Annotated[
     str | None, typer.Option("--pairs", help="Comma-separated pairs (default: every stored pair).")
@@ -35,10 +45,10 @@ AsOfOpt = Annotated[
         "--as-of", help="Train as of this moment (UTC; default: now). Data after it is unseen."
     ),
 ]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Maximum epochs.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of weights and shuffling.")]
 UnitsOpt = Annotated[
-    str | None, typer.Option("--lstm-units", help="Sizes of the two LSTM layers, e.g. 128,64.")
+    str, typer.Option("--lstm-units", help="Sizes of the two LSTM layers, e.g. 128,64.")
 ]
 WaitOpt = Annotated[
     float,
@@ -66,18 +76,20 @@ def _config(
 def weekly_cmd(
     ctx: typer.Context,
     pairs: PairsOpt = None,
-    timeframes: TimeframesOpt = "1h",
-    days: Annotated[int, typer.Option(help="Days of data before --as-of to learn from.")] = 30,
+    timeframes: TimeframesOpt = TIMEFRAMES,
+    days: Annotated[
+        int, typer.Option(help="Days of data before --as-of to learn from.")
+    ] = TRAINING.days,
     as_of: AsOfOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    window: Annotated[int | None, typer.Option(help="Candles per window.")] = None,
-    lstm_units: UnitsOpt = None,
+    epochs: EpochsOpt = TRAINING.epochs,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = TRAINING.batch_size,
+    window: Annotated[int, typer.Option(help="Candles per window.")] = TRAINING.window,
+    lstm_units: UnitsOpt = LSTM_UNITS,
     include_signals: Annotated[
         bool, typer.Option(help="Add labeled trading signals as extra examples.")
-    ] = False,
-    seed: SeedOpt = 42,
-    wait: WaitOpt = 3600.0,
+    ] = TRAINING.include_signals,
+    seed: SeedOpt = TRAINING.seed,
+    wait: WaitOpt = TRAINING.lock_timeout,
 ) -> None:
     """Train a model from scratch (80/20 chronological split, early stopping) and register it
     in Staging, next to the Production model's and the baselines' scores on the same holdout."""
@@ -100,14 +112,14 @@ def weekly_cmd(
 def daily_cmd(
     ctx: typer.Context,
     pairs: PairsOpt = None,
-    timeframes: TimeframesOpt = "1h",
+    timeframes: TimeframesOpt = TIMEFRAMES,
     as_of: AsOfOpt = None,
-    epochs: EpochsOpt = None,
-    seed: SeedOpt = 42,
-    wait: WaitOpt = 3600.0,
+    epochs: EpochsOpt = TRAINING.incremental_epochs,
+    seed: SeedOpt = TRAINING.seed,
+    wait: WaitOpt = TRAINING.lock_timeout,
 ) -> None:
-    """Fine-tune the Production model on the data since the last successful run (5 epochs,
-    lr 1e-4) and register the child in Staging. No Production model yet: trains from scratch."""
+    """Fine-tune the Production model on the data since the last successful run (at lr 1e-4)
+    and register the child in Staging. No Production model yet: trains from scratch."""
     config = _config(
         pairs, timeframes, None, incremental_epochs=epochs, seed=seed, lock_timeout=wait
     )

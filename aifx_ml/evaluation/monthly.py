@@ -19,6 +19,7 @@ import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import holdout_metrics
+from aifx_ml.evaluation.params import EVALUATION
 from aifx_ml.features.dataset import Dataset, build_dataset, naive_utc
 from aifx_ml.jsonsafe import finite
 from aifx_ml.models.card import ModelCard
@@ -40,9 +41,9 @@ PSI_SHAPE, PSI_SCALE = 0.2, 1.0
 class Thresholds:
     """When a version counts as degraded or drifted."""
 
-    accuracy_drop: float = 0.05  # holdout accuracy minus the month's
-    auc_drop: float = 0.05
-    drift_share: float = 0.5  # share of input features Evidently finds drifted
+    accuracy_drop: float = EVALUATION.accuracy_drop  # holdout accuracy minus the month's
+    auc_drop: float = EVALUATION.auc_drop
+    drift_share: float = EVALUATION.drift_share  # share of input features Evidently finds drifted
     min_samples: int = 50  # fewer decided samples in the month: quality is not judged
 
 

@@ -26,6 +26,7 @@ from aifx_ml.errors import NotFoundError
 from aifx_ml.labeling.store import label_pending
 from aifx_ml.markets import step_offset
 from aifx_ml.replay import state
+from aifx_ml.replay.plan import ReplayParams
 from aifx_ml.replay.schedule import SCHEDULES, due_jobs
 from aifx_ml.serving.predict import PredictionService, PredictRequest
 
@@ -50,8 +51,8 @@ class ReplaySettings:
     """How the loop behaves (stored with the replay's parameters)."""
 
     model_type: str = "lstm"
-    label_threshold: float = 0.005  # a fraction (DESIGN.md: 0.5%)
-    ab_look_hours: int = 1  # look at an active A/B test every this many scheduled hours
+    label_threshold: float = ReplayParams.label_threshold  # a fraction
+    ab_look_hours: int = ReplayParams.ab_look_hours  # look at an active A/B test every N hours
 
 
 @dataclass

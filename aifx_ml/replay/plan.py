@@ -39,7 +39,12 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class ReplayParams:
-    """Everything that decides what a replay does; equal parameters give equal replays."""
+    """Everything that decides what a replay does; equal parameters give equal replays.
+
+    The defaults are `aifx replay`'s (its options read them from here, e.g.
+    `ReplayParams.label_threshold`; tests/code/test_defaults_agree.py keeps them equal) and
+    suit the synthetic market: short replays that decide A/B tests within weeks.
+    """
 
     pairs: tuple[str, ...]
     timeframes: tuple[str, ...]
@@ -55,14 +60,15 @@ class ReplayParams:
     pattern_strength: float = 0.65
     pattern_lags: tuple[int, int] = (5, 8)
     change_at: datetime | None = None  # a known change point (synthetic: the switch)
-    label_threshold: float = 0.005  # a fraction, as `aifx label --threshold`
+    # A fraction, as `aifx label --threshold` (whose 0.5 % the synthetic market rarely moves).
+    label_threshold: float = 0.001
     buy_threshold: float = 0.55
     sell_threshold: float = 0.45
-    ab_look_hours: int = 1
+    ab_look_hours: int = 6  # look at an active A/B test every this many scheduled hours
     train: bool = True  # False: only serve, label and evaluate what is already registered
     challenger_split: float = 0.5
-    ab_min_decided: int = 200
-    ab_max_days: float = 30.0
+    ab_min_decided: int = 60  # the A/B plan of every challenger test (see test_plan)
+    ab_max_days: float = 14.0
     model: ModelParams = field(default_factory=ModelParams)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from aifx_ml.abtest.store import DEFAULT_SPLIT
 from aifx_ml.config import Settings
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.markets import validate_pair, validate_timeframe
@@ -101,9 +102,44 @@ class TrainingFailedError(AifxError):
     """The run failed; its log row says why and nothing was registered."""
 
 
+_DESIGN = TrainingConfig()
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """The parameters of both training flows (`weekly-full`, `daily-incremental`), of
+    `aifx train weekly|daily` and of the deployments in prefect.yaml, with the one default each
+    of them reads from here (tests/code/test_defaults_agree.py keeps them equal).
+
+    The values are DESIGN.md's, as TrainingConfig and LSTMConfig hold them: weekly — the last
+    30 days, 80/20 split, LSTM(128) → LSTM(64) → Dense(32), Adam 1e-3, up to 50 epochs, batch
+    32, 60-candle windows; daily — the data since the last run (24 h), 5 epochs at Adam 1e-4.
+    """
+
+    pairs: tuple[str, ...] | None = None  # None: every stored pair
+    timeframes: tuple[str, ...] = _DESIGN.timeframes
+    days: int = _DESIGN.days
+    epochs: int = _DESIGN.epochs  # a full training's; the daily flow's `full_epochs`
+    incremental_epochs: int = _DESIGN.incremental_epochs  # the daily flow's `epochs`
+    batch_size: int = _DESIGN.batch_size
+    window: int = _DESIGN.lstm.window
+    lstm_units: tuple[int, int] = _DESIGN.lstm.lstm_units
+    dense_units: int = _DESIGN.lstm.dense_units
+    learning_rate: float = _DESIGN.lstm.learning_rate  # a full training's
+    seed: int = _DESIGN.seed
+    include_signals: bool = _DESIGN.include_signals
+    lock_timeout: float = _DESIGN.lock_timeout  # `aifx train --wait`
+    auto_challenger: bool = True  # gate the new version; on a pass, A/B test it
+    challenger_split: float = DEFAULT_SPLIT  # share of traffic to the challenger
+    ab_test_plan: dict[str, Any] | None = None  # TestPlan fields; None: the library's plan
+
+
+TRAINING = TrainingParams()
+
+
 def training_config(
     pairs: Sequence[str] | None = None,
-    timeframes: Sequence[str] = ("1h",),
+    timeframes: Sequence[str] = TRAINING.timeframes,
     *,
     days: int | None = None,
     epochs: int | None = None,
@@ -113,9 +149,9 @@ def training_config(
     lstm_units: Sequence[int] | None = None,
     dense_units: int | None = None,
     learning_rate: float | None = None,
-    seed: int = 42,
-    include_signals: bool = False,
-    lock_timeout: float = 3600.0,
+    seed: int = TRAINING.seed,
+    include_signals: bool = TRAINING.include_signals,
+    lock_timeout: float = TRAINING.lock_timeout,
 ) -> TrainingConfig:
     """A TrainingConfig from loose values (CLI options, flow parameters), each checked.
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from aifx_ml.abtest.evaluation import evaluate_test, look
 from aifx_ml.abtest.store import (
+    DEFAULT_PLAN,
     TestPlan,
     cancel_test,
     complete_test,
@@ -27,13 +28,13 @@ Version = Annotated[str, Field(min_length=1, max_length=64, examples=["lstm-v3"]
 
 
 class PlanIn(BaseModel):
-    """The pre-registered plan (defaults: α 0.05, 200 to 3,000 decided signals per arm, 30 days)."""
+    """The pre-registered plan; a field left out keeps the library's default (shown with it)."""
 
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    min_decided_per_arm: Annotated[int, Field(ge=1)] = 200
-    max_decided_per_arm: Annotated[int, Field(ge=1)] = 3000
-    max_days: Annotated[float, Field(gt=0)] = 30.0
-    guardrail_pnl_margin: Annotated[float, Field(ge=0)] = 0.0
+    alpha: Annotated[float, Field(gt=0, lt=1)] = DEFAULT_PLAN.alpha
+    min_decided_per_arm: Annotated[int, Field(ge=1)] = DEFAULT_PLAN.min_decided_per_arm
+    max_decided_per_arm: Annotated[int, Field(ge=1)] = DEFAULT_PLAN.max_decided_per_arm
+    max_days: Annotated[float, Field(gt=0)] = DEFAULT_PLAN.max_days
+    guardrail_pnl_margin: Annotated[float, Field(ge=0)] = DEFAULT_PLAN.guardrail_pnl_margin
 
 
 class CreateIn(BaseModel):
