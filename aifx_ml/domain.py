@@ -56,6 +56,14 @@ class TestStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Recommendation(StrEnum):
+    """What a monthly evaluation recommends for a Production version."""
+
+    KEEP = "keep"
+    RETRAIN = "retrain"
+    ROLLBACK = "rollback"
+
+
 SIGNALS: tuple[str, ...] = tuple(s.value for s in Signal)
 OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 

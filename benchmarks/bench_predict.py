@@ -84,16 +84,15 @@ def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
     return a, b
 
 
-def bare_call(db_url: str, mlflow_uri: str, version: str, repeat: int) -> float:
+def bare_call(db_url: str, mlflow_uri: str, artifacts: str, version: str, repeat: int) -> float:
     """Median seconds of the compiled model call on one window, as the service makes it."""
-    from mlflow import MlflowClient  # noqa: PLC0415
-
+    from aifx_ml.models.versions import get_version  # noqa: PLC0415
     from aifx_ml.serving.inference import compile_model  # noqa: PLC0415
-    from registry.versions import get_version, load_version  # noqa: PLC0415
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
 
     engine = make_engine(db_url)
     row = get_version(engine, version)
-    loaded = load_version(row, MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri))
+    loaded = MlflowModelStore(mlflow_uri, mlflow_uri, artifacts).load(row)
     model = compile_model(loaded.model, loaded.card, row)
     x = (
         np.random.default_rng(0)
@@ -118,9 +117,9 @@ def free_port() -> int:
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     code = (
         "import uvicorn; from datetime import datetime; from aifx_ml.config import load_settings;"
-        "from aifx_ml.serving.app import create_app;"
+        "from aifx_ml.cli.serve import build_app;"
         f"now = datetime.fromisoformat({NOW.isoformat()!r});"
-        "app = create_app(load_settings(), now=lambda: now, refresh_seconds=5.0);"
+        "app = build_app(load_settings(), now=lambda: now, refresh_seconds=5.0);"
         f"uvicorn.run(app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
     )
     return subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -175,8 +174,9 @@ def main() -> None:
     server = None
     try:
         mlflow_uri = f"sqlite:///{work / 'mlflow.db'}"
-        a, _ = prepare(db_url, mlflow_uri, str(work / "artifacts"))
-        bare = bare_call(db_url, mlflow_uri, a, 300)
+        artifacts = str(work / "artifacts")
+        a, _ = prepare(db_url, mlflow_uri, artifacts)
+        bare = bare_call(db_url, mlflow_uri, artifacts, a, 300)
         port = free_port()
         env = {
             **os.environ,

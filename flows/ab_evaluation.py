@@ -14,6 +14,7 @@ from aifx_ml.abtest.store import describe, get_test, list_tests
 from aifx_ml.alerts.rules import ab_decided_alert
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
+from aifx_ml.domain import TestStatus
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 from registry.abtest import promote_winner
 from registry.mlflow_store import MlflowModelStore
@@ -22,7 +23,7 @@ from registry.mlflow_store import MlflowModelStore
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def active_tests_task(settings: Settings) -> list[str]:
     with engine_for(settings.db_url) as engine:
-        return [str(t.id) for t in list_tests(engine, "active")]
+        return [str(t.id) for t in list_tests(engine, TestStatus.ACTIVE)]
 
 
 @task(cache_policy=NO_CACHE)
@@ -53,7 +54,9 @@ def ab_evaluation_flow(as_of: datetime | None = None) -> dict[str, Any]:
     looks = {
         test_id: evaluate_task(settings, test_id, moment) for test_id in active_tests_task(settings)
     }
-    decided = [look["test"] for look in looks.values() if look["test"]["status"] != "active"]
+    decided = [
+        look["test"] for look in looks.values() if look["test"]["status"] != TestStatus.ACTIVE
+    ]
     raise_alerts_task(settings, [ab_decided_alert(test) for test in decided], moment)
     relay_task(settings)
     return {

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
+from aifx_ml.domain import TrainingType
 from aifx_ml.training.config import TRAINING, training_config
 from flows.training_tasks import training_steps
 
@@ -53,7 +54,7 @@ def daily_incremental_flow(
     result = training_steps(
         settings,
         config,
-        "incremental",
+        TrainingType.INCREMENTAL,
         moment,
         "flow daily-incremental",
         challenger_split if auto_challenger else None,

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
-from aifx_ml.evaluation.monthly import Thresholds, previous_month
+from aifx_ml.evaluation.monthly import Thresholds, previous_month, wants_retrain
 from aifx_ml.evaluation.monthly_run import run_monthly
 from aifx_ml.evaluation.params import EVALUATION
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
@@ -77,7 +77,7 @@ def monthly_evaluation_flow(
     evaluations = evaluate_task(settings, month, moment, thresholds)
     retrains: dict[str, str] = {}
     for e in evaluations:
-        if trigger_retrain and e["status"] == "production" and e["recommendation"] == "retrain":
+        if trigger_retrain and wants_retrain(e):
             try:
                 retrains[e["model_type"]] = trigger_retrain_task(e["model_type"])
             except Exception as exc:  # noqa: BLE001  (recorded; the evaluation stands)

@@ -12,6 +12,7 @@ from typing import Any
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from aifx_ml.config import Settings
+from aifx_ml.evaluation.monthly import wants_retrain
 from aifx_ml.replay.loop import Job
 from aifx_ml.replay.plan import ReplayParams
 from flows.ab_evaluation import ab_evaluation_flow
@@ -55,10 +56,7 @@ def replay_jobs(params: ReplayParams) -> dict[str, Job]:
         # The deployment starts `weekly-full` through the Prefect API when the verdict is
         # retrain; a replay has no deployments served, so it runs the flow itself, at once.
         result = dict(monthly_evaluation_flow(as_of=at, trigger_retrain=False))
-        if params.train and any(
-            e["status"] == "production" and e["recommendation"] == "retrain"
-            for e in result["evaluations"]
-        ):
+        if params.train and any(wants_retrain(e) for e in result["evaluations"]):
             result["retrain"] = weekly(at)
         return result
 

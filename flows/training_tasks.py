@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import Settings, git_commit
 from aifx_ml.db.engine import engine_for, ensure_schema
+from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.training.config import Stores, TrainingConfig
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
@@ -53,11 +54,13 @@ def train_task(
 ) -> dict[str, Any]:
     """One training run on the loaded series; its record says how it ended."""
     with engine_for(settings.db_url) as engine:
-        actor = "flow weekly-full" if training_type == "full" else "flow daily-incremental"
+        actor = (
+            "flow weekly-full" if training_type == TrainingType.FULL else "flow daily-incremental"
+        )
         models = MlflowModelStore.from_settings(settings)
         stores = Stores.from_settings(settings, engine, models, git_commit(), actor)
         candles = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        if training_type == "full":
+        if training_type == TrainingType.FULL:
             result = train_full(stores, config, as_of, candles=candles)
         else:
             result = train_incremental(stores, config, as_of, candles=candles)
@@ -85,7 +88,7 @@ def training_steps(
         unmapped(as_of),
     )
     result = train_task(settings, config, training_type, as_of, frames.result())
-    if challenger_split is not None and result["status"] == "completed":
+    if challenger_split is not None and result["status"] == TrainingStatus.COMPLETED:
         # Passes the offline gate: tried live against Production (or becomes the first one).
         result["challenger"] = challenger_task(
             settings, result["version"], as_of, challenger_split, actor, test_plan

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
+from aifx_ml.domain import TrainingType
 from aifx_ml.training.config import TRAINING, training_config
 from flows.training_tasks import training_steps
 
@@ -50,7 +51,7 @@ def weekly_full_flow(
     result = training_steps(
         settings,
         config,
-        "full",
+        TrainingType.FULL,
         moment,
         "flow weekly-full",
         challenger_split if auto_challenger else None,

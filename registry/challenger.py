@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from aifx_ml.abtest.store import DEFAULT_SPLIT, TestPlan, active_test, create_test
+from aifx_ml.domain import ModelStatus
 from aifx_ml.evaluation.gate import DEFAULT_MARGIN, DEFAULT_MIN_SAMPLES, GateDecision
 from aifx_ml.models.versions import get_version
 from registry.abtest import mark_challenger
@@ -59,7 +60,7 @@ def offer_challenger(
             engine,
             store,
             version,
-            "production",
+            ModelStatus.PRODUCTION,
             as_of=as_of,
             reason="first model: passed the promotion gate against the baselines",
             actor=actor,

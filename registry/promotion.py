@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlalchemy import Engine
 
+from aifx_ml.domain import ModelStatus
 from aifx_ml.errors import RegistryError
 from aifx_ml.evaluation.gate import (
     DEFAULT_MARGIN,
@@ -55,7 +56,7 @@ def evaluate_candidate(
     holdout start), so neither has trained on it, and ends at `as_of`.
     """
     candidate_row = get_version(engine, version)
-    if candidate_row.status == "production":
+    if candidate_row.status == ModelStatus.PRODUCTION:
         raise RegistryError(f"model version {version} is already in Production")
     current = production_version(engine, candidate_row.model_type)
     rows = [candidate_row] + ([current] if current is not None else [])
@@ -109,7 +110,7 @@ def promote(
         engine,
         store,
         version,
-        "production",
+        ModelStatus.PRODUCTION,
         as_of=as_of,
         reason=reason,
         actor=actor,

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select, update
 
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ModelStageHistory, ModelTrainingLog, ModelVersion
+from aifx_ml.domain import ModelStatus
 from aifx_ml.models.store import number_of, registered_name, version_label
 from registry.integrity import version_sha256
 from registry.mlflow_store import (
@@ -124,7 +125,7 @@ def _missing_in_mlflow(
                 Fix("missing_in_mlflow", row.version, f"re-registered from its run as {restored}")
             )
             continue
-        if row.status == "production":
+        if row.status == ModelStatus.PRODUCTION:
             fixes.append(
                 Fix(
                     "missing_in_mlflow",
@@ -134,7 +135,7 @@ def _missing_in_mlflow(
                 )
             )
             continue
-        if row.status != "archived":
+        if row.status != ModelStatus.ARCHIVED:
             _archive_lost(engine, row, as_of, actor)
         fixes.append(
             Fix("missing_in_mlflow", row.version, "lost from MLflow, not recoverable: archived")
@@ -197,14 +198,14 @@ def _archive_lost(engine: Engine, row: ModelVersion, as_of: datetime, actor: str
         session.execute(
             update(ModelVersion)
             .where(ModelVersion.id == row.id)
-            .values(status="archived", archived_at=as_of, updated_at=as_of)
+            .values(status=ModelStatus.ARCHIVED, archived_at=as_of, updated_at=as_of)
         )
         session.add(
             ModelStageHistory(
                 version=row.version,
                 model_type=row.model_type,
                 from_status=row.status,
-                to_status="archived",
+                to_status=ModelStatus.ARCHIVED,
                 changed_at=as_of,
                 reason="reconcile: model files lost from MLflow and not recoverable",
                 actor=actor,

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelStageHistory, ModelVersion
+from aifx_ml.domain import ModelStatus
 from aifx_ml.errors import RegistryError
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.models.store import number_of, registered_name
@@ -41,10 +42,10 @@ from registry.mlflow_store import (
 
 ALLOWED: dict[str, tuple[str, ...]] = {
     # to_status: the statuses a version may come from
-    "production": ("staging", "archived"),
+    ModelStatus.PRODUCTION: (ModelStatus.STAGING, ModelStatus.ARCHIVED),
     # Production is only ever left by being replaced: there is always one once there was one.
-    "archived": ("staging",),
-    "staging": ("archived",),
+    ModelStatus.ARCHIVED: (ModelStatus.STAGING,),
+    ModelStatus.STAGING: (ModelStatus.ARCHIVED,),
 }
 
 
@@ -67,7 +68,7 @@ class StageResult:
 
     @property
     def previous_production(self) -> str | None:
-        archived = [c for c in self.changes if c.from_status == "production"]
+        archived = [c for c in self.changes if c.from_status == ModelStatus.PRODUCTION]
         return archived[0].version if archived else None
 
 
@@ -126,15 +127,18 @@ def _change_in_table(
                 f"model version {version} is {target.status}: it cannot become {to_status}"
             )
         previous = None
-        if to_status == "production":
+        if to_status == ModelStatus.PRODUCTION:
             previous = session.execute(
                 select(ModelVersion).where(
-                    ModelVersion.model_type == model_type, ModelVersion.status == "production"
+                    ModelVersion.model_type == model_type,
+                    ModelVersion.status == ModelStatus.PRODUCTION,
                 )
             ).scalar_one_or_none()
             if previous is not None:
-                result.changes.append(StageChange(previous.version, "production", "archived"))
-                _set_status(session, previous, "archived", as_of)
+                result.changes.append(
+                    StageChange(previous.version, ModelStatus.PRODUCTION, ModelStatus.ARCHIVED)
+                )
+                _set_status(session, previous, ModelStatus.ARCHIVED, as_of)
                 session.flush()  # the partial unique index sees one Production at a time
         result.changes.append(StageChange(version, target.status, to_status))
         _set_status(session, target, to_status, as_of)
@@ -152,7 +156,7 @@ def _change_in_table(
                     details=details,
                 )
             )
-        if to_status == "production":
+        if to_status == ModelStatus.PRODUCTION:
             enqueue(
                 session,
                 "ml:model_deployed",
@@ -193,7 +197,9 @@ def rollback(
     if target.model_type != model_type:
         raise RegistryError(f"{to} is a {target.model_type} model, not {model_type}")
     why = reason or f"rollback from {current or 'no Production version'} to {to}"
-    return change_stage(engine, store, to, "production", as_of=as_of, reason=why, actor=actor)
+    return change_stage(
+        engine, store, to, ModelStatus.PRODUCTION, as_of=as_of, reason=why, actor=actor
+    )
 
 
 def sync_mlflow(engine: Engine, store: MlflowModelStore, model_type: str) -> list[str]:
@@ -222,7 +228,7 @@ def sync_mlflow(engine: Engine, store: MlflowModelStore, model_type: str) -> lis
     aliases = {
         k: str(v) for k, v in (store.client.get_registered_model(name).aliases or {}).items()
     }
-    production = [n for n, r in known.items() if r.status == "production"]
+    production = [n for n, r in known.items() if r.status == ModelStatus.PRODUCTION]
     if production and aliases.get(CHAMPION) != production[0]:
         store.client.set_registered_model_alias(name, CHAMPION, production[0])
         changed.append(f"{known[production[0]].version}: alias {CHAMPION} set")
@@ -231,7 +237,7 @@ def sync_mlflow(engine: Engine, store: MlflowModelStore, model_type: str) -> lis
         changed.append(f"alias {CHAMPION} removed (no Production version)")
     challenger = aliases.get(CHALLENGER)
     if challenger is not None and (
-        challenger not in known or known[challenger].status != "staging"
+        challenger not in known or known[challenger].status != ModelStatus.STAGING
     ):
         store.client.delete_registered_model_alias(name, CHALLENGER)
         changed.append(f"alias {CHALLENGER} removed (version {challenger} is not in Staging)")
@@ -248,16 +254,16 @@ def set_challenger(
             store.client.delete_registered_model_alias(name, CHALLENGER)
         return
     row = get_version(engine, version)
-    if row.status != "staging":
+    if row.status != ModelStatus.STAGING:
         raise RegistryError(f"model version {version} is {row.status}: a challenger is in Staging")
     store.client.set_registered_model_alias(name, CHALLENGER, number_of(row))
 
 
 def _set_status(session: Session, row: ModelVersion, status: str, as_of: datetime) -> None:
     values: dict[str, Any] = {"status": status, "updated_at": as_of}
-    if status == "production":
+    if status == ModelStatus.PRODUCTION:
         values["promoted_at"] = as_of
-    if status == "archived":
+    if status == ModelStatus.ARCHIVED:
         values["archived_at"] = as_of
     session.execute(update(ModelVersion).where(ModelVersion.id == row.id).values(**values))
 
@@ -318,7 +324,7 @@ def _last_replaced(engine: Engine, model_type: str, current: str | None) -> str 
                 select(ModelStageHistory.version)
                 .where(
                     ModelStageHistory.model_type == model_type,
-                    ModelStageHistory.from_status == "production",
+                    ModelStageHistory.from_status == ModelStatus.PRODUCTION,
                     ModelStageHistory.version != (current or ""),
                 )
                 .order_by(ModelStageHistory.changed_at.desc(), ModelStageHistory.recorded_at.desc())

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
@@ -21,9 +20,11 @@ from sqlalchemy import Engine
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelTrainingLog
 from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.card import ModelCard
 from aifx_ml.models.lstm import LSTMConfig, build_lstm
-from aifx_ml.training import tracking
-from registry.versions import record_version, register_in_mlflow, registered_name, version_label
+from aifx_ml.models.store import version_label
+from aifx_ml.models.versions import record_version
+from registry.mlflow_store import MlflowModelStore
 
 WINDOW = 8
 
@@ -52,7 +53,7 @@ def register_constant(
     status: str = "staging",
 ) -> str:
     """Register a constant model as the next `lstm` version; returns its version label."""
-    card = _card(f"constant {p_up}", WINDOW, as_of)
+    card = _card({"kind": "constant", "p_up": p_up}, WINDOW, as_of)
     return _register(engine, mlflow_uri, artifact_root, constant_model(p_up), card, as_of, status)
 
 
@@ -74,7 +75,7 @@ def register_model(
     return _register(engine, mlflow_uri, artifact_root, model, card, as_of, status)
 
 
-def _card(architecture: Any, window: int, as_of: datetime) -> dict[str, Any]:
+def _card(architecture: dict[str, Any], window: int, as_of: datetime) -> dict[str, Any]:
     return {
         "model_type": "lstm",
         "architecture": architecture,
@@ -103,12 +104,14 @@ def _register(
 ) -> str:
     log_id = uuid.uuid4()
     model_type = str(card["model_type"])
-    with tracking.mlflow_stores(mlflow_uri, mlflow_uri) as client:
-        experiment = tracking.experiment_for(client, model_type, artifact_root)
-        with mlflow.start_run(experiment_id=experiment) as run:
-            shape = (1, int(card["window"]), len(FEATURE_NAMES))
-            uri = tracking.log_model_with_card(model, card, np.zeros(shape, dtype=np.float32))
-        number, sha = register_in_mlflow(client, model_type, uri, run.info.run_id, {})
+    store = MlflowModelStore(mlflow_uri, mlflow_uri, artifact_root)
+    run_id = store.start_run(model_type, f"test-{model_type}", {})
+    shape = (1, int(card["window"]), len(FEATURE_NAMES))
+    registered = store.register(
+        run_id, model, ModelCard.from_dict(card), np.zeros(shape, dtype=np.float32), {}
+    )
+    store.end_run(run_id, "FINISHED")
+    number, sha = registered.number, registered.sha256
     version = version_label(model_type, number)
     holdout_start = pd.Timestamp(as_of - timedelta(days=6)).isoformat()
     with transaction(engine) as session:
@@ -120,7 +123,7 @@ def _register(
                 status="completed",
                 started_at=as_of,
                 completed_at=as_of,
-                mlflow_run_id=run.info.run_id,
+                mlflow_run_id=run_id,
             )
         )
         session.flush()
@@ -128,7 +131,7 @@ def _register(
             session,
             version=version,
             model_type=model_type,
-            model_path=f"models:/{registered_name(model_type)}/{number}",
+            model_path=registered.model_path,
             training_log_id=log_id,
             parent_version=None,
             metrics={"holdout_start": holdout_start, "holdout_accuracy": 0.55, "holdout_auc": 0.55},
@@ -139,10 +142,9 @@ def _register(
     if status == "production":
         from registry.stages import change_stage
 
-        with tracking.mlflow_stores(mlflow_uri, mlflow_uri) as client:
-            change_stage(
-                engine, client, version, "production", as_of=as_of, reason="arrange", actor="test"
-            )
+        change_stage(
+            engine, store, version, "production", as_of=as_of, reason="arrange", actor="test"
+        )
     return version
 
 

@@ -18,6 +18,7 @@ from aifx_ml.cli.common import (
     parse_time,
 )
 from aifx_ml.config import git_commit
+from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.training.config import (
     TRAINING,
@@ -105,7 +106,7 @@ def weekly_cmd(
         include_signals=include_signals,
         lock_timeout=wait,
     )
-    _run(ctx, config, "full", as_of)
+    _run(ctx, config, TrainingType.FULL, as_of)
 
 
 @app.command("daily")
@@ -123,7 +124,7 @@ def daily_cmd(
     config = _config(
         pairs, timeframes, None, incremental_epochs=epochs, seed=seed, lock_timeout=wait
     )
-    _run(ctx, config, "incremental", as_of)
+    _run(ctx, config, TrainingType.INCREMENTAL, as_of)
 
 
 def _run(ctx: typer.Context, config: TrainingConfig, training_type: str, as_of: str | None) -> None:
@@ -131,7 +132,7 @@ def _run(ctx: typer.Context, config: TrainingConfig, training_type: str, as_of: 
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
     result = run_training(app_ctx, config, training_type, moment)
     print_result(result)
-    if result.status == "failed":
+    if result.status == TrainingStatus.FAILED:
         raise typer.Exit(1)
 
 
@@ -146,7 +147,7 @@ def run_training(
     stores = Stores.from_settings(
         app_ctx.settings, app_ctx.engine(), model_store(app_ctx), git_commit(), actor
     )
-    total = config.epochs if training_type == "full" else config.incremental_epochs
+    total = config.epochs if training_type == TrainingType.FULL else config.incremental_epochs
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -161,7 +162,7 @@ def run_training(
             shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate")
             progress.update(bar, completed=epoch + 1, logs=shown)
 
-        if training_type == "full":
+        if training_type == TrainingType.FULL:
             return train_full(stores, config, as_of, on_epoch=on_epoch)
         return train_incremental(stores, config, as_of, on_epoch=on_epoch)
 
@@ -169,14 +170,14 @@ def run_training(
 def print_result(result: TrainingResult) -> None:
     """The outcome in one line, then holdout metrics of the model, Production and baselines."""
     line = {
-        "completed": f"[green]registered {result.version}[/] in Staging",
-        "skipped": f"[yellow]skipped[/]: {result.reason}",
-        "failed": f"[red]failed[/]: {result.reason}",
+        TrainingStatus.COMPLETED: f"[green]registered {result.version}[/] in Staging",
+        TrainingStatus.SKIPPED: f"[yellow]skipped[/]: {result.reason}",
+        TrainingStatus.FAILED: f"[red]failed[/]: {result.reason}",
     }.get(result.status, result.status)
     if result.fell_back_to_full:
         console.print(f"[yellow]{result.reason}[/]")
     console.print(f"{result.training_type} training {line}", soft_wrap=True, highlight=False)
-    if result.status != "completed":
+    if result.status != TrainingStatus.COMPLETED:
         return
     console.print(metrics_table(result))
     verdict = "beats" if result.metrics.get("beats_baseline") else "does NOT beat"

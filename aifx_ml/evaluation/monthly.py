@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aifx_ml.domain import ModelStatus, Recommendation
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import holdout_metrics
 from aifx_ml.evaluation.params import EVALUATION
@@ -67,7 +68,7 @@ class VersionEvaluation:
     degraded: bool
     drift: bool
     reasons: list[str] = field(default_factory=list)
-    recommendation: str | None = None  # keep | retrain | rollback (Production versions)
+    recommendation: Recommendation | None = None  # Production versions only
     rollback_to: str | None = None
     live: dict[str, Any] = field(default_factory=dict)
 
@@ -180,7 +181,7 @@ def evaluate_version(
 
 def recommend(
     production: VersionEvaluation, others: Sequence[VersionEvaluation]
-) -> tuple[str, str | None]:
+) -> tuple[Recommendation, str | None]:
     """keep, retrain, or roll back to a recent version that did clearly better this month."""
     if production.degraded and production.accuracy is not None:
         better = [
@@ -190,11 +191,19 @@ def recommend(
         ]
         if better:
             best = max(better, key=lambda o: o.accuracy or 0.0)
-            return "rollback", best.version
-        return "retrain", None
+            return Recommendation.ROLLBACK, best.version
+        return Recommendation.RETRAIN, None
     if production.drift:
-        return "retrain", None
-    return "keep", None
+        return Recommendation.RETRAIN, None
+    return Recommendation.KEEP, None
+
+
+def wants_retrain(summary: Mapping[str, Any]) -> bool:
+    """Whether an evaluation's summary asks for a retraining of its (Production) version."""
+    return (
+        summary.get("status") == ModelStatus.PRODUCTION
+        and summary.get("recommendation") == Recommendation.RETRAIN
+    )
 
 
 def _report(reference: pd.DataFrame, current: pd.DataFrame) -> Any:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, delete, func, or_, select, update
 from aifx_ml.data.candles import load_candles
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ModelEvaluation, ModelVersion, TradingSignal
+from aifx_ml.domain import ModelStatus
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.monthly import (
     Thresholds,
@@ -46,7 +47,7 @@ class MonthlyResult:
     errors: dict[str, str] = field(default_factory=dict)
 
     def production(self) -> list[VersionEvaluation]:
-        return [e for e in self.evaluations if e.status == "production"]
+        return [e for e in self.evaluations if e.status == ModelStatus.PRODUCTION]
 
 
 def versions_to_evaluate(engine: Engine, month_start: datetime) -> list[ModelVersion]:
@@ -57,8 +58,8 @@ def versions_to_evaluate(engine: Engine, month_start: datetime) -> list[ModelVer
                 select(ModelVersion)
                 .where(
                     or_(
-                        ModelVersion.status == "production",
-                        (ModelVersion.status == "archived")
+                        ModelVersion.status == ModelStatus.PRODUCTION,
+                        (ModelVersion.status == ModelStatus.ARCHIVED)
                         & (ModelVersion.archived_at >= month_start - ARCHIVED_WITHIN),
                     )
                 )

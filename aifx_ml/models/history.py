@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelStageHistory, ModelVersion
+from aifx_ml.domain import ModelStatus
 
 HISTORY_COLUMNS = (
     "changed_at",
@@ -50,7 +51,7 @@ def serving_at(engine: Engine, model_type: str, at: datetime) -> str | None:
             .where(
                 ModelStageHistory.model_type == model_type,
                 ModelStageHistory.changed_at <= at,
-                ModelStageHistory.to_status == "production",
+                ModelStageHistory.to_status == ModelStatus.PRODUCTION,
             )
             .order_by(ModelStageHistory.changed_at.desc(), ModelStageHistory.recorded_at.desc())
             .limit(1)

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from aifx_ml.db.models import TRAINING_TYPES, MarketData, ModelTrainingLog
+from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.events.relay import outbox_status, redis_client
 from aifx_ml.markets import missing_candles
 from aifx_ml.models.store import ModelStore
@@ -34,8 +35,8 @@ CONNECT_TIMEOUT = 1.5  # seconds, per dependency
 DEADLINE = 3.0  # seconds for the whole report
 # A run must have finished this recently: the daily schedule plus slack, the weekly plus a day.
 TRAINING_MAX_AGE: Mapping[str, timedelta] = {
-    "incremental": timedelta(hours=26),
-    "full": timedelta(days=8),
+    TrainingType.INCREMENTAL: timedelta(hours=26),
+    TrainingType.FULL: timedelta(days=8),
 }
 OUTBOX_MAX_PENDING = 10_000
 OUTBOX_MAX_AGE = timedelta(minutes=15)
@@ -220,7 +221,11 @@ def _freshness(
     if not runs:
         return TrainingFreshness(kind, "unknown", f"no {kind} run yet", limit_s)
     last_status, last_at = max(runs.items(), key=lambda item: item[1])
-    ended = [at for status, at in runs.items() if status in ("completed", "skipped")]
+    ended = [
+        at
+        for status, at in runs.items()
+        if status in (TrainingStatus.COMPLETED, TrainingStatus.SKIPPED)
+    ]
     ended_at = max(ended, default=None)
     age = None if ended_at is None else (now - ended_at).total_seconds()
     fresh = age is not None and age <= limit_s
@@ -228,14 +233,14 @@ def _freshness(
         detail = f"no {kind} run has ended well yet (the newest {last_status})"
     else:
         detail = f"last {kind} run ended {_hours(age or 0.0)} ago (limit {_hours(limit_s)})"
-    if last_status == "failed":
+    if last_status == TrainingStatus.FAILED:
         detail += f"; the newest {kind} run failed"
     return TrainingFreshness(
         kind,
         "ok" if fresh else "stale",
         detail,
         limit_s,
-        last_completed_at=runs.get("completed"),
+        last_completed_at=runs.get(TrainingStatus.COMPLETED),
         last_run_at=last_at,
         last_run_status=last_status,
         age_seconds=age,

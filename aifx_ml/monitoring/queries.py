@@ -26,6 +26,7 @@ from aifx_ml.db.models import (
     ModelVersion,
     TradingSignal,
 )
+from aifx_ml.domain import TestStatus, TrainingStatus
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.events.relay import OutboxStatus
 
@@ -361,7 +362,7 @@ def metrics_snapshot(engine: Engine, now: datetime, outbox: OutboxStatus) -> Met
         ).all()
         success = conn.execute(
             select(log.training_type, func.max(log.completed_at))
-            .where(log.status == "completed")
+            .where(log.status == TrainingStatus.COMPLETED)
             .group_by(log.training_type)
         ).all()
         signals = conn.execute(
@@ -370,7 +371,9 @@ def metrics_snapshot(engine: Engine, now: datetime, outbox: OutboxStatus) -> Met
             )
         ).all()
         active = conn.scalar(
-            select(func.count()).select_from(ModelABTest).where(ModelABTest.status == "active")
+            select(func.count())
+            .select_from(ModelABTest)
+            .where(ModelABTest.status == TestStatus.ACTIVE)
         )
         stages = conn.execute(
             select(ModelVersion.status, func.count()).group_by(ModelVersion.status)

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, select
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
+from aifx_ml.domain import ModelStatus, TestStatus
 from aifx_ml.errors import NotFoundError
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.models.card import ModelCard
@@ -150,16 +151,16 @@ class ModelServer:
                 for r in session.execute(
                     select(ModelVersion).where(
                         ModelVersion.model_type == model_type,
-                        ModelVersion.status.in_(("production", "staging")),
+                        ModelVersion.status.in_((ModelStatus.PRODUCTION, ModelStatus.STAGING)),
                     )
                 ).scalars()
             }
             test = session.execute(
                 select(ModelABTest).where(
-                    ModelABTest.model_type == model_type, ModelABTest.status == "active"
+                    ModelABTest.model_type == model_type, ModelABTest.status == TestStatus.ACTIVE
                 )
             ).scalar_one_or_none()
-        production = next((r for r in rows.values() if r.status == "production"), None)
+        production = next((r for r in rows.values() if r.status == ModelStatus.PRODUCTION), None)
         wanted = {production.version} if production is not None else set()
         if test is not None:
             wanted |= {test.model_a_version, test.model_b_version}

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from aifx_ml.abtest.store import DEFAULT_SPLIT
 from aifx_ml.config import Settings
+from aifx_ml.domain import TrainingStatus
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.markets import validate_pair, validate_timeframe
 from aifx_ml.models.lstm import MODEL_TYPE, LSTMConfig
@@ -83,7 +84,7 @@ class Stores:
 class TrainingResult:
     """What a run did, for the CLI table, the flow's return value and tests."""
 
-    status: str
+    status: TrainingStatus
     training_type: str
     training_log_id: uuid.UUID | None = None
     version: str | None = None

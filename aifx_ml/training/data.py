@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 from aifx_ml.data.candles import load_candles, load_labeled_signals
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import MarketData, ModelTrainingLog
+from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.markets import approx_step, horizon, step_offset
 from aifx_ml.training.config import TrainingConfig
 
@@ -62,7 +63,7 @@ def samples_since(
     engine: Engine, config: TrainingConfig, training_type: str, as_of: datetime
 ) -> datetime:
     """The first decision time a run learns from: `days` back (full) or since the last run."""
-    if training_type == "full":
+    if training_type == TrainingType.FULL:
         return as_of - timedelta(days=config.days)
     return incremental_since(engine, config, as_of)
 
@@ -73,7 +74,8 @@ def last_trained_until(engine: Engine, model_type: str) -> datetime | None:
         ranges = session.execute(
             select(ModelTrainingLog.data_time_range)
             .where(
-                ModelTrainingLog.model_type == model_type, ModelTrainingLog.status == "completed"
+                ModelTrainingLog.model_type == model_type,
+                ModelTrainingLog.status == TrainingStatus.COMPLETED,
             )
             .order_by(ModelTrainingLog.started_at.desc())
             .limit(1)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelTrainingLog
+from aifx_ml.domain import TrainingStatus
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.features.dataset import Dataset, Scaler, Split
 from aifx_ml.models.card import ModelCard
@@ -61,14 +62,16 @@ class Run:
 def training_run(
     stores: Stores, config: TrainingConfig, training_type: str, as_of: datetime
 ) -> Iterator[Run]:
-    run = Run(stores, config, training_type, as_of, TrainingResult("running", training_type))
+    run = Run(
+        stores, config, training_type, as_of, TrainingResult(TrainingStatus.RUNNING, training_type)
+    )
     try:
         lock = training_lock(stores.engine, stores.lock_dir, config.model_type, config.lock_timeout)
         lock.__enter__()
     except TrainingBusyError as busy:
         run.result.training_log_id = _start_log(run)
-        _finish_log(run, "skipped", reason=str(busy))
-        yield run  # the body sees status "skipped" and must not train
+        _finish_log(run, TrainingStatus.SKIPPED, reason=str(busy))
+        yield run  # the body sees the status skipped and must not train
         return
     try:
         run.result.training_log_id = _start_log(run)
@@ -76,10 +79,10 @@ def training_run(
             yield run
         except TrainingSkipped as skipped:
             end_store_run(run, "KILLED")
-            _finish_log(run, "skipped", reason=str(skipped))
+            _finish_log(run, TrainingStatus.SKIPPED, reason=str(skipped))
         except Exception as exc:
             end_store_run(run, "FAILED")
-            _finish_log(run, "failed", reason=f"{type(exc).__name__}: {exc}")
+            _finish_log(run, TrainingStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
             raise TrainingFailedError(
                 f"{training_type} training of {config.model_type} failed: "
                 f"{type(exc).__name__}: {exc}"
@@ -96,7 +99,7 @@ def _start_log(run: Run) -> uuid.UUID:
                 id=log_id,
                 training_type=run.training_type,
                 model_type=run.config.model_type,
-                status="running",
+                status=TrainingStatus.RUNNING,
                 started_at=run.as_of,
             )
         )
@@ -115,7 +118,7 @@ def _start_log(run: Run) -> uuid.UUID:
 
 def _finish_log(
     run: Run,
-    status: str,
+    status: TrainingStatus,
     reason: str | None = None,
     also: Callable[[Session], None] | None = None,
     **values: Any,
@@ -227,7 +230,7 @@ def complete(
     try:
         _finish_log(
             run,
-            "completed",
+            TrainingStatus.COMPLETED,
             also=record,
             metrics=metrics,
             dataset_size=int(len(split.train) + len(split.validation) + len(split.holdout)),

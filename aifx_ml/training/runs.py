@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import compare_with_baselines, holdout_metrics
 from aifx_ml.features.dataset import (
@@ -55,9 +56,9 @@ def train_full(
 
     The current Production model, if any, is scored on the same holdout for comparison.
     """
-    since = samples_since(stores.engine, config, "full", as_of)
-    with training_run(stores, config, "full", as_of) as run:
-        if run.result.status != "running":
+    since = samples_since(stores.engine, config, TrainingType.FULL, as_of)
+    with training_run(stores, config, TrainingType.FULL, as_of) as run:
+        if run.result.status != TrainingStatus.RUNNING:
             return run.result
         if candles is None:
             candles = load_training_candles(stores.engine, config, load_start(since, config), as_of)
@@ -116,9 +117,9 @@ def train_incremental(
         fallback = f"no Production {config.model_type} model yet: ran a full training instead"
         result.reason = f"{fallback}; {result.reason}" if result.reason else fallback
         return result
-    since = samples_since(stores.engine, config, "incremental", as_of)
-    with training_run(stores, config, "incremental", as_of) as run:
-        if run.result.status != "running":
+    since = samples_since(stores.engine, config, TrainingType.INCREMENTAL, as_of)
+    with training_run(stores, config, TrainingType.INCREMENTAL, as_of) as run:
+        if run.result.status != TrainingStatus.RUNNING:
             return run.result
         run.result.parent_version = parent_row.version
         if candles is None:

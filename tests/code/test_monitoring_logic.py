@@ -241,14 +241,14 @@ def mlflow_server() -> Iterator[str]:
 
 
 def test_mlflow_checks(mlflow_server: str) -> None:
-    assert check_mlflow(SimpleNamespace(tracking_uri=mlflow_server)).status == "up"
-    gone = check_mlflow(SimpleNamespace(tracking_uri=f"http://127.0.0.1:{closed_port()}"))
+    assert check_mlflow(SimpleNamespace(uri=mlflow_server)).status == "up"
+    gone = check_mlflow(SimpleNamespace(uri=f"http://127.0.0.1:{closed_port()}"))
     assert gone.status == "down" and "refused" in gone.detail.lower()
 
-    def broken(**_kwargs: Any) -> None:
+    def broken() -> None:
         raise OSError("unable to open database file")
 
-    local = SimpleNamespace(tracking_uri="sqlite:///gone/mlflow.db", search_experiments=broken)
+    local = SimpleNamespace(uri="sqlite:///gone/mlflow.db", ping=broken)
     assert check_mlflow(local) == DependencyCheck(
         "mlflow", "down", "OSError: unable to open database file"
     )

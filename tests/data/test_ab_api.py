@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select
 
+from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.db.models import EventOutbox, ModelVersion, TradingSignal
-from aifx_ml.serving.app import create_app
 from tests.conftest import TRAIN_AS_OF
 from tests.registry_world import World, client_for, copy_world
 
@@ -51,7 +51,7 @@ def api(
             .where(ModelVersion.version == "lstm-v1")
             .values(status="production")
         )
-    app = create_app(load_settings(), engine=engine, now=lambda: NOW, refresh_seconds=0)
+    app = build_app(load_settings(), engine=engine, now=lambda: NOW, refresh_seconds=0)
     app.state.mlflow_uri = uri
     with TestClient(app) as client:
         yield client

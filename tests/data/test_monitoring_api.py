@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.engine import make_url
 
+from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.db.engine import make_engine, transaction, upgrade
 from aifx_ml.db.models import (
@@ -30,7 +31,6 @@ from aifx_ml.db.models import (
 )
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.monitoring.health import health_report
-from aifx_ml.serving.app import create_app
 from tests.conftest import AS_OF, REDIS_URL, _postgres_database
 from tests.tcp_proxy import CuttableProxy
 
@@ -59,7 +59,7 @@ def start_app(
         else:
             monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    return TestClient(create_app(load_settings(), engine=engine, now=lambda: NOW))
+    return TestClient(build_app(load_settings(), engine=engine, now=lambda: NOW))
 
 
 @pytest.fixture
@@ -449,7 +449,7 @@ def test_a_hung_dependency_is_down_by_the_deadline(engine: Engine) -> None:
         report = health_report(
             engine,
             None,
-            SimpleNamespace(tracking_uri="sqlite:///x", search_experiments=hang),
+            SimpleNamespace(uri="sqlite:///x", ping=hang),
             NOW,
             deadline=0.5,
         )

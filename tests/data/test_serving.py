@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.data.importer import import_frame
 from aifx_ml.db.models import EventOutbox, TradingSignal
-from aifx_ml.serving.app import create_app
-from aifx_ml.training.tracking import mlflow_stores
+from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
 from tests.serving_helpers import register_constant, trending_candles
 
@@ -50,7 +50,7 @@ def service(
     frame = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)
     import_frame(engine, frame, "EUR/USD", "1h", T0, source="test")
     clock = [T0]
-    app = create_app(load_settings(), engine=engine, now=lambda: clock[0], refresh_seconds=0)
+    app = build_app(load_settings(), engine=engine, now=lambda: clock[0], refresh_seconds=0)
     with TestClient(app) as api:
         yield Service(api, engine, mlflow_uri, clock)
 
@@ -154,8 +154,8 @@ def test_ab_routing_is_sticky_and_a_promotion_swaps_the_model_without_a_restart(
     from aifx_ml.abtest.store import cancel_test
 
     cancel_test(service.engine, test.id, as_of=T0, reason="done")
-    with mlflow_stores(service.uri, service.uri) as client:
-        change_stage(service.engine, client, b, "production", as_of=T0, reason="t", actor="t")
+    store = MlflowModelStore(service.uri, service.uri, str(tmp_path / "art"))
+    change_stage(service.engine, store, b, "production", as_of=T0, reason="t", actor="t")
     after = service.predict(pair="EUR/USD").json()  # same process, same app
     assert (after["model_version"], after["signal"], after["ab_test_id"]) == (b, "buy", None)
     assert len(service.signals()) == 40 + 6 + 1

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
+from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.data.importer import import_frame
 from aifx_ml.db.models import Alert, ModelABTest, ModelVersion, TradingSignal
 from aifx_ml.labeling.store import label_pending
-from aifx_ml.serving.app import create_app
 from flows.ab_evaluation import ab_evaluation_flow
 from tests.serving_helpers import register_constant, trending_candles
 
@@ -56,7 +56,7 @@ def test_a_better_challenger_wins_live_and_serves_without_a_restart(
     seller = register_constant(engine, mlflow_uri, artifacts, 0.2, T0, status="production")
     buyer = register_constant(engine, mlflow_uri, artifacts, 0.8, T0)
     clock = [T0]
-    app = create_app(load_settings(), engine=engine, now=lambda: clock[0], refresh_seconds=0)
+    app = build_app(load_settings(), engine=engine, now=lambda: clock[0], refresh_seconds=0)
 
     with TestClient(app) as api:
         assert (

@@ -18,9 +18,9 @@ import uvicorn
 from sqlalchemy import Engine, select
 
 from aifx_ml.abtest.store import create_test
+from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.db.models import ModelABTest, ModelVersion
-from aifx_ml.serving.app import create_app
 from tests.conftest import IN_CI, TRAIN_AS_OF
 from tests.registry_world import World, copy_world, promote_now
 
@@ -74,7 +74,7 @@ def served(
         as_of=TRAIN_AS_OF + timedelta(hours=1),
     )
     now = TRAIN_AS_OF + timedelta(hours=2)
-    app = create_app(load_settings(), engine=engine, now=lambda: now)
+    app = build_app(load_settings(), engine=engine, now=lambda: now)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -29,11 +29,12 @@ from aifx_ml.db.models import (
     TradingSignal,
 )
 from aifx_ml.events.consumers import Event, read_stream, stream_end
+from aifx_ml.models.store import number_of, registered_name
 from aifx_ml.replay.loop import Job, Progress
 from aifx_ml.replay.plan import ReplayParams
 from flows import replay as replay_flow
 from flows.replay import run_to_end
-from registry.versions import MLFLOW_STAGES, mlflow_version_of, registered_name
+from registry.mlflow_store import MLFLOW_STAGES
 from tests.conftest import REDIS_URL, _postgres_database
 from tests.replay_world import ReplayStore, fingerprint, four_week_params, store_settings
 
@@ -106,7 +107,7 @@ def test_every_version_has_its_mlflow_twin_in_the_same_stage(
     assert len(versions) >= 5
     stages = Counter()
     for row in versions:
-        twin = client.get_model_version(registered_name(row.model_type), mlflow_version_of(row))
+        twin = client.get_model_version(registered_name(row.model_type), number_of(row))
         assert twin.current_stage == MLFLOW_STAGES[row.status], row.version
         stages[row.status] += 1
     assert stages["production"] == 1

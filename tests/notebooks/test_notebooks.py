@@ -21,7 +21,8 @@ from sqlalchemy import Engine, func, select
 from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.db.models import ModelABTest, ModelEvaluation, ModelVersion, TradingSignal
 from aifx_ml.features.engineering import FEATURE_NAMES
-from registry.versions import MLFLOW_STAGES, registered_name
+from aifx_ml.models.store import registered_name
+from registry.mlflow_store import MLFLOW_STAGES
 
 pytestmark = pytest.mark.integration
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
