@@ -32,6 +32,7 @@ from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.holdout import score_on_holdout
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.features.engineering import FEATURE_NAMES, candle_features
+from aifx_ml.models.card import ModelCard
 from tests.code.test_training_dataset import HISTORY_START, NO_TARGET, START, WARM, as_loaded
 from tests.conftest import hourly_candles
 
@@ -63,8 +64,10 @@ def fitted_scaler(frame: pd.DataFrame) -> Scaler:
     return Scaler.fit(candle_features(one).to_numpy(np.float64))
 
 
-def card(window: int, scaler: Scaler, features: tuple[str, ...] = FEATURE_NAMES) -> dict[str, Any]:
-    return {"window": window, "features": list(features), "scaler": scaler.to_dict()}
+def card(window: int, scaler: Scaler, features: tuple[str, ...] = FEATURE_NAMES) -> ModelCard:
+    return ModelCard.from_dict(
+        {"window": window, "features": list(features), "scaler": scaler.to_dict()}
+    )
 
 
 @dataclass(frozen=True)
