@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import Engine, select
 
-from aifx_ml.db.models import EventOutbox, ModelTrainingLog, ModelVersion
+from aifx_ml.db.models import ModelTrainingLog, ModelVersion
 from aifx_ml.training.config import Stores, TrainingFailedError
 from aifx_ml.training.lock import training_lock
 from aifx_ml.training.runs import train_full, train_incremental
@@ -21,6 +21,7 @@ from aifx_ml.training.tracking import mlflow_stores
 from registry.stages import change_stage
 from registry.versions import load_version
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
+from tests.event_payloads import outbox_payloads
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +55,9 @@ def versions(engine: Engine) -> dict[str, dict[str, Any]]:
 
 
 def channels(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(EventOutbox.channel, EventOutbox.payload).where(
-                EventOutbox.channel.like("ml:training%")
-            )
-        ).all()
-    return [(channel, payload["data"]) for channel, payload in rows]
+    """(channel, data) of the training events in the outbox, each checked against its model."""
+    events = outbox_payloads(engine)
+    return [(e.channel, e.to_data()) for e in events if e.channel.startswith("ml:training")]
 
 
 def mlflow_versions(stores: Stores) -> dict[str, str]:
