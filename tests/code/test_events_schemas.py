@@ -1,4 +1,5 @@
-"""Event payload models: one per channel, strict, versioned in the envelope."""
+"""Event payload models: one per channel, strict, versioned in the envelope, and published in
+the README exactly as the code defines them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, cast, get_args
 
 import pytest
@@ -36,9 +38,30 @@ from aifx_ml.labeling.rules import OUTCOMES, SIGNALS
 from aifx_ml.markets import PAIR_RE, TIMEFRAMES
 from tests.event_payloads import model_deployed, new_prediction, sample_payload
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 # The calls below are refused before the session is used.
 NO_SESSION = cast(Session, None)
+
+
+def test_readme_publishes_the_schemas_of_the_models() -> None:
+    published = schemas.readme_section(README.read_text(encoding="utf-8"))
+    assert published is not None, f"README.md lost its {schemas.MARKERS[0]} section"
+    assert published == schemas.schemas_markdown(), (
+        "README.md's event schemas differ from aifx_ml/events/schemas.py: regenerate them "
+        f"with `{schemas.REGENERATE}`"
+    )
+
+
+def test_write_readme_fills_the_marked_section_only(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{schemas.MARKERS[0]}\nstale\n{schemas.MARKERS[1]}\nafter\n")
+    assert schemas.write_readme(readme)
+    assert readme.read_text() == f"before\n{schemas.schemas_markdown()}\nafter\n"
+    assert not schemas.write_readme(readme)  # already current
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no <!-- event-schemas:start"):
+        schemas.write_readme(readme)
 
 
 def test_one_model_per_channel_defined_once() -> None:
