@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 LOCK := requirements.lock
 
-.PHONY: venv demo test lint typecheck unit bench lock clean
+.PHONY: venv demo test lint typecheck unit bench schemas lock clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ bench: venv
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_monthly.py
 	$(BIN)/python benchmarks/bench_replay.py
+
+## Regenerate the event payloads' JSON Schemas in README.md from aifx_ml/events/schemas.py.
+schemas: venv
+	$(BIN)/python -m aifx_ml.events.schemas --write README.md
 
 ## Re-resolve the pins after changing dependencies in pyproject.toml.
 lock: venv

@@ -15,6 +15,7 @@ from aifx_ml.db.types import to_rows
 from aifx_ml.domain import SIGNALS
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.events.outbox import enqueue_many
+from aifx_ml.events.schemas import NewPrediction
 from aifx_ml.markets import validate_pair, validate_timeframe
 
 SIGNAL_COLUMNS = ("pair", "timeframe", "signal", "confidence", "entry_price", "created_at")
@@ -56,23 +57,20 @@ def insert_signal_rows(session: Session, rows: list[dict[str, Any]], as_of: date
     """
     if not rows:
         return
+    # Built first: a row its event would misdescribe is refused before anything is written.
+    events = [
+        NewPrediction(
+            signal_id=r["id"],
+            pair=r["pair"],
+            timeframe=r["timeframe"],
+            signal=r["signal"],
+            confidence=float(r["confidence"]),
+            entry_price=float(r["entry_price"]),
+            created_at=r["created_at"],
+            model_version=r.get("model_version"),
+            ab_test_id=r.get("ab_test_id"),
+        )
+        for r in rows
+    ]
     session.execute(insert(TradingSignal), rows)
-    enqueue_many(
-        session,
-        "ml:new_prediction",
-        (
-            {
-                "signal_id": str(r["id"]),
-                "pair": r["pair"],
-                "timeframe": r["timeframe"],
-                "signal": r["signal"],
-                "confidence": float(r["confidence"]),
-                "entry_price": float(r["entry_price"]),
-                "created_at": r["created_at"].isoformat(),
-                "model_version": r.get("model_version"),
-                "ab_test_id": None if r.get("ab_test_id") is None else str(r["ab_test_id"]),
-            }
-            for r in rows
-        ),
-        as_of,
-    )
+    enqueue_many(session, events, as_of)

@@ -36,25 +36,26 @@ from aifx_ml.db.models import EventOutbox
 from aifx_ml.events.consumers import read_stream
 from aifx_ml.events.outbox import enqueue_many
 from aifx_ml.events.relay import count_pending, redis_client, relay_events
+from aifx_ml.events.schemas import NewPrediction
 
 TARGET_EVENTS_PER_S = 5_000
 AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-def signal_events(n: int) -> list[dict[str, Any]]:
-    """`ml:new_prediction` payloads shaped like the ones `record_signals` writes."""
+def signal_events(n: int) -> list[NewPrediction]:
+    """`ml:new_prediction` payloads like the ones `record_signals` writes."""
     return [
-        {
-            "signal_id": str(uuid.UUID(int=i)),
-            "pair": "EUR/USD",
-            "timeframe": "1h",
-            "signal": ("buy", "sell", "hold")[i % 3],
-            "confidence": 0.5 + (i % 50) / 100,
-            "entry_price": 1.1 + i * 1e-6,
-            "created_at": (AS_OF + timedelta(hours=i)).isoformat(),
-            "model_version": "lstm-20261124",
-            "ab_test_id": None,
-        }
+        NewPrediction(
+            signal_id=uuid.UUID(int=i),
+            pair="EUR/USD",
+            timeframe="1h",
+            signal=("buy", "sell", "hold")[i % 3],
+            confidence=0.5 + (i % 50) / 100,
+            entry_price=1.1 + i * 1e-6,
+            created_at=AS_OF + timedelta(hours=i),
+            model_version="lstm-20261124",
+            ab_test_id=None,
+        )
         for i in range(n)
     ]
 
@@ -88,14 +89,14 @@ def postgres_error(dsn: str) -> str | None:
 
 
 def measure(
-    engine: Engine, client: redis.Redis, payloads: list[dict[str, Any]], batch_size: int
+    engine: Engine, client: redis.Redis, payloads: list[NewPrediction], batch_size: int
 ) -> dict[str, Any]:
     """Enqueue, relay, check; returns the figures of one run."""
     with transaction(engine) as session:
         session.execute(delete(EventOutbox))
     started = time.perf_counter()
     with transaction(engine) as session:
-        enqueue_many(session, "ml:new_prediction", payloads, AS_OF)
+        enqueue_many(session, payloads, AS_OF)
     enqueue_s = time.perf_counter() - started
 
     stream = f"bench:aifx:events:{uuid.uuid4().hex[:12]}"
@@ -131,7 +132,7 @@ def measure(
 def bench_database(
     url: str,
     client: redis.Redis,
-    payloads: list[dict[str, Any]],
+    payloads: list[NewPrediction],
     batch_sizes: list[int],
     repeat: int,
 ) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import AB_STATUSES, ModelABTest, ModelVersion
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.events.outbox import enqueue
+from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, ABTestPlan
 
 DEFAULT_SPLIT = 0.2  # share of requests routed to B (the challenger) unless told otherwise
 
@@ -150,7 +151,7 @@ def create_test(
         )
         session.add(test)
         session.flush()
-        enqueue(session, "ml:ab_test_created", describe(test), as_of)
+        enqueue(session, created_event(test), as_of)
     return test
 
 
@@ -230,7 +231,8 @@ def record_evaluation(
 
 
 def describe(test: ModelABTest) -> dict[str, Any]:
-    """The JSON face of a test (API responses and events)."""
+    """The JSON face of a test in API responses; its events carry the same fields, as typed
+    payloads (`created_event`, `completed_event`)."""
     return {
         "id": str(test.id),
         "test_name": test.test_name,
@@ -244,6 +246,38 @@ def describe(test: ModelABTest) -> dict[str, Any]:
         "completed_at": test.completed_at.isoformat() if test.completed_at else None,
         "ended_reason": test.ended_reason,
         "config": test.config,
+    }
+
+
+def created_event(test: ModelABTest) -> ABTestCreated:
+    """The `ml:ab_test_created` payload of a test that has just started."""
+    return ABTestCreated(
+        **_event_fields(test), status=test.status, winner=None, completed_at=None, ended_reason=None
+    )
+
+
+def completed_event(test: ModelABTest) -> ABTestCompleted:
+    """The `ml:ab_test_completed` payload of a test that has just ended."""
+    return ABTestCompleted(
+        **_event_fields(test),
+        status=test.status,
+        winner=test.winner,
+        completed_at=test.completed_at,
+        ended_reason=test.ended_reason,
+    )
+
+
+def _event_fields(test: ModelABTest) -> dict[str, Any]:
+    """What both A/B test events say about the test (as `describe` does for the API)."""
+    return {
+        "id": test.id,
+        "test_name": test.test_name,
+        "model_type": test.model_type,
+        "model_a_version": test.model_a_version,
+        "model_b_version": test.model_b_version,
+        "traffic_split": test.traffic_split,
+        "created_at": test.created_at,
+        "config": ABTestPlan.model_validate(test.config),
     }
 
 
@@ -280,5 +314,5 @@ def _end(
         ended = session.get(ModelABTest, test.id)
         assert ended is not None
         session.refresh(ended)
-        enqueue(session, "ml:ab_test_completed", describe(ended), as_of)
+        enqueue(session, completed_event(ended), as_of)
     return ended

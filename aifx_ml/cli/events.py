@@ -165,6 +165,7 @@ def _event_line(event: Event, as_json: bool) -> Text:
     if as_json:
         message = {
             "id": event.id,
+            "schema_version": event.schema_version,
             "timestamp": event.timestamp,
             "channel": event.channel,
             "data": event.data,

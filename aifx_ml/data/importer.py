@@ -24,6 +24,7 @@ from aifx_ml.data.validation import Gap, ValidatedCandles, find_gaps, validate_c
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import DataQuarantine, MarketData
 from aifx_ml.events.outbox import enqueue
+from aifx_ml.events.schemas import NewMarketData
 from aifx_ml.features.indicators import compute_indicators, indicators_to_json
 
 VALUE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -106,16 +107,15 @@ def import_validated(
             report.first_timestamp, report.last_timestamp = touched.min(), touched.max()
             enqueue(
                 session,
-                "ml:new_market_data",
-                {
-                    "pair": pair,
-                    "timeframe": timeframe,
-                    "inserted": report.inserted,
-                    "updated": report.updated,
-                    "first_timestamp": report.first_timestamp.isoformat(),
-                    "last_timestamp": report.last_timestamp.isoformat(),
-                    "source": source,
-                },
+                NewMarketData(
+                    pair=pair,
+                    timeframe=timeframe,
+                    inserted=report.inserted,
+                    updated=report.updated,
+                    first_timestamp=report.first_timestamp.to_pydatetime(),
+                    last_timestamp=report.last_timestamp.to_pydatetime(),
+                    source=source,
+                ),
                 as_of,
             )
         _quarantine(session, checked.rejected, raw, pair, timeframe, source, as_of)

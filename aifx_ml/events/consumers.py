@@ -3,6 +3,11 @@
 The relay delivers at least once, so the same event can arrive twice (a batch that Redis
 took but whose acknowledgement was lost goes out again). Every consumer here remembers the
 ids it has seen and hands each event to the caller once.
+
+They hand on every event whatever its `schema_version`: `Event.payload` parses `data` into
+the channel's model when the handler asks, and raises `UnsupportedSchemaVersionError` for a
+version this code does not know (the raw `data` stays readable), so an event from a newer
+producer is never dropped on the way.
 """
 
 from __future__ import annotations
@@ -12,12 +17,32 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
-from aifx_ml.events.outbox import CHANNELS
 from aifx_ml.events.relay import STREAM
+from aifx_ml.events.schemas import (
+    CHANNELS,
+    UNVERSIONED,
+    EventPayload,
+    InvalidEventError,
+    UnsupportedSchemaVersionError,
+    parse_payload,
+)
+
+__all__ = [
+    "Deduplicator",
+    "Event",
+    "InvalidEventError",
+    "StreamConsumer",
+    "UnsupportedSchemaVersionError",
+    "parse_event",
+    "read_stream",
+    "stream_end",
+    "subscribe",
+    "validate_channels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +50,62 @@ SEEN_CAPACITY = 100_000
 # Stream positions: "0-0" is before the first entry.
 START = "0-0"
 
+P = TypeVar("P", bound=EventPayload)
+
 
 @dataclass(frozen=True)
 class Event:
-    """One event as published: {"id", "timestamp", "channel", "data"}, plus where it was read."""
+    """One event as published: {"id", "schema_version", "timestamp", "channel", "data"}, plus
+    where it was read. `data` is the raw dict; `payload` is it parsed into the channel's model."""
 
     id: str
     channel: str
     timestamp: str
     data: dict[str, Any]
     stream_id: str | None = None
+    schema_version: int = UNVERSIONED
+
+    @property
+    def payload(self) -> EventPayload:
+        """`data` as the channel's model (`aifx_ml.events.schemas.PAYLOADS`).
+
+        UnsupportedSchemaVersionError if the event was written with a version of the payload
+        this code does not know; InvalidEventError if `data` does not match the model.
+        """
+        return parse_payload(self.channel, self.data, self.schema_version)
+
+    def payload_as(self, model: type[P]) -> P:
+        """`payload`, typed as the model expected: `event.payload_as(ModelDeployed).version`.
+
+        InvalidEventError if the event is of another channel.
+        """
+        if self.channel != model.channel:
+            raise InvalidEventError(
+                f"event {self.id} is on {self.channel}, not {model.channel} ({model.__name__})"
+            )
+        return cast(P, self.payload)
 
 
 def parse_event(message: str | bytes, stream_id: str | None = None) -> Event:
-    """An `Event` from its JSON message; ValueError if it is not one."""
+    """An `Event` from its JSON message; ValueError if it is not one.
+
+    The payload is not checked here (see `Event.payload`); a message without
+    `schema_version` was written before it was recorded and is version 1.
+    """
     try:
         body = json.loads(message)
+        version = body.get("schema_version", UNVERSIONED)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"invalid schema_version {version!r}")
         return Event(
             id=str(body["id"]),
             channel=str(body["channel"]),
             timestamp=str(body["timestamp"]),
             data=dict(body["data"]),
             stream_id=stream_id,
+            schema_version=version,
         )
-    except (TypeError, KeyError, ValueError) as exc:
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise ValueError(f"not an event message: {str(message)[:200]!r}") from exc
 
 

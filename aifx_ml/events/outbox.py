@@ -11,63 +11,112 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.models import EventOutbox
-
-CHANNELS: tuple[str, ...] = (
-    "ml:new_market_data",
-    "ml:new_prediction",
-    "ml:signal_outcome",
-    "ml:training_started",
-    "ml:training_completed",
-    "ml:model_deployed",
-    "ml:ab_test_created",
-    "ml:ab_test_completed",
+from aifx_ml.events.schemas import (
+    CHANNELS,
+    PAYLOADS,
+    UNVERSIONED,
+    EventPayload,
+    InvalidEventError,
+    validate_payload,
 )
 
+__all__ = [
+    "CHANNELS",
+    "InvalidEventError",
+    "enqueue",
+    "enqueue_many",
+    "envelope",
+    "published_message",
+]
 
-def envelope(channel: str, data: Mapping[str, Any], timestamp: datetime) -> dict[str, Any]:
-    """The JSON message every channel carries: {"timestamp", "channel", "data"}.
 
-    This is what the outbox row keeps; the relay puts the row's id in front of it when it
-    publishes (see `published_message`).
+def envelope(payload: EventPayload, timestamp: datetime) -> dict[str, Any]:
+    """The JSON message an event is kept as: {"schema_version", "timestamp", "channel", "data"}.
+
+    This is what the outbox row keeps (with the payload's version at the time it was written);
+    the relay puts the row's id in front of it when it publishes (see `published_message`).
     """
-    if channel not in CHANNELS:
-        raise ValueError(
-            f"unknown event channel {channel!r}: expected one of {', '.join(CHANNELS)}"
-        )
-    return {"timestamp": timestamp.isoformat(), "channel": channel, "data": dict(data)}
+    _check_registered(payload)
+    return {
+        "schema_version": payload.schema_version,
+        "timestamp": timestamp.isoformat(),
+        "channel": payload.channel,
+        "data": payload.to_data(),
+    }
 
 
 def published_message(event_id: uuid.UUID | str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The message as it goes out: {"id", "timestamp", "channel", "data"}.
+    """The message as it goes out: {"id", "schema_version", "timestamp", "channel", "data"}.
 
     The id is the outbox row's: delivery is at least once, and it is how consumers recognise
     an event they already have. It is added here rather than stored in the payload so the row
-    cannot disagree with itself.
+    cannot disagree with itself. A row written before versions were recorded goes out as
+    version 1, which is what it is.
     """
-    message: dict[str, Any] = {"id": str(event_id), "timestamp": None, "channel": None}
+    message: dict[str, Any] = {
+        "id": str(event_id),
+        "schema_version": UNVERSIONED,
+        "timestamp": None,
+        "channel": None,
+    }
     message.update(payload)  # keeps this key order (PostgreSQL's JSONB does not keep any)
     return message
 
 
-def enqueue(session: Session, channel: str, data: Mapping[str, Any], as_of: datetime) -> None:
-    """Add one event to the outbox inside the caller's transaction."""
-    enqueue_many(session, channel, [data], as_of)
+@overload
+def enqueue(session: Session, payload: EventPayload, as_of: datetime, /) -> None: ...
 
 
-def enqueue_many(
-    session: Session, channel: str, items: Iterable[Mapping[str, Any]], as_of: datetime
-) -> int:
-    """Add one event per item to the outbox in a single statement; returns how many."""
-    rows = [
-        {"channel": channel, "payload": envelope(channel, data, as_of), "created_at": as_of}
-        for data in items
-    ]
+@overload
+def enqueue(
+    session: Session,
+    channel: str,
+    data: Mapping[str, Any] | EventPayload,
+    as_of: datetime,
+    /,
+) -> None: ...
+
+
+def enqueue(
+    session: Session,
+    payload: EventPayload | str,
+    data_or_as_of: Mapping[str, Any] | EventPayload | datetime,
+    as_of: datetime | None = None,
+    /,
+) -> None:
+    """Add one event to the outbox inside the caller's transaction.
+
+    `enqueue(session, ModelDeployed(...), as_of)`: the channel is the payload's. The older
+    form `enqueue(session, "ml:model_deployed", {...}, as_of)` is kept while its last callers
+    move over; the dict is checked against the channel's model all the same, so an event
+    goes out valid whichever form wrote it (InvalidEventError otherwise).
+    """
+    if isinstance(payload, EventPayload):
+        if not isinstance(data_or_as_of, datetime) or as_of is not None:
+            raise TypeError("expected enqueue(session, payload, as_of)")
+        enqueue_many(session, [payload], data_or_as_of)
+        return
+    if isinstance(data_or_as_of, datetime) or as_of is None:
+        raise TypeError(
+            "expected enqueue(session, payload, as_of) or (session, channel, data, as_of)"
+        )
+    enqueue_many(session, [validate_payload(payload, data_or_as_of)], as_of)
+
+
+def enqueue_many(session: Session, payloads: Iterable[EventPayload], as_of: datetime) -> int:
+    """Add one event per payload to the outbox in a single statement; returns how many.
+
+    Each event goes on its payload's channel (one call may mix channels; they keep their
+    order).
+    """
+    messages = [envelope(payload, as_of) for payload in payloads]
+    rows = [{"channel": m["channel"], "payload": m, "created_at": as_of} for m in messages]
     if rows:
         statement = insert(EventOutbox)
         if session.get_bind().dialect.name == "sqlite":
@@ -79,3 +128,18 @@ def enqueue_many(
             )
         session.execute(statement, rows)
     return len(rows)
+
+
+def _check_registered(payload: object) -> None:
+    """Only a channel's own model goes on it: not a dict, not a subclass of a model."""
+    if not isinstance(payload, EventPayload):
+        raise TypeError(
+            f"expected an event payload model, got {type(payload).__name__}: build one of "
+            "aifx_ml.events.schemas.PAYLOADS (e.g. NewPrediction(...)); its class is its channel"
+        )
+    channel = getattr(payload, "channel", None)
+    if PAYLOADS.get(str(channel)) is not type(payload):
+        raise InvalidEventError(
+            f"{type(payload).__name__} is not the payload model of any channel: expected one "
+            f"of {', '.join(m.__name__ for m in PAYLOADS.values())}"
+        )

@@ -18,6 +18,7 @@ from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import MarketData, TradingSignal
 from aifx_ml.db.types import to_rows
 from aifx_ml.events.outbox import enqueue_many
+from aifx_ml.events.schemas import SignalOutcome
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD, label_signals
 from aifx_ml.markets import horizon, iter_series
 
@@ -93,18 +94,17 @@ def label_pending(
         )
         enqueue_many(
             session,
-            "ml:signal_outcome",
             (
-                {
-                    "signal_id": str(r["id"]),
-                    "pair": r["pair"],
-                    "timeframe": r["timeframe"],
-                    "signal": r["signal"],
-                    "actual_outcome": r["actual_outcome"],
-                    "actual_pnl_percent": r["actual_pnl_percent"],
-                    "model_version": r["model_version"],
-                    "ab_test_id": None if r["ab_test_id"] is None else str(r["ab_test_id"]),
-                }
+                SignalOutcome(
+                    signal_id=r["id"],
+                    pair=r["pair"],
+                    timeframe=r["timeframe"],
+                    signal=r["signal"],
+                    actual_outcome=r["actual_outcome"],
+                    actual_pnl_percent=r["actual_pnl_percent"],
+                    model_version=r["model_version"],
+                    ab_test_id=r["ab_test_id"],
+                )
                 for r in rows
             ),
             as_of,

@@ -16,6 +16,7 @@ from aifx_ml.db.engine import make_engine, transaction
 from aifx_ml.events.outbox import enqueue_many
 from aifx_ml.events.relay import STREAM
 from tests.conftest import IN_CI, REDIS_URL
+from tests.event_payloads import model_deployed
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def aifx(
     assert run("db", "upgrade")[0] == 0
     engine = make_engine(db_url)
     with transaction(engine) as session:
-        enqueue_many(session, "ml:model_deployed", [{"version": f"v{i}"} for i in range(3)], AS_OF)
+        enqueue_many(session, [model_deployed(i) for i in range(3)], AS_OF)
     engine.dispose()
     return run
 
@@ -95,8 +96,11 @@ def test_relay_and_pending(aifx: Run, test_redis: redis.Redis) -> None:
     )
     assert code == 0
     messages = [json.loads(line) for line in out.splitlines()]
-    assert [m["data"]["version"] for m in messages] == ["v0", "v1", "v2"]
-    assert all(list(m) == ["id", "timestamp", "channel", "data"] for m in messages)
+    assert [m["data"] for m in messages] == [model_deployed(i).to_data() for i in range(3)]
+    assert all(
+        list(m) == ["id", "schema_version", "timestamp", "channel", "data"] for m in messages
+    )
+    assert {m["schema_version"] for m in messages} == {1}
 
     code, _, err = aifx("events", "tail", "--channel", "ml:nope", redis_url=REDIS_URL)
     assert code == 1 and "unknown event channel" in err

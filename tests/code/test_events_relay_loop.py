@@ -13,22 +13,24 @@ from sqlalchemy.exc import OperationalError
 from aifx_ml.events import relay
 from aifx_ml.events.outbox import envelope, published_message
 from aifx_ml.events.relay import RelayReport, relay_forever
+from tests.event_payloads import model_deployed
 
 AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def test_published_message_puts_the_row_id_first() -> None:
     event_id = uuid.uuid4()
-    stored = envelope("ml:model_deployed", {"version": "v3"}, AS_OF)
+    stored = envelope(model_deployed(), AS_OF)
     # PostgreSQL's JSONB hands keys back in its own order; the message is the same anyway.
     reordered = {
         "data": stored["data"],
         "channel": stored["channel"],
         "timestamp": AS_OF.isoformat(),
+        "schema_version": stored["schema_version"],
     }
     for payload in (stored, reordered):
         message = published_message(event_id, payload)
-        assert list(message) == ["id", "timestamp", "channel", "data"]
+        assert list(message) == ["id", "schema_version", "timestamp", "channel", "data"]
         assert message == {"id": str(event_id), **stored}
         assert json.loads(json.dumps(message)) == message
 

@@ -14,10 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, select
 
+from aifx_ml.abtest.store import TestPlan, describe, get_test
 from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.db.models import EventOutbox, ModelVersion, TradingSignal
+from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, ABTestPlan, ModelDeployed
 from tests.conftest import TRAIN_AS_OF
+from tests.event_payloads import announced
 from tests.registry_world import World, client_for, copy_world
 
 pytestmark = pytest.mark.integration
@@ -130,6 +133,16 @@ def test_create_list_second_active_refused_complete_cancel(api: TestClient, engi
         channels = conn.execute(select(EventOutbox.channel)).scalars().all()
     assert (status["lstm-v1"], status["lstm-v2"]) == ("archived", "production")
     assert {"ml:ab_test_created", "ml:ab_test_completed", "ml:model_deployed"} <= set(channels)
+    (opened,) = announced(engine, ABTestCreated)
+    (closed,) = announced(engine, ABTestCompleted)
+    assert (opened.id, opened.status, opened.winner) == (uuid.UUID(test["id"]), "active", None)
+    assert (closed.id, closed.status, closed.winner) == (opened.id, "completed", "lstm-v2")
+    assert closed.config == opened.config == ABTestPlan.model_validate(TestPlan().as_dict())
+    # The event says what the API says about the test, field for field.
+    assert closed.to_data() == describe(get_test(engine, test["id"]))
+    (deployed,) = announced(engine, ModelDeployed)
+    assert (deployed.version, deployed.previous_version) == ("lstm-v2", "lstm-v1")
+    assert deployed.ab_test_id == opened.id
     again = api.post(f"/api/v1/ml/ab-tests/{test['id']}/cancel", json={}, headers=AUTH)
     assert again.status_code == 409 and "already completed" in again.json()["detail"]
 

@@ -32,6 +32,7 @@ from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import DataQuarantine, MarketData, ModelTrainingLog
 from aifx_ml.events.outbox import enqueue_many
+from tests.event_payloads import new_market_data
 
 pytestmark = pytest.mark.integration
 
@@ -280,7 +281,7 @@ def seed_problems(engine: Engine, now: datetime) -> None:
         # Newest candle 10 hours ago (9 closed since), one missing in between.
         session.execute(insert(MarketData), [candle(h) for h in (14, 13, 11, 10)])
         session.execute(insert(DataQuarantine), [refused(n) for n in range(12)])
-        enqueue_many(session, "ml:new_market_data", [{"n": 1}, {"n": 2}], now - timedelta(hours=1))
+        enqueue_many(session, [new_market_data(1), new_market_data(2)], now - timedelta(hours=1))
 
 
 def test_check_and_alert_raises_what_the_database_shows_once(

@@ -4,17 +4,19 @@ never lost nor handed twice to a de-duplicating consumer, whatever the connectio
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import pytest
 import redis
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, select, update
 
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import EventOutbox
@@ -27,8 +29,10 @@ from aifx_ml.events.relay import (
     relay_events,
     relay_outbox,
 )
+from aifx_ml.events.schemas import EventPayload, NewPrediction
 from aifx_ml.signals import record_signals
 from tests.conftest import REDIS_URL
+from tests.event_payloads import model_deployed, new_prediction, sample_payload
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
@@ -42,9 +46,12 @@ def stream(client: redis.Redis) -> Iterator[str]:
     client.delete(key)
 
 
-def add_events(engine: Engine, as_of: datetime, n: int, channel: str = "ml:new_prediction") -> None:
+def add_events(engine: Engine, as_of: datetime, n: int) -> list[dict[str, Any]]:
+    """`n` ml:new_prediction events in one transaction; returns their `data`."""
+    payloads = [new_prediction(i) for i in range(n)]
     with transaction(engine) as session:
-        enqueue_many(session, channel, [{"n": i} for i in range(n)], as_of)
+        enqueue_many(session, payloads, as_of)
+    return [p.to_data() for p in payloads]
 
 
 def outbox_ids(engine: Engine) -> list[str]:
@@ -65,8 +72,8 @@ def test_relay_publishes_on_channels_and_stream_in_order(
 ) -> None:
     for channel in ("ml:training_started", "ml:training_completed", "ml:model_deployed"):
         with transaction(engine) as session:
-            enqueue(session, channel, {"version": "v7"}, as_of)
-    add_events(engine, as_of, 3)
+            enqueue(session, sample_payload(channel, 7), as_of)
+    predictions = add_events(engine, as_of, 3)
     expected = outbox_ids(engine)
 
     received: list[Event] = []
@@ -93,14 +100,20 @@ def test_relay_publishes_on_channels_and_stream_in_order(
         "ml:training_completed",
         "ml:model_deployed",
     ]
-    assert mine[2].data == {"version": "v7"} and mine[2].timestamp == as_of.isoformat()
+    assert mine[2].payload == model_deployed(7) and mine[2].timestamp == as_of.isoformat()
+    assert all(e.schema_version == 1 for e in mine)
 
     entries = client.xrange(stream)
     assert [fields[b"id"].decode() for _, fields in entries] == expected
     assert set(entries[0][1]) == {b"id", b"channel", b"payload"}
+    assert json.loads(entries[0][1][b"payload"])["schema_version"] == 1
     events, _ = read_stream(client, stream=stream)
     assert [e.id for e in events] == expected
-    assert [e.data for e in events[3:]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [e.data for e in events[3:]] == predictions
+    assert [e.payload for e in events[:3]] == [
+        sample_payload(c, 7)
+        for c in ("ml:training_started", "ml:training_completed", "ml:model_deployed")
+    ]
 
     with engine.connect() as conn:
         rows = conn.execute(select(EventOutbox.published_at, EventOutbox.attempts)).all()
@@ -133,7 +146,7 @@ def test_event_waits_out_a_redis_outage_then_arrives_once(
     )
     with transaction(engine) as session:
         (signal_id,) = record_signals(session, signals, as_of)
-    add_events(engine, as_of, 3)  # more changes while Redis is away
+    predictions = add_events(engine, as_of, 3)  # more changes while Redis is away
     for _ in range(2):
         report = relay_events(engine, behind_proxy, now=lambda: as_of, stream=stream)
         assert (report.published, report.pending, report.ok) == (0, 4, False)
@@ -149,8 +162,8 @@ def test_event_waits_out_a_redis_outage_then_arrives_once(
     relay_events(engine, behind_proxy, now=lambda: as_of, stream=stream)  # nothing left to send
     got = consumer.poll(block_ms=1000)
     assert [e.id for e in got] == outbox_ids(engine)  # each once, in the order written
-    assert got[0].data["signal_id"] == str(signal_id)
-    assert [e.data for e in got[1:]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert got[0].payload_as(NewPrediction).signal_id == signal_id
+    assert [e.data for e in got[1:]] == predictions
     assert consumer.duplicates == 0 and client.xlen(stream) == 4
 
 
@@ -178,6 +191,7 @@ def test_no_event_is_lost_across_1000_changes_with_the_connection_cut_at_random(
     rng = random.Random(20261124)
     consumer = StreamConsumer(client, stream=stream, from_start=True)
     delivered: list[Event] = []
+    written: list[EventPayload] = []
     failures = 0
 
     def relay() -> None:
@@ -189,8 +203,9 @@ def test_no_event_is_lost_across_1000_changes_with_the_connection_cut_at_random(
         delivered.extend(consumer.poll(count=10_000))
 
     for i in range(1000):
+        written.append(sample_payload(CHANNELS[i % len(CHANNELS)], i))
         with transaction(engine) as session:  # one state change, one transaction
-            enqueue(session, CHANNELS[i % len(CHANNELS)], {"change": i}, as_of)
+            enqueue(session, written[-1], as_of)
         roll = rng.random()
         if roll < 0.03:
             proxy.cut()  # an outage, until a later restore
@@ -211,7 +226,7 @@ def test_no_event_is_lost_across_1000_changes_with_the_connection_cut_at_random(
 
     assert count_pending(engine) == 0
     assert [e.id for e in delivered] == outbox_ids(engine)  # each once, in the order written
-    assert [e.data["change"] for e in delivered] == list(range(1000))
+    assert [e.payload for e in delivered] == written
     # The cuts really happened, and what they made Redis receive twice was filtered out.
     assert proxy.cuts > 10 and failures > 10
     raw = client.xlen(stream)
@@ -259,3 +274,18 @@ def test_a_redis_command_error_keeps_the_batch_pending(
     assert report.error is not None and "WRONGTYPE" in report.error
     client.delete(stream)
     assert relay_events(engine, client, now=lambda: as_of, stream=stream).published == 2
+
+
+def test_a_row_written_before_versions_were_recorded_goes_out_as_version_1(
+    engine: Engine, client: redis.Redis, stream: str, as_of: datetime
+) -> None:
+    with transaction(engine) as session:
+        enqueue(session, model_deployed(), as_of)
+    with engine.begin() as conn:  # as the outbox kept it before schema_version existed
+        (row,) = conn.execute(select(EventOutbox.id, EventOutbox.payload)).all()
+        legacy = {k: v for k, v in row.payload.items() if k != "schema_version"}
+        conn.execute(update(EventOutbox).where(EventOutbox.id == row.id).values(payload=legacy))
+    assert relay_events(engine, client, now=lambda: as_of, stream=stream).published == 1
+    (event,), _ = read_stream(client, stream=stream)
+    assert (event.id, event.schema_version) == (str(row.id), 1)
+    assert event.payload == model_deployed()

@@ -14,8 +14,10 @@ from sqlalchemy import Engine, func, select
 from aifx_ml.data.importer import ImportReport, import_csv, import_frame
 from aifx_ml.db.models import DataQuarantine, EventOutbox, MarketData
 from aifx_ml.errors import InvalidInputError, MalformedFileError
+from aifx_ml.events.schemas import NewMarketData
 from aifx_ml.features.indicators import compute_indicators, indicators_from_json
 from tests.conftest import hourly_candles, snapshot
+from tests.event_payloads import outbox_payloads
 
 pytestmark = pytest.mark.integration
 
@@ -171,9 +173,18 @@ def test_import_announces_new_data_in_the_outbox(engine: Engine, as_of: datetime
     assert len(events) == 1
     channel, payload = events[0]
     assert channel == "ml:new_market_data"
-    assert set(payload) == {"timestamp", "channel", "data"}
-    assert payload["data"]["inserted"] == 20
+    assert set(payload) == {"schema_version", "timestamp", "channel", "data"}
     assert payload["data"]["last_timestamp"] == candles["timestamp"].iloc[-1].isoformat()
+    (event,) = outbox_payloads(engine)
+    assert event == NewMarketData(
+        pair="EUR/USD",
+        timeframe="1h",
+        inserted=20,
+        updated=0,
+        first_timestamp=candles["timestamp"].iloc[0],
+        last_timestamp=candles["timestamp"].iloc[-1],
+        source="vendor",
+    )
 
 
 def test_timezones_are_normalized_to_utc(engine: Engine, tmp_path: Path, as_of: datetime) -> None:

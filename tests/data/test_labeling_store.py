@@ -6,14 +6,16 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from aifx_ml.data.importer import import_frame
 from aifx_ml.db.engine import transaction
-from aifx_ml.db.models import EventOutbox, TradingSignal
+from aifx_ml.db.models import TradingSignal
+from aifx_ml.events.schemas import NewPrediction, SignalOutcome
 from aifx_ml.labeling.store import label_pending
 from aifx_ml.signals import record_signals
 from tests.conftest import snapshot
+from tests.event_payloads import announced, outbox_payloads
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +83,13 @@ def test_label_pending_labels_elapsed_and_leaves_the_rest(engine: Engine, as_of:
     assert got[("hold", T0)] == ("loss", 0.0)  # the 04:00 candle left the ±0.5% band
     assert got[("buy", T0 + timedelta(hours=5))] == ("pending", None)  # needs a candle at 09:00
 
-    with engine.connect() as conn:
-        events = (
-            conn.execute(
-                select(EventOutbox.payload).where(EventOutbox.channel == "ml:signal_outcome")
-            )
-            .scalars()
-            .all()
-        )
-    assert sorted(e["data"]["actual_outcome"] for e in events) == ["loss", "loss", "win"]
+    events = announced(engine, SignalOutcome)
+    assert {(e.signal, e.actual_outcome, round(e.actual_pnl_percent, 9)) for e in events} == {
+        ("buy", "win", 1.0),
+        ("sell", "loss", -1.0),
+        ("hold", "loss", 0.0),
+    }
+    assert {e.model_version for e in events} == {"v1"}
 
 
 def test_labeling_is_idempotent(engine: Engine, as_of: datetime) -> None:
@@ -130,10 +130,11 @@ def test_the_clock_is_respected(engine: Engine, as_of: datetime) -> None:
 def test_recorded_signals_are_announced(engine: Engine, as_of: datetime) -> None:
     with transaction(engine) as session:
         ids = record_signals(session, signals([("buy", 0, 1.0), ("sell", 1, 1.0)]), as_of)
-    with engine.connect() as conn:
-        count = conn.execute(
-            select(func.count()).where(EventOutbox.channel == "ml:new_prediction")
-        ).scalar()
-        payloads = conn.execute(select(EventOutbox.payload)).scalars().all()
-    assert count == 2
-    assert {p["data"]["signal_id"] for p in payloads} == {str(i) for i in ids}
+    assert [type(e) for e in outbox_payloads(engine)] == [NewPrediction, NewPrediction]
+    events = announced(engine, NewPrediction)
+    assert [e.signal_id for e in events] == ids
+    assert [(e.signal, e.confidence, e.entry_price) for e in events] == [
+        ("buy", 0.7, 1.0),
+        ("sell", 0.7, 1.0),
+    ]
+    assert [e.created_at for e in events] == [T0, T0 + pd.Timedelta(hours=1)]

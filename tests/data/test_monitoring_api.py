@@ -32,6 +32,7 @@ from aifx_ml.db.models import (
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.monitoring.health import health_report
 from tests.conftest import AS_OF, REDIS_URL, _postgres_database
+from tests.event_payloads import model_deployed, new_prediction
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.integration
@@ -329,7 +330,7 @@ def test_metrics_series_and_values(api: TestClient, engine: Engine) -> None:
         )
     with transaction(engine) as session:
         for seconds in (90, 60, 30):
-            enqueue(session, "ml:new_prediction", {}, NOW - timedelta(seconds=seconds))
+            enqueue(session, new_prediction(seconds), NOW - timedelta(seconds=seconds))
     with engine.begin() as conn:  # the newest one went out; two wait, the oldest for 90 s
         conn.execute(
             update(EventOutbox)
@@ -407,7 +408,7 @@ def test_health_judges_schedules_backlog_and_market_data(api: TestClient, engine
     seed_candles(engine, "EUR/USD", NOW - timedelta(hours=1))  # closed at 12:00: current
     seed_candles(engine, "GBP/USD", NOW - timedelta(hours=5))  # 08:00: 09, 10, 11 missing
     with transaction(engine) as session:
-        enqueue(session, "ml:model_deployed", {}, NOW - timedelta(minutes=20))
+        enqueue(session, model_deployed(), NOW - timedelta(minutes=20))
 
     late = await_status(api, 200)  # late is degraded, not down
     assert late["status"] == "degraded"

@@ -16,10 +16,11 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
-from aifx_ml.db.models import EventOutbox, ModelStageHistory, ModelVersion
+from aifx_ml.db.models import ModelStageHistory, ModelVersion
 from aifx_ml.errors import RegistryError
 from aifx_ml.events.consumers import Event, StreamConsumer, subscribe
 from aifx_ml.events.relay import relay_events
+from aifx_ml.events.schemas import ModelDeployed
 from aifx_ml.models.history import lineage, serving_at, stage_history
 from aifx_ml.models.versions import get_version
 from aifx_ml.training.config import Stores
@@ -29,6 +30,7 @@ from registry.promotion import promote
 from registry.reconcile import ORPHAN_TAG, reconcile
 from registry.stages import change_stage, rollback, set_challenger
 from tests.conftest import TRAIN_AS_OF, tiny_training_config
+from tests.event_payloads import announced
 from tests.registry_world import (
     World,
     copy_world,
@@ -55,13 +57,8 @@ def statuses(engine: Engine) -> dict[str, str]:
 
 
 def deployed_events(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(EventOutbox.payload)
-            .where(EventOutbox.channel == "ml:model_deployed")
-            .order_by(EventOutbox.seq)
-        ).scalars()
-        return [r["data"] for r in rows]
+    """The `ml:model_deployed` data in the outbox, each checked against its model."""
+    return [e.to_data() for e in announced(engine, ModelDeployed)]
 
 
 def test_first_promotion_then_replacement_then_rollback_agree_everywhere(

@@ -16,9 +16,11 @@ from sqlalchemy import Engine, select
 from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.data.importer import import_frame
-from aifx_ml.db.models import EventOutbox, TradingSignal
+from aifx_ml.db.models import TradingSignal
+from aifx_ml.events.schemas import NewPrediction
 from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
+from tests.event_payloads import announced
 from tests.serving_helpers import register_constant, trending_candles
 
 pytestmark = pytest.mark.integration
@@ -81,15 +83,18 @@ def test_a_prediction_is_answered_recorded_and_announced(service: Service, tmp_p
     assert row.created_at == T0
     last_close = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)["close"]
     assert row.entry_price == pytest.approx(last_close.iloc[-1])
-    with service.engine.connect() as conn:
-        events = (
-            conn.execute(
-                select(EventOutbox.payload).where(EventOutbox.channel == "ml:new_prediction")
-            )
-            .scalars()
-            .all()
-        )
-    assert [e["data"]["signal_id"] for e in events] == [body["signal_id"]]
+    (event,) = announced(service.engine, NewPrediction)
+    assert event == NewPrediction(
+        signal_id=row.id,
+        pair="EUR/USD",
+        timeframe="1h",
+        signal="buy",
+        confidence=row.confidence,
+        entry_price=row.entry_price,
+        created_at=T0,
+        model_version=version,
+        ab_test_id=None,
+    )
 
 
 def test_stale_inputs_and_a_stale_model_give_hold_with_the_reason(

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 from sqlalchemy import Engine, select
 
-from aifx_ml.db.models import EventOutbox, ModelTrainingLog, ModelVersion
+from aifx_ml.db.models import ModelTrainingLog, ModelVersion
 from aifx_ml.models.store import InMemoryModelStore
 from aifx_ml.training.config import Stores, TrainingFailedError
 from aifx_ml.training.lock import training_lock
@@ -23,6 +23,7 @@ from registry.integrity import download_version
 from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
+from tests.event_payloads import outbox_payloads
 
 pytestmark = pytest.mark.integration
 
@@ -71,13 +72,9 @@ def versions(engine: Engine) -> dict[str, dict[str, Any]]:
 
 
 def channels(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(EventOutbox.channel, EventOutbox.payload).where(
-                EventOutbox.channel.like("ml:training%")
-            )
-        ).all()
-    return [(channel, payload["data"]) for channel, payload in rows]
+    """(channel, data) of the training events in the outbox, each checked against its model."""
+    events = outbox_payloads(engine)
+    return [(e.channel, e.to_data()) for e in events if e.channel.startswith("ml:training")]
 
 
 def mlflow_versions(stores: Stores) -> dict[str, str]:
