@@ -30,6 +30,7 @@ from aifx_ml.db.models import ModelStageHistory, ModelVersion
 from aifx_ml.domain import ModelStatus
 from aifx_ml.errors import RegistryError
 from aifx_ml.events.outbox import enqueue
+from aifx_ml.events.schemas import ModelDeployed
 from aifx_ml.models.store import number_of, registered_name
 from aifx_ml.models.versions import get_version, production_version
 from registry.mlflow_store import (
@@ -159,15 +160,14 @@ def _change_in_table(
         if to_status == ModelStatus.PRODUCTION:
             enqueue(
                 session,
-                "ml:model_deployed",
-                {
-                    "model_type": model_type,
-                    "version": version,
-                    "previous_version": previous.version if previous else None,
-                    "reason": reason,
-                    "actor": actor,
-                    "ab_test_id": str(ab_test_id) if ab_test_id else None,
-                },
+                ModelDeployed(
+                    model_type=model_type,
+                    version=version,
+                    previous_version=previous.version if previous else None,
+                    reason=reason,
+                    actor=actor,
+                    ab_test_id=ab_test_id,
+                ),
                 as_of,
             )
     return result

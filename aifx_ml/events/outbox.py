@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, overload
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -23,7 +23,6 @@ from aifx_ml.events.schemas import (
     UNVERSIONED,
     EventPayload,
     InvalidEventError,
-    validate_payload,
 )
 
 __all__ = [
@@ -69,44 +68,10 @@ def published_message(event_id: uuid.UUID | str, payload: Mapping[str, Any]) -> 
     return message
 
 
-@overload
-def enqueue(session: Session, payload: EventPayload, as_of: datetime, /) -> None: ...
-
-
-@overload
-def enqueue(
-    session: Session,
-    channel: str,
-    data: Mapping[str, Any] | EventPayload,
-    as_of: datetime,
-    /,
-) -> None: ...
-
-
-def enqueue(
-    session: Session,
-    payload: EventPayload | str,
-    data_or_as_of: Mapping[str, Any] | EventPayload | datetime,
-    as_of: datetime | None = None,
-    /,
-) -> None:
-    """Add one event to the outbox inside the caller's transaction.
-
-    `enqueue(session, ModelDeployed(...), as_of)`: the channel is the payload's. The older
-    form `enqueue(session, "ml:model_deployed", {...}, as_of)` is kept while its last callers
-    move over; the dict is checked against the channel's model all the same, so an event
-    goes out valid whichever form wrote it (InvalidEventError otherwise).
-    """
-    if isinstance(payload, EventPayload):
-        if not isinstance(data_or_as_of, datetime) or as_of is not None:
-            raise TypeError("expected enqueue(session, payload, as_of)")
-        enqueue_many(session, [payload], data_or_as_of)
-        return
-    if isinstance(data_or_as_of, datetime) or as_of is None:
-        raise TypeError(
-            "expected enqueue(session, payload, as_of) or (session, channel, data, as_of)"
-        )
-    enqueue_many(session, [validate_payload(payload, data_or_as_of)], as_of)
+def enqueue(session: Session, payload: EventPayload, as_of: datetime) -> None:
+    """Add one event to the outbox inside the caller's transaction, on its payload's channel:
+    `enqueue(session, ModelDeployed(...), as_of)`."""
+    enqueue_many(session, [payload], as_of)
 
 
 def enqueue_many(session: Session, payloads: Iterable[EventPayload], as_of: datetime) -> int:

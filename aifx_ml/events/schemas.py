@@ -35,6 +35,8 @@ from pydantic import (
     ValidationError,
 )
 
+from aifx_ml.domain import Signal, TrainingType
+
 Channel = Literal[
     "ml:new_market_data",
     "ml:new_prediction",
@@ -51,12 +53,11 @@ CHANNELS: tuple[str, ...] = get_args(Channel)
 # had the version 1 payloads.
 UNVERSIONED = 1
 
-# The vocabulary of the tables, spelled out here so the schemas are self-contained (and this
-# module importable without pandas or SQLAlchemy); tests check they match the originals.
+# The vocabulary of the tables. Signals and training types are the domain's own enums; the
+# timeframes are spelled out so this module imports without pandas (a test checks they match
+# `markets.TIMEFRAMES`), and an outcome announced is always a decided one.
 Timeframe = Literal["1min", "5min", "15min", "30min", "1h", "4h", "1d", "1w", "1M"]
-Signal = Literal["buy", "sell", "hold"]
 Outcome = Literal["win", "loss", "breakeven"]
-TrainingType = Literal["full", "incremental"]
 PAIR_PATTERN = r"^[A-Z]{3}/[A-Z]{3}$"
 
 

@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelTrainingLog
-from aifx_ml.domain import TrainingStatus
+from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.events.outbox import enqueue
+from aifx_ml.events.schemas import TrainingCompleted, TrainingStarted
 from aifx_ml.features.dataset import Dataset, Scaler, Split
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.lstm import LSTMConfig
@@ -105,12 +106,11 @@ def _start_log(run: Run) -> uuid.UUID:
         )
         enqueue(
             session,
-            "ml:training_started",
-            {
-                "training_log_id": str(log_id),
-                "training_type": run.training_type,
-                "model_type": run.config.model_type,
-            },
+            TrainingStarted(
+                training_log_id=log_id,
+                training_type=TrainingType(run.training_type),
+                model_type=run.config.model_type,
+            ),
             run.as_of,
         )
     return log_id
@@ -141,16 +141,15 @@ def _finish_log(
         )
         enqueue(
             session,
-            "ml:training_completed",
-            {
-                "training_log_id": str(run.result.training_log_id),
-                "training_type": run.training_type,
-                "model_type": run.config.model_type,
-                "status": status,
-                "version": run.result.version,
-                "parent_version": run.result.parent_version,
-                "reason": reason,
-            },
+            TrainingCompleted(
+                training_log_id=run.result.training_log_id,
+                training_type=TrainingType(run.training_type),
+                model_type=run.config.model_type,
+                status=status.value,
+                version=run.result.version,
+                parent_version=run.result.parent_version,
+                reason=reason,
+            ),
             run.as_of,
         )
     run.result.status, run.result.reason = status, reason
