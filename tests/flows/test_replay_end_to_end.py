@@ -29,6 +29,7 @@ from aifx_ml.db.models import (
     TradingSignal,
 )
 from aifx_ml.events.consumers import Event, read_stream, stream_end
+from aifx_ml.events.schemas import parse_payload
 from aifx_ml.models.store import number_of, registered_name
 from aifx_ml.replay.loop import Job, Progress
 from aifx_ml.replay.plan import ReplayParams
@@ -132,8 +133,13 @@ def test_every_state_change_has_exactly_one_event_waiting(
     replay_store: ReplayStore, store: Engine
 ) -> None:
     # No Redis on the embedded default: every event waits in the outbox, none was lost.
-    events = [(c, p["data"]) for c, p in rows(store, EventOutbox.channel, EventOutbox.payload)]
+    stored = rows(store, EventOutbox.channel, EventOutbox.payload)
+    events = [(c, p["data"]) for c, p in stored]
     assert_one_event_per_change(store, events)
+    # ...and each is what its channel's published schema says, at the version it names.
+    for channel, message in stored:
+        parsed = parse_payload(channel, message["data"], message["schema_version"])
+        assert parsed.channel == channel
 
 
 def test_the_report_answers_the_key_question(replay_store: ReplayStore, store: Engine) -> None:
