@@ -47,8 +47,8 @@ def evaluate_task(
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def trigger_retrain_task(model_type: str) -> str:
     """Start the weekly full training deployment now (it trains every stored series)."""
-    from prefect.client.schemas.objects import FlowRun  # noqa: PLC0415
-    from prefect.deployments import run_deployment  # noqa: PLC0415
+    from prefect.client.schemas.objects import FlowRun  # noqa: PLC0415  (the Prefect client: only when a retrain is started)
+    from prefect.deployments import run_deployment  # noqa: PLC0415  (the Prefect client: only when a retrain is started)
 
     # Called from sync code it runs to completion and returns the flow run, not a coroutine.
     run = cast(

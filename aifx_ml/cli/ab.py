@@ -8,6 +8,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from aifx_ml.abtest.evaluation import evaluate_test, look
 from aifx_ml.abtest.store import (
     DEFAULT_PLAN,
     DEFAULT_SPLIT,
@@ -96,7 +97,6 @@ def list_cmd(
 def metrics_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) -> None:
     """Per arm: signals, outcomes, win rate with a cluster-robust interval, mean pnl; and the
     sequential test's current statistic and decision."""
-    from aifx_ml.abtest.evaluation import look  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
     test = get_test(app_ctx.engine(), test_id)
@@ -106,7 +106,6 @@ def metrics_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) -
 @app.command("evaluate")
 def evaluate_cmd(ctx: typer.Context, test_id: Annotated[str, typer.Argument()]) -> None:
     """Look at the test and act: promote a winner, end an inconclusive test."""
-    from aifx_ml.abtest.evaluation import evaluate_test  # noqa: PLC0415
 
     app_ctx = app_context(ctx)
     engine = app_ctx.engine()
@@ -154,7 +153,7 @@ def cancel_cmd(
 
 
 def _promoter(app_ctx: AppContext, store: Any) -> Any:
-    from registry.abtest import promote_winner  # noqa: PLC0415
+    from registry.abtest import promote_winner  # noqa: PLC0415  (MLflow: only when promoting)
 
     def promote(test: ModelABTest, winner: str) -> None:
         promote_winner(app_ctx.engine(), store, test, winner, as_of=app_ctx.now(), actor="aifx ab")
@@ -163,7 +162,7 @@ def _promoter(app_ctx: AppContext, store: Any) -> Any:
 
 
 def _mark(app_ctx: AppContext, store: Any, test: ModelABTest) -> None:
-    from registry.abtest import mark_challenger  # noqa: PLC0415
+    from registry.abtest import mark_challenger  # noqa: PLC0415  (MLflow: only when marking)
 
     mark_challenger(app_ctx.engine(), store, test)
 

@@ -50,7 +50,7 @@ class AppContext:
 def model_store(app_ctx: AppContext) -> MlflowModelStore:
     """The model store the settings name (MLflow), built once per invocation."""
     # MLflow takes seconds to import: only the commands that use the registry pay for it.
-    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
     if app_ctx._store is None:
         app_ctx._store = MlflowModelStore.from_settings(app_ctx.settings)

@@ -35,8 +35,8 @@ def monthly_cmd(
     """Evaluate every Production (and recently archived) version on a month: input drift
     against its training window, quality against its own holdout, and a recommendation."""
     # Evaluation loads TensorFlow: only this command pays for it.
-    from aifx_ml.evaluation.monthly import Thresholds, previous_month  # noqa: PLC0415
-    from aifx_ml.evaluation.monthly_run import run_monthly  # noqa: PLC0415
+    from aifx_ml.evaluation.monthly import Thresholds, previous_month  # noqa: PLC0415  (TensorFlow: only this command)
+    from aifx_ml.evaluation.monthly_run import run_monthly  # noqa: PLC0415  (TensorFlow: only this command)
 
     app_ctx = app_context(ctx)
     settings = app_ctx.settings

@@ -187,7 +187,7 @@ def promote_cmd(
 ) -> None:
     """Promote a version to Production if it beats Production (by --margin) and the baselines
     on the same recent holdout; the old Production version is archived in the same step."""
-    from registry.promotion import promote  # noqa: PLC0415
+    from registry.promotion import promote  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
     if force and not (reason and reason.strip()):
         raise InvalidInputError('--force needs --reason "why this overrides the gate"')
@@ -236,7 +236,7 @@ def rollback_cmd(
     as_of: AsOfOpt = None,
 ) -> None:
     """Restore the previous Production version (or --to VERSION) in one step."""
-    from registry.stages import rollback  # noqa: PLC0415
+    from registry.stages import rollback  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
@@ -262,7 +262,7 @@ def archive_cmd(
     as_of: AsOfOpt = None,
 ) -> None:
     """Archive a Staging version (Production only leaves by being replaced)."""
-    from registry.stages import change_stage  # noqa: PLC0415
+    from registry.stages import change_stage  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
     app_ctx = app_context(ctx)
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
@@ -282,7 +282,7 @@ def archive_cmd(
 @app.command("reconcile")
 def reconcile_cmd(ctx: typer.Context) -> None:
     """Find and fix every disagreement between MLflow and the table (the table is the truth)."""
-    from registry.reconcile import reconcile  # noqa: PLC0415
+    from registry.reconcile import reconcile  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
     app_ctx = app_context(ctx)
     store = model_store(app_ctx)

@@ -36,10 +36,10 @@ def build_app(
 ) -> FastAPI:
     """The app over the settings' stores: MLflow for models, the registry for promotions."""
     # FastAPI, MLflow and the registry load only when serving, not for every command.
-    from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415
-    from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415
-    from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415
-    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
+    from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
+    from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
+    from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
 
     store = MlflowModelStore.from_settings(settings)
 

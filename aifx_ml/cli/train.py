@@ -141,7 +141,7 @@ def run_training(
 ) -> TrainingResult:
     """One run with a progress bar per epoch."""
     # TensorFlow and MLflow take seconds to import: only when training, not for `--help`.
-    from aifx_ml.training.runs import train_full, train_incremental  # noqa: PLC0415
+    from aifx_ml.training.runs import train_full, train_incremental  # noqa: PLC0415  (TensorFlow: only when training, not for --help)
 
     actor = f"aifx train {'weekly' if training_type == 'full' else 'daily'}"
     stores = Stores.from_settings(

@@ -207,8 +207,8 @@ def wants_retrain(summary: Mapping[str, Any]) -> bool:
 
 
 def _report(reference: pd.DataFrame, current: pd.DataFrame) -> Any:
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report  # noqa: PLC0415
-    from evidently.presets import ClassificationPreset, DataDriftPreset  # noqa: PLC0415
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report  # noqa: PLC0415  (Evidently takes seconds to import: only when a report is built)
+    from evidently.presets import ClassificationPreset, DataDriftPreset  # noqa: PLC0415  (Evidently takes seconds to import: only when a report is built)
 
     features = list(_features(reference))
     definition = DataDefinition(

@@ -45,7 +45,7 @@ class LSTMConfig:
 def build_lstm(config: LSTMConfig, seed: int = 42) -> keras.Model:
     """A compiled model; the same seed and config give the same initial weights."""
     # TensorFlow takes seconds to import: only when a model is built, not at import.
-    import keras  # noqa: PLC0415
+    import keras  # noqa: PLC0415  (TensorFlow loads only where a model is built)
 
     keras.utils.set_random_seed(seed)
     first, second = config.lstm_units
@@ -88,7 +88,7 @@ def build_lstm(config: LSTMConfig, seed: int = 42) -> keras.Model:
 
 def compile_for_training(model: keras.Model, learning_rate: float) -> None:
     """(Re)compile with Adam at `learning_rate`: fine-tuning recompiles at a lower rate."""
-    import keras  # noqa: PLC0415
+    import keras  # noqa: PLC0415  (TensorFlow loads only where a model is built)
 
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),

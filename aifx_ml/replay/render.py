@@ -141,7 +141,7 @@ def timeline_svg(report: ReplayReport) -> str:
 
 def _figure(height: float = 3.4) -> tuple[Figure, Axes]:
     # A bare Figure draws without pyplot, so no backend or global state is chosen or changed.
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415  (matplotlib: only when plotting)
 
     fig = Figure(figsize=(10, height), layout="constrained")
     return fig, fig.add_subplot()
@@ -149,8 +149,8 @@ def _figure(height: float = 3.4) -> tuple[Figure, Axes]:
 
 def _finish(fig: Figure, ax: Axes, report: ReplayReport, legend: bool = True) -> str:
     """Mark the change, format dates, and return the figure as an inline <svg> element."""
-    import matplotlib  # noqa: PLC0415
-    from matplotlib import dates  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415  (matplotlib: only when plotting)
+    from matplotlib import dates  # noqa: PLC0415  (matplotlib: only when plotting)
 
     if report.change_at is not None:
         at = _naive([report.change_at])[0]
@@ -313,7 +313,7 @@ def _coverage_text(coverage: dict[str, Any]) -> str:
 
 def _num(values: Sequence[Any]) -> Any:
     """Datetimes as matplotlib's day numbers (bars take numbers, not datetimes)."""
-    from matplotlib import dates  # noqa: PLC0415
+    from matplotlib import dates  # noqa: PLC0415  (matplotlib: only when plotting)
 
     return dates.date2num(values)  # type: ignore[no-untyped-call]
 
