@@ -21,9 +21,10 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 demo: venv
 	$(BIN)/aifx replay --synthetic
 
-## Lint, format check, type check, then the whole test suite.
+## Lint, format check, type check, then the whole test suite on every core (tests that share a
+## costly or global resource stay in one worker: see tests/conftest.py).
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check .
@@ -32,6 +33,11 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+## The fast part (under two minutes): lint, import contracts, types, and every test that needs
+## no database, Redis, MLflow store or Prefect API (`-m "not integration"`).
+check: lint typecheck
+	$(BIN)/pytest -m "not integration" -q
 
 ## Unit tests only (no database).
 unit: venv
