@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from aifx_ml.domain import OUTCOMES, Outcome
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.jsonsafe import finite
 
@@ -38,9 +39,8 @@ Z95 = 1.959963984540054
 VARIANCE_FLOOR = 1e-12  # only so that V is never 0 (every outcome alike in both arms)
 
 VARIANTS = ("a", "b")
-OUTCOMES = ("win", "loss", "breakeven", "pending")
-DECIDED = ("win", "loss")
-LABELED = ("win", "loss", "breakeven")
+DECIDED = (Outcome.WIN.value, Outcome.LOSS.value)
+LABELED = (*DECIDED, Outcome.BREAKEVEN.value)
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,10 @@ def arm_summary(frame: pd.DataFrame) -> dict[str, ArmStats]:
         rate, se = _mean_se(wins, arm)
         mean_pnl, pnl_se = _mean_se(pnls, arm)
         mine = is_b if arm else ~is_b
-        win, loss, breakeven, pending = (int((mine & (outcome == o)).sum()) for o in OUTCOMES)
+        win, loss, breakeven, pending = (
+            int((mine & (outcome == o)).sum())
+            for o in (Outcome.WIN, Outcome.LOSS, Outcome.BREAKEVEN, Outcome.PENDING)
+        )
         ci = (max(0.0, rate - Z95 * se), min(1.0, rate + Z95 * se))
         out[name] = ArmStats(
             int(mine.sum()), pending, win + loss, win, loss, breakeven,
