@@ -21,10 +21,9 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 demo: venv
 	$(BIN)/aifx replay --synthetic
 
-## Lint, format check, type check, then the whole test suite on every core (tests that share a
-## costly or global resource stay in one worker: see tests/conftest.py).
+## Lint, format check, type check, then the whole test suite.
 test: lint typecheck
-	$(BIN)/pytest -n auto --dist loadgroup
+	$(BIN)/pytest
 
 lint: venv
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from aifx_ml.alerts.notify import check_and_alert, raise_alert_safely
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.events.relay import relay_outbox
+from aifx_ml.training.config import ChallengerOffer
 from registry.challenger import offer_challenger
 from registry.mlflow_store import MlflowModelStore
 from registry.reconcile import reconcile
@@ -60,7 +61,7 @@ def challenger_task(
     split: float,
     actor: str,
     plan: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ChallengerOffer:
     """Gate a new version; on a pass it is tried against Production in an A/B test run to
     `plan` (TestPlan fields; default: the library's pre-registered plan)."""
     with engine_for(settings.db_url) as engine:
@@ -74,12 +75,12 @@ def challenger_task(
             plan=TestPlan.from_dict(plan) if plan else None,
         )
     get_run_logger().info("challenger %s: %s %s", version, outcome.action, outcome.detail)
-    return {
-        "version": outcome.version,
-        "action": outcome.action,
-        "ab_test_id": str(outcome.ab_test_id) if outcome.ab_test_id else None,
-        "detail": outcome.detail,
-    }
+    return ChallengerOffer(
+        version=outcome.version,
+        action=outcome.action,
+        ab_test_id=str(outcome.ab_test_id) if outcome.ab_test_id else None,
+        detail=outcome.detail,
+    )
 
 
 @task(cache_policy=NO_CACHE)

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
 from aifx_ml.domain import TrainingType
-from aifx_ml.training.config import TRAINING, training_config
+from aifx_ml.training.config import TRAINING, TrainingResult, training_config
 from flows.training_tasks import training_steps
 
 
@@ -32,7 +32,7 @@ def daily_incremental_flow(
     lstm_units: Sequence[int] = TRAINING.lstm_units,
     dense_units: int = TRAINING.dense_units,
     learning_rate: float = TRAINING.learning_rate,
-) -> dict[str, Any]:
+) -> TrainingResult:
     """Fine-tune as of `as_of` (default: now, UTC); with no Production model, train in full
     (`days`, `full_epochs` and the architecture are the weekly flow's, for that fallback).
     Every default is TRAINING's (aifx_ml/training/config.py)."""
@@ -61,13 +61,13 @@ def daily_incremental_flow(
         ab_test_plan,
     )
     logger = get_run_logger()
-    if result["fell_back_to_full"]:
-        logger.warning("%s", result["reason"])
+    if result.fell_back_to_full:
+        logger.warning("%s", result.reason)
     logger.info(
         "daily incremental training %s: %s (parent %s)",
-        result["status"],
-        result["version"] or result["reason"],
-        result["parent_version"],
+        result.status,
+        result.version or result.reason,
+        result.parent_version,
     )
     return result
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,7 +25,7 @@ def label_task(database_url: str, embedded: bool, as_of: datetime, threshold: fl
 @flow(name="label-signals", log_prints=False)
 def label_signals_flow(
     threshold: float = DEFAULT_THRESHOLD, as_of: datetime | None = None
-) -> dict[str, Any]:
+) -> LabelReport:
     """Label every pending signal whose horizon has elapsed by `as_of` (default: now)."""
     settings = load_settings()
     # One moment for the whole run: labeling and the alert rules judge the same "now".
@@ -39,7 +37,7 @@ def label_signals_flow(
     )
     alerts_task(settings, moment)
     relay_task(settings)
-    return asdict(report)
+    return report
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from aifx_ml.evaluation.monthly import Thresholds, previous_month, wants_retrain
-from aifx_ml.evaluation.monthly_run import run_monthly
+from aifx_ml.evaluation.monthly_run import MonthlyFlowResult, run_monthly
 from aifx_ml.evaluation.params import EVALUATION
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 from registry.mlflow_store import MlflowModelStore
@@ -66,7 +66,7 @@ def monthly_evaluation_flow(
     accuracy_drop: float = EVALUATION.accuracy_drop,
     auc_drop: float = EVALUATION.auc_drop,
     drift_share: float = EVALUATION.drift_share,
-) -> dict[str, Any]:
+) -> MonthlyFlowResult:
     """Evaluate `month` (default: the month before `as_of`, i.e. the one that just ended);
     every other default is EVALUATION's (aifx_ml/evaluation/params.py)."""
     settings = load_settings()
@@ -86,7 +86,7 @@ def monthly_evaluation_flow(
     findings = [draft for e in evaluations for draft in evaluation_alerts(e)]
     raise_alerts_task(settings, findings, moment)  # degradation and drift reach people
     relay_task(settings)
-    return {"month": month, "evaluations": evaluations, "retrains": retrains}
+    return MonthlyFlowResult(month, evaluations, retrains)
 
 
 if __name__ == "__main__":

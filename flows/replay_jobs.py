@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -40,14 +41,14 @@ def replay_jobs(params: ReplayParams) -> dict[str, Job]:
     }
 
     def weekly(at: datetime) -> Mapping[str, Any]:
-        result: dict[str, Any] = weekly_full_flow(epochs=model.epochs, as_of=at, **training)
-        return result
+        return asdict(weekly_full_flow(epochs=model.epochs, as_of=at, **training))
 
     def daily(at: datetime) -> Mapping[str, Any]:
-        result: dict[str, Any] = daily_incremental_flow(
-            epochs=model.incremental_epochs, full_epochs=model.epochs, as_of=at, **training
+        return asdict(
+            daily_incremental_flow(
+                epochs=model.incremental_epochs, full_epochs=model.epochs, as_of=at, **training
+            )
         )
-        return result
 
     def ab(at: datetime) -> Mapping[str, Any]:
         return {"looks": ab_evaluation_flow(as_of=at)}
@@ -55,7 +56,7 @@ def replay_jobs(params: ReplayParams) -> dict[str, Job]:
     def monthly(at: datetime) -> Mapping[str, Any]:
         # The deployment starts `weekly-full` through the Prefect API when the verdict is
         # retrain; a replay has no deployments served, so it runs the flow itself, at once.
-        result = dict(monthly_evaluation_flow(as_of=at, trigger_retrain=False))
+        result = asdict(monthly_evaluation_flow(as_of=at, trigger_retrain=False))
         if params.train and any(wants_retrain(e) for e in result["evaluations"]):
             result["retrain"] = weekly(at)
         return result

@@ -6,7 +6,6 @@ retry, the training itself does not (a failed run is recorded, not repeated blin
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from aifx_ml.config import Settings, git_commit
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.domain import TrainingStatus, TrainingType
-from aifx_ml.training.config import Stores, TrainingConfig
+from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
 from flows.common import IO_RETRIES, alerts_task, challenger_task, reconcile_task, relay_task
@@ -51,7 +50,7 @@ def train_task(
     training_type: str,
     as_of: datetime,
     frames: list[pd.DataFrame],
-) -> dict[str, Any]:
+) -> TrainingResult:
     """One training run on the loaded series; its record says how it ended."""
     with engine_for(settings.db_url) as engine:
         actor = (
@@ -64,7 +63,7 @@ def train_task(
             result = train_full(stores, config, as_of, candles=candles)
         else:
             result = train_incremental(stores, config, as_of, candles=candles)
-        return asdict(result)
+        return result
 
 
 def training_steps(
@@ -75,7 +74,7 @@ def training_steps(
     actor: str,
     challenger_split: float | None,
     test_plan: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> TrainingResult:
     """The steps both training flows take: reconcile, read every series (mapped), train,
     offer the new version as a challenger, relay the events."""
     reconcile_task(settings, actor)
@@ -88,10 +87,11 @@ def training_steps(
         unmapped(as_of),
     )
     result = train_task(settings, config, training_type, as_of, frames.result())
-    if challenger_split is not None and result["status"] == TrainingStatus.COMPLETED:
+    if challenger_split is not None and result.status == TrainingStatus.COMPLETED:
+        assert result.version is not None
         # Passes the offline gate: tried live against Production (or becomes the first one).
-        result["challenger"] = challenger_task(
-            settings, result["version"], as_of, challenger_split, actor, test_plan
+        result.challenger = challenger_task(
+            settings, result.version, as_of, challenger_split, actor, test_plan
         )
     alerts_task(settings, as_of)  # a failed run, or a second skip in a row, reaches people
     relay_task(settings)

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
 from aifx_ml.domain import TrainingType
-from aifx_ml.training.config import TRAINING, training_config
+from aifx_ml.training.config import TRAINING, TrainingResult, training_config
 from flows.training_tasks import training_steps
 
 
@@ -31,7 +31,7 @@ def weekly_full_flow(
     auto_challenger: bool = TRAINING.auto_challenger,
     challenger_split: float = TRAINING.challenger_split,
     ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
-) -> dict[str, Any]:
+) -> TrainingResult:
     """Train from scratch as of `as_of` (default: now, UTC) on every series asked for; every
     other default is TRAINING's (aifx_ml/training/config.py)."""
     settings = load_settings()
@@ -58,7 +58,7 @@ def weekly_full_flow(
         ab_test_plan,
     )
     get_run_logger().info(
-        "weekly full training %s: %s", result["status"], result["version"] or result["reason"]
+        "weekly full training %s: %s", result.status, result.version or result.reason
     )
     return result
 

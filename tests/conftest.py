@@ -34,31 +34,6 @@ AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 # MLflow draws a progress bar for every model download; in test logs it is only noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-# `make test` runs the suite on every core (pytest-xdist, --dist loadgroup). Tests that share
-# something costly or global run in one worker, in this order of precedence:
-# - "replay": the session's replay (minutes to build): built once, by one worker;
-# - "redis": Redis Pub/Sub channels are global to the server, so a test that listens on
-#   `ml:*` must not hear another worker's relay;
-# - "world": the small trained registry (half a minute to build).
-SHARED_GROUPS = (
-    ("replay", lambda item: "replay_store" in item.fixturenames),
-    (
-        "redis",
-        lambda item: (
-            bool({"client", "proxy", "behind_proxy"} & set(item.fixturenames))
-            or getattr(item.module, "REDIS_URL", None) is not None
-        ),
-    ),
-    ("world", lambda item: "world" in item.fixturenames),
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = next((name for name, wants in SHARED_GROUPS if wants(item)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
 
 def _postgres_error() -> str | None:
     try:

@@ -50,6 +50,17 @@ class MonthlyResult:
         return [e for e in self.evaluations if e.status == ModelStatus.PRODUCTION]
 
 
+@dataclass
+class MonthlyFlowResult:
+    """What a monthly evaluation flow did: the month, each version's summary (as
+    `VersionEvaluation.summary()`, with its report's path) and the retrainings it started
+    (model type → flow run id, or why it could not start one)."""
+
+    month: str
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    retrains: dict[str, str] = field(default_factory=dict)
+
+
 def versions_to_evaluate(engine: Engine, month_start: datetime) -> list[ModelVersion]:
     """Production versions, and versions archived since two months before the month."""
     with session_factory(engine)() as session:

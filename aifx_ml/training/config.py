@@ -80,6 +80,16 @@ class Stores:
         )
 
 
+@dataclass(frozen=True)
+class ChallengerOffer:
+    """What became of a freshly trained version offered as a challenger."""
+
+    version: str
+    action: str  # promoted | ab_test_started | test_running | refused
+    ab_test_id: str | None = None
+    detail: str = ""
+
+
 @dataclass
 class TrainingResult:
     """What a run did, for the CLI table, the flow's return value and tests."""
@@ -93,6 +103,7 @@ class TrainingResult:
     reason: str | None = None
     mlflow_run_id: str | None = None
     fell_back_to_full: bool = False
+    challenger: ChallengerOffer | None = None  # set by the training flows
 
 
 class TrainingSkipped(AifxError):

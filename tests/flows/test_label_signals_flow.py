@@ -55,7 +55,7 @@ def test_flow_labels_through_prefect(
     monkeypatch.chdir(tmp_path)
 
     result = label_signals_flow(as_of=as_of)
-    assert (result["examined"], result["labeled"], result["still_pending"]) == (3, 2, 1)
+    assert (result.examined, result.labeled, result.still_pending) == (3, 2, 1)
     with engine.connect() as conn:
         pending = (
             conn.execute(
@@ -65,7 +65,7 @@ def test_flow_labels_through_prefect(
             .all()
         )
     assert pending == ["hold"]  # created at the last candle: its horizon has not elapsed
-    assert label_signals_flow(as_of=as_of)["labeled"] == 0  # a second run finds nothing new
+    assert label_signals_flow(as_of=as_of).labeled == 0  # a second run finds nothing new
 
 
 def test_task_logic_without_prefect(engine: Engine, db_url: str, as_of: datetime) -> None:

@@ -77,7 +77,7 @@ def test_a_regime_change_is_found_and_no_change_is_not(
     deployment = asyncio.run(register_weekly_deployment())
     result = monthly_evaluation_flow(as_of=EVALUATED, trigger_retrain=True)
 
-    (found,) = result["evaluations"]
+    (found,) = result.evaluations
     assert (found["month"], found["version"], found["status"]) == (
         "2026-04",
         trained.version,
@@ -93,12 +93,12 @@ def test_a_regime_change_is_found_and_no_change_is_not(
         assert found["drift_share"] < 0.5
     # Where it says retrain, the weekly full training deployment was started at once.
     if changed:
-        run_id = result["retrains"]["lstm"]
+        run_id = result.retrains["lstm"]
         started = asyncio.run(read_flow_run(run_id))
         assert started.deployment_id == deployment
         assert "monthly-retrain" in started.tags
     else:
-        assert result["retrains"] == {}
+        assert result.retrains == {}
     with engine.connect() as conn:
         kinds = sorted(conn.execute(select(Alert.kind)).scalars())
     assert kinds == (["evaluation_degraded", "evaluation_drift"] if changed else [])

@@ -68,14 +68,14 @@ def test_weekly_then_daily_through_prefect(
         as_of=TRAIN_AS_OF,
         **TINY,
     )
-    assert weekly["status"] == "completed", weekly["reason"]
-    assert weekly["version"] == "lstm-v1"
+    assert weekly.status == "completed", weekly.reason
+    assert weekly.version == "lstm-v1"
     # The first model ever went through the gate against the baselines: promoted if it beat
     # them, left in Staging (with the reasons) if not. Either way it serves from here on.
-    offered = weekly["challenger"]
-    assert offered["action"] in ("promoted", "refused"), offered
-    if offered["action"] == "refused":
-        assert offered["detail"]
+    offered = weekly.challenger
+    assert offered is not None and offered.action in ("promoted", "refused"), offered
+    if offered.action == "refused":
+        assert offered.detail
         registry = MlflowModelStore(mlflow_uri, mlflow_uri, str(tmp_path / "artifacts"))
         change_stage(
             engine, registry, "lstm-v1", "production", as_of=TRAIN_AS_OF, reason="t", actor="t"
@@ -87,16 +87,17 @@ def test_weekly_then_daily_through_prefect(
     monkeypatch.setenv("AIFX_REDIS_URL", REDIS_URL)
 
     daily = daily_incremental_flow(as_of=TRAIN_AS_OF + timedelta(days=3), **TINY)
-    assert daily["status"] == "completed", daily["reason"]
-    assert (daily["version"], daily["parent_version"]) == ("lstm-v2", "lstm-v1")
+    assert daily.status == "completed", daily.reason
+    assert (daily.version, daily.parent_version) == ("lstm-v2", "lstm-v1")
     # A child that passes the gate is tried live against its parent, not promoted outright.
-    assert daily["challenger"]["action"] in ("ab_test_started", "refused"), daily["challenger"]
+    assert daily.challenger is not None
+    assert daily.challenger.action in ("ab_test_started", "refused"), daily.challenger
     with engine.connect() as conn:
         tests = conn.execute(select(ModelABTest.model_b_version, ModelABTest.status)).all()
-    started = daily["challenger"]["action"] == "ab_test_started"
+    started = daily.challenger.action == "ab_test_started"
     assert [tuple(t) for t in tests] == ([("lstm-v2", "active")] if started else [])
     # Every stored pair was read (none named), one mapped load per series.
-    assert daily["metrics"]["holdout_samples"] > 0
+    assert daily.metrics["holdout_samples"] > 0
 
     with engine.connect() as conn:
         logged = conn.execute(
@@ -124,12 +125,12 @@ def test_a_skipped_daily_run_is_a_successful_flow_with_the_reason(
         pairs=["EUR/USD"], as_of=TRAIN_AS_OF - timedelta(days=60), **TINY
     )
     # No Production model: it trains in full instead, and there are no candles that early.
-    assert result["status"] == "skipped"
-    assert result["fell_back_to_full"] is True
-    assert result["reason"].startswith(
+    assert result.status == "skipped"
+    assert result.fell_back_to_full is True
+    assert result.reason is not None and result.reason.startswith(
         "no Production lstm model yet: ran a full training instead; "
     )
-    assert "no candles" in result["reason"]
+    assert "no candles" in result.reason
 
 
 def test_prefect_deploy_all_accepts_every_deployment(prefect_api: None, tmp_path: Path) -> None:
