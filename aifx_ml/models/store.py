@@ -157,6 +157,8 @@ class InMemoryModelStore:
         self.versions: dict[tuple[str, str], _MemoryVersion] = {}
         self.evaluations: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
+        # Numbers are never reused, as in MLflow: a version taken back out leaves a gap.
+        self._numbers: dict[str, itertools.count[int]] = {}
         self._lock = threading.Lock()
 
     def ping(self) -> None:
@@ -197,7 +199,7 @@ class InMemoryModelStore:
         stored = copy_model(model)
         sha = weights_sha256(stored)
         with self._lock:
-            number = str(1 + sum(1 for t, _ in self.versions if t == card.model_type))
+            number = str(next(self._numbers.setdefault(card.model_type, itertools.count(1))))
             self.versions[(card.model_type, number)] = _MemoryVersion(
                 stored, card, sha, run_id, dict(tags)
             )

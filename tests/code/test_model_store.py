@@ -109,6 +109,9 @@ def test_in_memory_store_registers_loads_copies_and_checks() -> None:
     store.unregister("lstm", "1")
     with pytest.raises(ModelStoreError, match="not in the store"):
         store.load(row)
+    # A number taken back out is not given again, as in MLflow.
+    again = store.register(run, model, card(), np.zeros((1, 8, 17), np.float32), {})
+    assert again.model_path == "models:/aifx-lstm/2"
 
 
 def _row(model_path: str, sha: str) -> ModelVersion:
