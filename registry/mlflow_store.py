@@ -69,7 +69,9 @@ class MlflowModelStore:
         return self.tracking_uri
 
     def ping(self) -> None:
+        """Reach the tracking store and the registry (a local store is created on first use)."""
         self.client.search_experiments(max_results=1)
+        self.client.search_registered_models(max_results=1)
 
     # --- runs ------------------------------------------------------------------------------
 

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from sqlalchemy import Engine
 
+# uvicorn replaces a worker that does not answer its supervisor's ping within this many
+# seconds. Its default (5 s) is shorter than a worker's start on a busy machine (the spawned
+# process imports the CLI, FastAPI and TensorFlow before it can answer): the supervisor then
+# kills and respawns workers forever and the server never answers.
+WORKER_TIMEOUT = 60
 # How the serve command hands its thresholds to worker processes (they start from scratch).
 BUY_ENV, SELL_ENV = "AIFX_SERVE_BUY_THRESHOLD", "AIFX_SERVE_SELL_THRESHOLD"
 
@@ -74,6 +79,14 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    worker_timeout: Annotated[
+        int,
+        typer.Option(
+            help="Seconds a worker may take to start or to answer uvicorn's liveness ping "
+            "before it is replaced (with --workers > 1).",
+            min=1,
+        ),
+    ] = WORKER_TIMEOUT,
     buy_threshold: Annotated[
         float, typer.Option(help="P(up) at or above: buy.")
     ] = SignalPolicy.buy_threshold,
@@ -93,7 +106,12 @@ def serve_cmd(
         return
     # Several processes: uvicorn needs an import string; each worker builds its own app (its
     # own engine, model cache and signal writer; the tables are the truth they share).
-    app_ctx.engine()  # the schema is checked (or created) once, before the workers start
+    # The schema and a local MLflow store are checked (or created) once, before the workers
+    # start: two workers creating one MLflow SQLite store at once collide in its migrations.
+    app_ctx.engine()
+    from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415  (MLflow: only when serving)
+
+    MlflowModelStore.from_settings(app_ctx.settings).ping()
     os.environ[BUY_ENV], os.environ[SELL_ENV] = str(buy_threshold), str(sell_threshold)
     uvicorn.run(
         f"{__name__}:app_factory",
@@ -101,5 +119,6 @@ def serve_cmd(
         host=host,
         port=port,
         workers=workers,
+        timeout_worker_healthcheck=worker_timeout,
         log_level="info",
     )

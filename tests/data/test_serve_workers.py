@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -38,16 +39,26 @@ def test_serve_with_two_workers_answers(tmp_path: Path) -> None:
         text=True,
         start_new_session=True,
     )
-    started, lines = 0, []
-    try:
-        assert server.stderr is not None
+    lines: list[str] = []
+    both_started = threading.Event()
+
+    def watch() -> None:
         # uvicorn says so once per worker; a refused app ends the process (EOF) instead.
+        assert server.stderr is not None
         for line in server.stderr:
             lines.append(line)
-            started += "Application startup complete" in line
-            if started == 2:
-                break
+            if sum("Application startup complete" in seen for seen in lines) == 2:
+                both_started.set()
+        both_started.set()  # EOF: the server ended
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        # A deadline, not a hang: workers that never start (uvicorn killing and respawning
+        # them) fail the test.
+        both_started.wait(timeout=240)
+        started = sum("Application startup complete" in line for line in lines)
         assert started == 2, "".join(lines[-20:])
+        assert not [line for line in lines if "died" in line], "".join(lines)
         reply = httpx.get(f"http://127.0.0.1:{port}/api/v1/ml/ab-tests", timeout=30)
         assert reply.status_code == 200
         assert reply.json() == {"tests": []}
