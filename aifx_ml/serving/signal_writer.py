@@ -34,14 +34,14 @@ from aifx_ml.db.engine import DATABASE_UNAVAILABLE, transaction
 from aifx_ml.errors import StoreUnavailableError
 from aifx_ml.monitoring.health import error_line
 from aifx_ml.monitoring.queries import Family
-from aifx_ml.signals import insert_absent_signal_rows, insert_signal_rows
+from aifx_ml.signals import insert_absent_signal_rows
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 SPILL_GLOB = "spill-*.jsonl"
 REJECTED_FILE = "rejected.jsonl"
-REPLAY_CHUNK = 500
+REPLAY_CHUNK = 500  # rows per transaction when a spill file is replayed
 
 
 @dataclass(frozen=True)
@@ -223,26 +223,21 @@ class SignalWriter:
                 len(batch),
                 error_line(exc),
             )
-            return self._one_by_one(batch, self._commit)
-        self._count(committed=len(batch))
+            return self._one_by_one(batch)
         return len(batch), None
 
-    def _one_by_one(
-        self, rows: Sequence[Row], commit: Callable[[Sequence[Row]], object]
-    ) -> tuple[int, str | None]:
+    def _one_by_one(self, rows: Sequence[Row]) -> tuple[int, str | None]:
         rejected: list[RejectedRow] = []
         handled, unavailable = 0, None
         for row in rows:
             try:
-                commit([row])
+                self._commit([row])
             except DATABASE_UNAVAILABLE as exc:
                 unavailable = error_line(exc)
                 break
             except Exception as exc:  # noqa: BLE001  (this row cannot be stored: set aside)
                 rejected.append(RejectedRow(row["id"], error_line(exc)))
                 self._set_aside(row, rejected[-1])
-            else:
-                self._count(committed=1)
             handled += 1
         if rejected:
             self._count(rejected=len(rejected))
@@ -256,6 +251,8 @@ class SignalWriter:
     def _commit(self, rows: Sequence[Row]) -> None:
         """One transaction for the rows (and their ml:new_prediction events).
 
+        Rows already stored are skipped: a commit whose answer was lost with the connection
+        may have happened, and its retry must not store (or announce) anything twice.
         On PostgreSQL the commit does not wait for its WAL flush (`synchronous_commit off`,
         this transaction only): a server crash could lose the last fraction of a second of
         signals, never corrupt or half-write them, and a request is not held for a disk sync.
@@ -263,7 +260,8 @@ class SignalWriter:
         with transaction(self._engine) as session:
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(text("SET LOCAL synchronous_commit = off"))
-            insert_signal_rows(session, list(rows), rows[0]["created_at"])
+            new = insert_absent_signal_rows(session, rows, rows[0]["created_at"])
+        self._count(committed=new)
 
     def _count(self, committed: int = 0, rejected: int = 0) -> None:
         with self._cond:
@@ -300,6 +298,7 @@ class SignalWriter:
                 if self._spill_file is None:
                     name = f"spill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
                     self._spill_file = (self._spill_dir / name).open("ab")
+                    log.warning("the database is behind: signals spill to %s", name)
                     # Held while this process appends: a replayer (here or in another
                     # worker process) leaves a file alone until it is complete.
                     fcntl.flock(self._spill_file, fcntl.LOCK_EX)
@@ -310,9 +309,6 @@ class SignalWriter:
             with self._cond:
                 self._spilled += len(rows)
                 self._cond.notify_all()
-        log.warning(
-            "%d signal(s) spilled to %s (the database is behind)", len(rows), self._spill_dir
-        )
 
     def _close_spill_file(self) -> None:
         if self._spill_file is not None:
@@ -330,7 +326,7 @@ class SignalWriter:
                     if rows is None:
                         continue  # another process is writing or replaying it
                     for start in range(0, len(rows), REPLAY_CHUNK):
-                        _, unavailable = self._replay_chunk(rows[start : start + REPLAY_CHUNK])
+                        _, unavailable = self._round(rows[start : start + REPLAY_CHUNK])
                         if unavailable is not None:
                             # The file stays whole: what was stored is skipped next time.
                             return unavailable
@@ -343,20 +339,6 @@ class SignalWriter:
                 with self._cond:
                     self._spilled = left
                     self._replay_at = time.monotonic() + 1.0
-
-    def _replay_chunk(self, rows: Sequence[Row]) -> tuple[int, str | None]:
-        def insert_absent(some: Sequence[Row]) -> None:
-            with transaction(self._engine) as session:
-                new = insert_absent_signal_rows(session, some, some[0]["created_at"])
-            self._count(committed=new)
-
-        try:
-            insert_absent(rows)
-        except DATABASE_UNAVAILABLE as exc:
-            return 0, error_line(exc)
-        except Exception:  # noqa: BLE001  (one row's fault: find it, keep the others)
-            return self._one_by_one(rows, insert_absent)
-        return len(rows), None
 
 
 @contextlib.contextmanager
