@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,13 @@ from aifx_ml.domain import SignalPolicy, decide
 from aifx_ml.errors import NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
 from aifx_ml.serving.inference import Assignment, ModelServer, ServingModel
-from aifx_ml.serving.inputs import InputWindow, WindowCache, request_window
+from aifx_ml.serving.inputs import (
+    InputWindow,
+    WindowCache,
+    check_request_candles,
+    request_window,
+    stored_close,
+)
 from aifx_ml.serving.signal_writer import RejectedRow, SignalWriter
 from aifx_ml.signals import check_storable_text
 
@@ -56,6 +62,7 @@ class Prediction:
     ab_test_id: uuid.UUID | None
     variant: str | None  # 'a' or 'b' in an A/B test
     reason: str | None  # why a hold was forced (stale model or inputs)
+    verified: bool = True  # False: computed on candles the caller sent (decides nothing)
 
 
 def staleness(
@@ -150,6 +157,7 @@ class PredictionService:
                     ab_test_id=test_id,
                     variant=variant,
                     reason=reason,
+                    verified=request.candles is None,
                 )
             )
         rows = [_row(a, r.routing_key) for a, r in zip(answers, requests, strict=True)]
@@ -177,7 +185,12 @@ class PredictionService:
         assignment = self.server.assignment(request.model_type)
         model, variant = pick(assignment, request.routing_key or uuid.uuid4().hex)
         if request.candles is not None:
+            check_request_candles(request.candles, request.pair, request.timeframe, now)
             inputs = request_window(request.candles, request.timeframe, model.window)
+            # The price the signal is judged against is the service's own where it has one.
+            close = stored_close(self.engine, request.pair, request.timeframe, inputs.last_open)
+            if close is not None:
+                inputs = replace(inputs, entry_price=close)
         else:
             inputs = self.windows.get(request.pair, request.timeframe, model.window, now)
         return model, inputs, variant, assignment.test_id if variant else None
@@ -197,4 +210,5 @@ def _row(answer: Prediction, routing_key: str | None) -> dict[str, Any]:
         "model_version": answer.model_version,
         "ab_test_id": answer.ab_test_id,
         "routing_key": routing_key,
+        "verified": answer.verified,
     }
