@@ -209,10 +209,10 @@ def test_a_predict_token_guards_predictions_when_set(
     body = {"pair": "EUR/USD", "timeframe": "1h"}
     with TestClient(app) as api:
         headers = {} if sent is None else {"Authorization": f"Bearer {sent}".encode("latin-1")}
-        refused = api.post("/api/v1/predict", json=body, headers=headers)  # type: ignore[arg-type]
+        refused = api.post("/api/v1/predict", json=body, headers=headers)
         # A byte outside ASCII is a malformed token (401), not a server error.
         assert refused.status_code == (403 if sent == "wrong" else 401)
-        batch = api.post("/api/v1/predict/batch", json={"requests": [body]}, headers=headers)  # type: ignore[arg-type]
+        batch = api.post("/api/v1/predict/batch", json={"requests": [body]}, headers=headers)
         assert batch.status_code == refused.status_code
         # The right token gets through (404: nothing is in Production yet).
         allowed = {"Authorization": "Bearer s3cret"}
@@ -221,7 +221,7 @@ def test_a_predict_token_guards_predictions_when_set(
         writes = api.post(
             "/api/v1/ml/ab-tests",
             json={},
-            headers={"Authorization": "Bearer caf\xe9".encode("latin-1")},  # type: ignore[dict-item]
+            headers={"Authorization": "Bearer caf\xe9".encode("latin-1")},
         )
         assert writes.status_code == 401
 
