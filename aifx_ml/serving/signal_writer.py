@@ -197,6 +197,9 @@ class SignalWriter:
                 handled, unavailable = self._round(batch)
                 if unavailable is None and self._replay_due() and not self._closing:
                     unavailable = self._replay()
+            except Exception as exc:  # a spill folder gone, say: keep the rows, try again later
+                log.exception("the signal writer's round failed; rows kept, retrying")
+                unavailable = error_line(exc)
             finally:
                 with self._cond:
                     del self._queue[:handled]
