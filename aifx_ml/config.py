@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     mlflow_registry_uri: str | None = Field(default=None, validation_alias="MLFLOW_REGISTRY_URI")
     artifact_root: str | None = Field(default=None, validation_alias="AIFX_ARTIFACT_ROOT")
     api_token: SecretStr | None = Field(default=None, validation_alias="AIFX_API_TOKEN")
+    predict_token: SecretStr | None = Field(default=None, validation_alias="AIFX_PREDICT_TOKEN")
     # NoDecode: the variable holds plain URLs separated by commas or spaces, not a JSON list.
     alert_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("AIFX_ALERT_URLS")
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
         "mlflow_registry_uri",
         "artifact_root",
         "api_token",
+        "predict_token",
         mode="before",
     )
     @classmethod

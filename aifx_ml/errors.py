@@ -27,3 +27,8 @@ class ConflictError(AifxError):
 
 class RegistryError(AifxError):
     """A model version does not exist, or cannot change stage the way asked."""
+
+
+class StoreUnavailableError(AifxError):
+    """A store (the database, the disk a backlog spills to) cannot take the work right now;
+    trying again later may succeed (HTTP 503 with Retry-After)."""

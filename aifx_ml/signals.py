@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.models import TradingSignal
@@ -49,6 +52,19 @@ def record_signals(session: Session, signals: pd.DataFrame, as_of: datetime) -> 
     return [r["id"] for r in rows]
 
 
+def check_storable_text(name: str, value: str | None) -> None:
+    """Refuse text a database cannot keep as an identifier: control characters (PostgreSQL
+    rejects NUL) and lone surrogates (not encodable as UTF-8). Raises InvalidInputError."""
+    if value is None:
+        return
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidInputError(
+                f"{name} holds U+{ord(char):04X} at position {position}: control characters "
+                "and lone surrogates cannot be stored"
+            )
+
+
 def insert_signal_rows(session: Session, rows: list[dict[str, Any]], as_of: datetime) -> None:
     """Insert ready rows (ids and UTC `created_at` set) and announce each on ml:new_prediction.
 
@@ -57,8 +73,34 @@ def insert_signal_rows(session: Session, rows: list[dict[str, Any]], as_of: date
     """
     if not rows:
         return
+    events = _events(rows)
+    session.execute(insert(TradingSignal), rows)
+    enqueue_many(session, events, as_of)
+
+
+def insert_absent_signal_rows(
+    session: Session, rows: Sequence[dict[str, Any]], as_of: datetime
+) -> int:
+    """`insert_signal_rows` for rows that may already be stored (a replay): a row whose id is
+    in the table is skipped with its event, so running it twice stores and announces nothing
+    twice, even when two processes replay at once. Returns how many rows were new."""
+    if not rows:
+        return 0
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(TradingSignal)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(TradingSignal.id)
+    )
+    events = _events(rows)
+    new = set(session.scalars(statement, list(rows)).all())
+    enqueue_many(session, [e for e in events if e.signal_id in new], as_of)
+    return len(new)
+
+
+def _events(rows: Sequence[dict[str, Any]]) -> list[NewPrediction]:
     # Built first: a row its event would misdescribe is refused before anything is written.
-    events = [
+    return [
         NewPrediction(
             signal_id=r["id"],
             pair=r["pair"],
@@ -72,5 +114,3 @@ def insert_signal_rows(session: Session, rows: list[dict[str, Any]], as_of: date
         )
         for r in rows
     ]
-    session.execute(insert(TradingSignal), rows)
-    enqueue_many(session, events, as_of)

@@ -3,7 +3,10 @@
 `cut()` drops every open connection and refuses new ones (they are accepted and closed at
 once) until `restore()`; `cut_after(n)` lets n more bytes through, in either direction, then
 cuts in the middle of whatever is flowing: half a pipeline reaches Redis, or its replies are
-lost after Redis has run the commands.
+lost after Redis has run the commands. `blackhole()` is the other kind of outage: a network
+that drops packets. Connections are accepted but nothing is forwarded either way (data is
+held, as TCP retransmits it) until `restore()`, when everything held goes through: a client
+waits for its own timeout, not for a refusal.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class CuttableProxy:
         self._open: set[socket.socket] = set()
         self._down = False
         self._budget: int | None = None
+        self._black = False
+        self._gate = threading.Condition(self._lock)
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._closed = False
@@ -51,11 +56,21 @@ class CuttableProxy:
         with self._lock:
             self._budget = nbytes
 
+    def blackhole(self) -> None:
+        """Stop forwarding anything (open connections and new ones) until `restore()`."""
+        with self._lock:
+            if not self._black and not self._down:
+                self.cuts += 1
+            self._black = True
+
     def restore(self) -> None:
-        """Accept and forward connections again (and forget any armed `cut_after`)."""
+        """Accept and forward connections again (and forget any armed `cut_after`); what a
+        blackhole held goes through now."""
         with self._lock:
             self._down = False
+            self._black = False
             self._budget = None
+            self._gate.notify_all()
 
     @property
     def is_down(self) -> bool:
@@ -64,6 +79,8 @@ class CuttableProxy:
     def close(self) -> None:
         self._closed = True
         with self._lock:
+            self._black = False
+            self._gate.notify_all()
             self._cut_locked()
         with contextlib.suppress(OSError):
             self._server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
@@ -92,16 +109,22 @@ class CuttableProxy:
             if down:
                 client.close()
                 continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._open.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        with self._lock:
+            self._open.add(client)
+            self._gate.wait_for(lambda: not self._black)  # a blackhole holds the connection
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            self._open.add(upstream)
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         while True:
@@ -115,6 +138,7 @@ class CuttableProxy:
                     dst.shutdown(socket.SHUT_WR)
                 return
             with self._lock:
+                self._gate.wait_for(lambda: not self._black)  # held, as if retransmitted
                 budget = self._budget
                 if budget is not None:
                     if len(data) > budget:

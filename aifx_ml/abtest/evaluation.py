@@ -59,6 +59,8 @@ def test_outcomes(engine: Engine, test: ModelABTest) -> pd.DataFrame:
                 TradingSignal.ab_test_id == test.id,
                 # A signal of neither arm (recorded by hand, say) says nothing about either.
                 TradingSignal.model_version.in_((test.model_a_version, test.model_b_version)),
+                # Computed on candles a caller sent (prices of their choosing): not evidence.
+                TradingSignal.verified,
             )
         ).all()
     frame = pd.DataFrame(

@@ -29,6 +29,7 @@ KINDS: tuple[str, ...] = (
     "data_gaps",
     "outbox_backlog",
     "ab_decided",
+    "signal_rejected",
     "test",
 )
 TRAINING_NAMES = {"full": "Weekly full", "incremental": "Daily incremental"}
@@ -284,6 +285,24 @@ def outbox_alert(
             "oldest_age_seconds": oldest_age.total_seconds(),
             "last_error": last_error,
         },
+    )
+
+
+def signal_rejected_alert(signal_ids: Sequence[str], error: str) -> AlertDraft:
+    """Critical: answered signals the database refused one by one, so they are not recorded."""
+    shown = ", ".join(signal_ids[:MAX_LISTED])
+    more = f" and {len(signal_ids) - MAX_LISTED} more" if len(signal_ids) > MAX_LISTED else ""
+    return AlertDraft(
+        key="signal-rejected",
+        kind="signal_rejected",
+        severity="critical",
+        title=f"{len(signal_ids)} answered signal(s) could not be recorded",
+        body=(
+            f"The database refused signal(s) {shown}{more} on their own: {error}. They were "
+            "answered but are not in trading_signals; each is logged with its row, and kept "
+            "in rejected.jsonl under the data folder's signal-spill/."
+        ),
+        details={"signal_ids": list(signal_ids), "error": error},
     )
 
 

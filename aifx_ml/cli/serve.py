@@ -38,8 +38,10 @@ def build_app(
     now: Callable[[], datetime] | None = None,
     policy: SignalPolicy | None = None,
     refresh_seconds: float = 2.0,
+    max_buffer: int = 50_000,
 ) -> FastAPI:
-    """The app over the settings' stores: MLflow for models, the registry for promotions."""
+    """The app over the settings' stores: MLflow for models, the registry for promotions
+    (`max_buffer`: answered signals kept in memory while the database is away)."""
     # FastAPI, MLflow and the registry load only when serving, not for every command.
     from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
     from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
@@ -62,6 +64,7 @@ def build_app(
         now=now or wall_clock,
         policy=policy,
         refresh_seconds=refresh_seconds,
+        max_buffer=max_buffer,
     )
 
 

@@ -14,6 +14,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
@@ -21,6 +23,13 @@ from aifx_ml.errors import SchemaOutdatedError
 from aifx_ml.jsonsafe import finite
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+# The database is away (refused, timed out, connection lost, no pooled connection free):
+# the same work may succeed later, unlike a statement the database refuses.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+)
 
 
 def json_dumps(value: Any) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -130,6 +131,8 @@ class TradingSignal(Base):
         Uuid, ForeignKey("model_ab_test.id", ondelete="SET NULL"), nullable=True
     )
     routing_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # False: computed on candles a caller sent, so it decides nothing (A/B, live performance).
+    verified: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
 
 
 class ModelTrainingLog(Base):

@@ -187,6 +187,7 @@ def _live(engine: Engine, version: str, start: pd.Timestamp, end: pd.Timestamp) 
                 select(TradingSignal.actual_outcome, func.count())
                 .where(
                     TradingSignal.model_version == version,
+                    TradingSignal.verified,  # a caller's own candles decide nothing
                     TradingSignal.created_at >= start.to_pydatetime(),
                     TradingSignal.created_at < end.to_pydatetime(),
                 )

@@ -212,7 +212,10 @@ def model_performance(
             func.count(),
             func.sum(TradingSignal.actual_pnl_percent),
             func.count(TradingSignal.actual_pnl_percent),
-        ).where(TradingSignal.model_version.is_not(None))
+        ).where(
+            TradingSignal.model_version.is_not(None),
+            TradingSignal.verified,  # computed on a caller's own candles: not the model's record
+        )
         versions = select(ModelVersion).order_by(ModelVersion.created_at.desc())
         if version is not None:
             query = query.where(TradingSignal.model_version == version)

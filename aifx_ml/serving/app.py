@@ -6,7 +6,8 @@ HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,16 +17,29 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 import aifx_ml
+from aifx_ml.alerts.notify import raise_alert_safely
+from aifx_ml.alerts.rules import signal_rejected_alert
 from aifx_ml.config import Settings
-from aifx_ml.db.engine import ensure_schema, make_engine
+from aifx_ml.db.engine import DATABASE_UNAVAILABLE, ensure_schema, make_engine
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.domain import SignalPolicy
-from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
+from aifx_ml.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RegistryError,
+    StoreUnavailableError,
+)
 from aifx_ml.models.store import ModelStore
+from aifx_ml.monitoring.health import error_line
 from aifx_ml.serving.deps import RegistryActions, Services
 from aifx_ml.serving.inference import ModelServer
 from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
+from aifx_ml.serving.signal_writer import RejectedRow
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 5  # what a 503 asks the caller to wait before trying again
 
 
 def wall_clock() -> datetime:
@@ -41,11 +55,14 @@ def create_app(
     now: Callable[[], datetime] = wall_clock,
     policy: SignalPolicy | None = None,
     refresh_seconds: float = 2.0,
+    max_buffer: int = 50_000,
 ) -> FastAPI:
     """The app over the given stores; `now` is the clock (a replay passes its own).
 
     `store` loads the versions that serve; `registry` is how an A/B decision made through the
-    API reaches the model registry (the edge that builds the app supplies both).
+    API reaches the model registry (the edge that builds the app supplies both). Answered
+    signals the database cannot take yet wait in memory (up to `max_buffer` rows), then in
+    `<data dir>/signal-spill/`.
     """
     engine = engine or make_engine(settings.db_url)
     ensure_schema(engine, auto_upgrade=settings.is_embedded)
@@ -54,8 +71,20 @@ def create_app(
         registry.promote_winner(engine, test, winner, now(), "api")
         server.invalidate(test.model_type)
 
+    def rejected(rows: Sequence[RejectedRow]) -> None:
+        draft = signal_rejected_alert([str(r.signal_id) for r in rows], rows[0].error)
+        raise_alert_safely(engine, settings, draft, as_of=now())
+
     server = ModelServer(engine, store, refresh_seconds)
-    predictions = PredictionService(engine, server, now, policy)
+    predictions = PredictionService(
+        engine,
+        server,
+        now,
+        policy,
+        spill_dir=settings.data_dir / "signal-spill",
+        max_buffer=max_buffer,
+        on_rejected=rejected,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +119,21 @@ def create_app(
         (RegistryError, 409),
     ):
         app.add_exception_handler(error, _handler(code))
+    unavailable: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_UNAVAILABLE)
+    for error_type in unavailable:
+        app.add_exception_handler(error_type, _unavailable)
     return app
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database (or the disk a backlog spills to) is away: 503, try again shortly. The
+    reason is logged, not echoed: it names hosts and ports."""
+    log.warning("%s %s: 503, %s", request.method, request.url.path, error_line(exc))
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the database is unavailable; retry later"},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _handler(code: int) -> Callable[[Request, Exception], Any]:

@@ -1,8 +1,10 @@
 """The input of one prediction: the newest `window` candles of a series, as features.
 
 Either the stored candles (the default: their indicators were computed at import) or candles
-sent with the request (indicators computed here, which needs a warm-up before the window).
-A candle counts once it has closed by `now`, exactly as training saw them.
+sent with the request (checked like an imported row, indicators computed here, which needs a
+warm-up before the window). A candle counts once it has closed by `now`, exactly as training
+saw them. The service's own view of the market is the stored candles: a signal computed on a
+caller's candles is unverified, and its entry price is the stored close where there is one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from aifx_ml.data.validation import validate_candles
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import MarketData
 from aifx_ml.errors import InvalidInputError
@@ -86,6 +89,38 @@ def request_window(candles: pd.DataFrame, timeframe: str, window: int) -> InputW
         frame["volume"] = 0.0
     frame = pd.concat([frame, compute_indicators(frame)], axis=1)
     return _window(frame, timeframe, window, "the candles sent")
+
+
+def check_request_candles(candles: pd.DataFrame, pair: str, timeframe: str, now: datetime) -> None:
+    """Candles sent with a request pass the import's row rules (finite prices > 0, high and
+    low around open and close, on the timeframe's grid, not after `now`), or InvalidInputError
+    names the first one that does not."""
+    raw = candles.assign(timestamp=[pd.Timestamp(t).isoformat() for t in candles["timestamp"]])
+    if "volume" not in raw:
+        raw["volume"] = 0.0
+    rows = raw.reset_index(drop=True).rename_axis("row")  # as the import reader numbers them
+    rejected = validate_candles(rows, pair, timeframe, now).rejected
+    if len(rejected):
+        row = int(rejected.index[0])
+        more = f" ({len(rejected) - 1} more refused)" if len(rejected) > 1 else ""
+        raise InvalidInputError(
+            f"candle {row} ({raw['timestamp'].iloc[row]}): {rejected['reason'].iloc[0]}{more}"
+        )
+
+
+def stored_close(
+    engine: Engine, pair: str, timeframe: str, open_time: pd.Timestamp
+) -> float | None:
+    """The stored close of the candle of a series that opened at `open_time` (None: none)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(MarketData.close).where(
+                MarketData.pair == pair,
+                MarketData.timeframe == timeframe,
+                MarketData.timestamp == open_time.to_pydatetime(),
+            )
+        ).scalar_one_or_none()
+    return None if found is None else float(found)
 
 
 def _window(frame: pd.DataFrame, timeframe: str, window: int, label: str) -> InputWindow:

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from aifx_ml.abtest.routing import assign_variant
-from aifx_ml.db.engine import transaction
 from aifx_ml.domain import SignalPolicy, decide
 from aifx_ml.errors import NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
-from aifx_ml.serving.batching import Batcher
 from aifx_ml.serving.inference import Assignment, ModelServer, ServingModel
-from aifx_ml.serving.inputs import InputWindow, WindowCache, request_window
-from aifx_ml.signals import insert_signal_rows
+from aifx_ml.serving.inputs import (
+    InputWindow,
+    WindowCache,
+    check_request_candles,
+    request_window,
+    stored_close,
+)
+from aifx_ml.serving.signal_writer import RejectedRow, SignalWriter
+from aifx_ml.signals import check_storable_text
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class Prediction:
     ab_test_id: uuid.UUID | None
     variant: str | None  # 'a' or 'b' in an A/B test
     reason: str | None  # why a hold was forced (stale model or inputs)
+    verified: bool = True  # False: computed on candles the caller sent (decides nothing)
 
 
 def staleness(
@@ -88,8 +95,9 @@ def pick(assignment: Assignment, routing_key: str) -> tuple[ServingModel, str | 
 class PredictionService:
     """Answers and records predictions; `now` is the clock (wall or simulated).
 
-    Concurrent callers share model calls and commits (`serving.batching`): one request alone
-    is answered at once; many at a time are batched rather than queued.
+    Concurrent callers share model calls (`serving.batching`) and commits (the signal writer:
+    rounds at most every 20 ms, kept through a database outage, spilled to `spill_dir` beyond
+    `max_buffer` rows; see `serving.signal_writer`).
     """
 
     def __init__(
@@ -98,18 +106,24 @@ class PredictionService:
         server: ModelServer,
         now: Callable[[], datetime],
         policy: SignalPolicy | None = None,
+        *,
+        spill_dir: Path | None = None,
+        max_buffer: int = 50_000,
+        on_rejected: Callable[[Sequence[RejectedRow]], None] | None = None,
     ) -> None:
         self.engine, self.server, self.now = engine, server, now
         self.policy = policy or SignalPolicy()
         self.windows = WindowCache(engine)
-        # Signals are committed in rounds at most every 20 ms: one commit for many requests.
-        self._writer: Batcher[dict[str, Any], None] = Batcher(
-            self._write, name="signal-writer", max_batch=500, linger=0.02
+        self.writer = SignalWriter(
+            engine, spill_dir=spill_dir, max_buffer=max_buffer, on_rejected=on_rejected
         )
 
     def predict(self, requests: Sequence[PredictRequest], wait: bool = True) -> list[Prediction]:
         """Answer every request and record them all: committed before returning, or (with
-        `wait=False`, as the HTTP service does) committed by the writer moments later."""
+        `wait=False`, as the HTTP service does) committed by the writer moments later.
+
+        StoreUnavailableError (nothing answered) when the rows can be neither committed
+        (`wait`) nor kept until the database takes them."""
         now = self.now()
         plans = [self._plan(request, now) for request in requests]
         by_model: dict[str, list[int]] = {}
@@ -143,51 +157,43 @@ class PredictionService:
                     ab_test_id=test_id,
                     variant=variant,
                     reason=reason,
+                    verified=request.candles is None,
                 )
             )
         rows = [_row(a, r.routing_key) for a, r in zip(answers, requests, strict=True)]
         if wait:
-            self._writer.submit_many(rows)
+            self.writer.write_now(rows)
         else:
-            queued = self._writer.enqueue(rows)
-            if queued is None:  # the writer is closed: this process is stopping
-                self._write(rows)
+            self.writer.enqueue(rows)
         return answers
 
-    def flush(self) -> None:
-        """Wait until every answered prediction is committed."""
-        self._writer.flush()
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every answered prediction is committed (False: `timeout` passed)."""
+        return self.writer.flush(timeout)
 
     def close(self) -> None:
-        """Commit what waits, then stop the writer."""
-        self._writer.flush()
-        self._writer.close()
+        """Commit what waits (or spill it, the database being away), then stop the writer."""
+        self.writer.close()
 
     def _plan(
         self, request: PredictRequest, now: datetime
     ) -> tuple[ServingModel, InputWindow, str | None, uuid.UUID | None]:
         validate_pair(request.pair)
         validate_timeframe(request.timeframe)
+        check_storable_text("model_type", request.model_type)
+        check_storable_text("routing_key", request.routing_key)
         assignment = self.server.assignment(request.model_type)
         model, variant = pick(assignment, request.routing_key or uuid.uuid4().hex)
         if request.candles is not None:
+            check_request_candles(request.candles, request.pair, request.timeframe, now)
             inputs = request_window(request.candles, request.timeframe, model.window)
+            # The price the signal is judged against is the service's own where it has one.
+            close = stored_close(self.engine, request.pair, request.timeframe, inputs.last_open)
+            if close is not None:
+                inputs = replace(inputs, entry_price=close)
         else:
             inputs = self.windows.get(request.pair, request.timeframe, model.window, now)
         return model, inputs, variant, assignment.test_id if variant else None
-
-    def _write(self, rows: Sequence[dict[str, Any]]) -> list[None]:
-        """One transaction for every signal waiting (and their ml:new_prediction events).
-
-        On PostgreSQL the commit does not wait for its WAL flush (`synchronous_commit off`,
-        this transaction only): a server crash could lose the last fraction of a second of
-        signals, never corrupt or half-write them, and a request is not held for a disk sync.
-        """
-        with transaction(self.engine) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(text("SET LOCAL synchronous_commit = off"))
-            insert_signal_rows(session, list(rows), rows[0]["created_at"])
-        return [None] * len(rows)
 
 
 def _row(answer: Prediction, routing_key: str | None) -> dict[str, Any]:
@@ -204,4 +210,5 @@ def _row(answer: Prediction, routing_key: str | None) -> dict[str, Any]:
         "model_version": answer.model_version,
         "ab_test_id": answer.ab_test_id,
         "routing_key": routing_key,
+        "verified": answer.verified,
     }

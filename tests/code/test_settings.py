@@ -17,6 +17,7 @@ ENV_VARS = (
     "AIFX_ARTIFACT_ROOT",
     "AIFX_DATA_DIR",
     "AIFX_API_TOKEN",
+    "AIFX_PREDICT_TOKEN",
     "AIFX_ALERT_URLS",
 )
 
@@ -167,3 +168,13 @@ def test_api_token_is_secret(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.api_token.get_secret_value() == "s3cr3t-token"
     assert "s3cr3t-token" not in repr(settings)
     assert "s3cr3t-token" not in str(settings)
+
+
+def test_predict_token_is_secret_and_blank_is_unset(clean_env: pytest.MonkeyPatch) -> None:
+    assert load_settings(env_file=None).predict_token is None
+    clean_env.setenv("AIFX_PREDICT_TOKEN", "  ")
+    assert load_settings(env_file=None).predict_token is None
+    clean_env.setenv("AIFX_PREDICT_TOKEN", "read-token")
+    token = load_settings(env_file=None).predict_token
+    assert isinstance(token, SecretStr) and token.get_secret_value() == "read-token"
+    assert "read-token" not in repr(load_settings(env_file=None))

@@ -122,13 +122,108 @@ def test_candles_in_the_request_bad_input_and_no_model(service: Service, tmp_pat
     ]
     service.clock[0] = candles["timestamp"].iloc[-1].to_pydatetime() + timedelta(hours=1)
     body = service.predict(pair="GBP/USD", candles=sent).json()
+    # No stored GBP/USD candle to judge it by: the caller's close, and the signal unverified.
     assert body["signal"] == "sell" and body["entry_price"] == pytest.approx(
         candles["close"].iloc[-1]
     )
+    assert body["verified"] is False
+    (row,) = service.signals()
+    assert row.verified is False and str(row.id) == body["signal_id"]
     short = service.predict(pair="GBP/USD", candles=sent[:30])
     assert short.status_code == 422 and "need at least 68 candles" in short.json()["detail"]
-    for bad in ({"pair": "EURUSD"}, {"pair": "EUR/USD", "timeframe": "2h"}, {"routing_key": ""}):
+    for bad in (
+        {"pair": "EURUSD"},
+        {"pair": "EUR/USD", "timeframe": "2h"},
+        {"routing_key": ""},
+        {"routing_key": "acct\x00-1"},  # PostgreSQL cannot store NUL: refused before answering
+        {"model_type": "lstm\x07"},
+    ):
         assert service.predict(**{"pair": "EUR/USD", **bad}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"high": 0.5}, "high < max(open, close)"),
+        ({"timestamp": "2030-01-01T00:00:00+00:00"}, "in the future"),
+        ({"timestamp": "2300-01-01T00:00:00+00:00"}, "out of range"),
+        ({"timestamp": "2026-02-20T00:30:00+00:00"}, "not on the 1h grid"),
+    ],
+)
+def test_candles_sent_are_checked_like_an_import(
+    service: Service, tmp_path: Path, change: dict[str, Any], reason: str
+) -> None:
+    arrange(service, tmp_path, 0.3, "production")
+    candles = trending_candles("2026-02-20", 8 + 60)
+    sent = [
+        {**row, "timestamp": row["timestamp"].isoformat()}
+        for row in candles.to_dict(orient="records")
+    ]
+    sent[-1] = {**sent[-1], **change}
+    refused = service.predict(pair="GBP/USD", candles=sent)
+    assert refused.status_code == 422 and reason in refused.json()["detail"]
+    assert service.signals() == []
+
+
+def test_the_stored_close_is_the_entry_price_and_caller_candles_decide_no_ab_test(
+    service: Service, tmp_path: Path
+) -> None:
+    from aifx_ml.abtest.evaluation import test_outcomes
+    from aifx_ml.abtest.store import create_test
+
+    a = arrange(service, tmp_path, 0.3, "production")
+    b = arrange(service, tmp_path, 0.8)
+    test = create_test(
+        service.engine, name="t", model_a_version=a, model_b_version=b, traffic_split=0.5, as_of=T0
+    )
+    stored = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)
+    mine = stored.tail(8 + 60).reset_index(drop=True)
+    mine.loc[len(mine) - 1, ["high", "close"]] *= 1.5  # a close of the caller's choosing
+    sent = [
+        {**row, "timestamp": row["timestamp"].isoformat()} for row in mine.to_dict(orient="records")
+    ]
+    steered = service.predict(pair="EUR/USD", routing_key="acct-1", candles=sent).json()
+    assert steered["entry_price"] == pytest.approx(stored["close"].iloc[-1])
+    assert (steered["verified"], steered["ab_test_id"]) == (False, str(test.id))
+    honest = [service.predict(pair="EUR/USD", routing_key=f"acct-{i}").json() for i in range(4)]
+    assert all(h["verified"] for h in honest)
+    assert len(service.signals()) == 5
+    assert len(test_outcomes(service.engine, test)) == 4  # the caller's candles count for nothing
+
+
+@pytest.mark.parametrize("sent", [None, "wrong", "caf\u00e9"])
+def test_a_predict_token_guards_predictions_when_set(
+    engine: Engine,
+    db_url: str,
+    mlflow_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sent: str | None,
+) -> None:
+    monkeypatch.setenv("AIFX_DATABASE_URL", db_url)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("AIFX_PREDICT_TOKEN", "s3cret")
+    monkeypatch.chdir(tmp_path)
+    app = build_app(load_settings(), engine=engine, now=lambda: T0, refresh_seconds=0)
+    body = {"pair": "EUR/USD", "timeframe": "1h"}
+    with TestClient(app) as api:
+        headers = {} if sent is None else {"Authorization": f"Bearer {sent}".encode("latin-1")}
+        refused = api.post("/api/v1/predict", json=body, headers=headers)
+        # A byte outside ASCII is a malformed token (401), not a server error.
+        assert refused.status_code == (403 if sent == "wrong" else 401)
+        batch = api.post("/api/v1/predict/batch", json={"requests": [body]}, headers=headers)
+        assert batch.status_code == refused.status_code
+        # The right token gets through (404: nothing is in Production yet).
+        allowed = {"Authorization": "Bearer s3cret"}
+        assert api.post("/api/v1/predict", json=body, headers=allowed).status_code == 404
+        # The write token's check shares the code: a non-ASCII byte is a 401 there too.
+        writes = api.post(
+            "/api/v1/ml/ab-tests",
+            json={},
+            headers={"Authorization": "Bearer caf\xe9".encode("latin-1")},
+        )
+        assert writes.status_code == 401
 
 
 def test_ab_routing_is_sticky_and_a_promotion_swaps_the_model_without_a_restart(

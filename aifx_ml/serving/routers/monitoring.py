@@ -19,8 +19,14 @@ from sqlalchemy.exc import OperationalError
 
 from aifx_ml.events.relay import outbox_status
 from aifx_ml.monitoring.health import error_line, health_report
-from aifx_ml.monitoring.queries import model_performance, prometheus_metrics, training_history
+from aifx_ml.monitoring.queries import (
+    model_performance,
+    prometheus_metrics,
+    render_prometheus,
+    training_history,
+)
 from aifx_ml.serving.deps import ServicesDep
+from aifx_ml.serving.signal_writer import writer_families
 
 PREFIX = "/api/v1/monitoring"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -194,10 +200,21 @@ class ChecksOut(Out):
     market_data: MarketDataOut
 
 
+class SignalWriterOut(Out):
+    """Answered signals not in `trading_signals` yet (see README, "Answered means recorded")."""
+
+    status: Literal["ok", "backlog"]
+    waiting: int
+    spilled: int
+    rejected: int
+    retrying: bool
+
+
 class HealthOut(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     checked_at: datetime
     checks: ChecksOut
+    signal_writer: SignalWriterOut
 
 
 @router.get(
@@ -206,13 +223,22 @@ class HealthOut(BaseModel):
 )
 def get_health(svc: ServicesDep, response: Response) -> HealthOut:
     """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
-    every market-data series on time. 503 when unhealthy, 200 when healthy or degraded."""
+    every market-data series on time; answered signals waiting for the database (a backlog
+    degrades). 503 when unhealthy, 200 when healthy or degraded."""
     report = health_report(svc.engine, svc.settings.redis_url, svc.store, svc.now())
+    writer = svc.predictions.writer.status()
     response.status_code = report.http_status
     return HealthOut(
-        status=report.status,
+        status="degraded" if report.status == "healthy" and writer.backlog else report.status,
         checked_at=report.checked_at,
         checks=ChecksOut.model_validate(report),
+        signal_writer=SignalWriterOut(
+            status="backlog" if writer.backlog else "ok",
+            waiting=writer.waiting,
+            spilled=writer.spilled,
+            rejected=writer.rejected,
+            retrying=writer.retrying,
+        ),
     )
 
 
@@ -222,9 +248,11 @@ def get_health(svc: ServicesDep, response: Response) -> HealthOut:
 @router.get("/metrics", response_class=PlainTextResponse)
 def get_metrics(svc: ServicesDep) -> PlainTextResponse:
     """Prometheus text format: training runs by status, last successes, predictions and
-    outcomes by version, outbox backlog, active A/B tests, versions by status."""
+    outcomes by version, outbox backlog, active A/B tests, versions by status; the signal
+    writer's backlog and rejected rows."""
     with _database():
         text = prometheus_metrics(svc.engine, svc.now(), outbox_status(svc.engine))
+    text += render_prometheus(writer_families(svc.predictions.writer.status()))
     return PlainTextResponse(text, media_type=PROMETHEUS_TEXT)
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 from fastapi import APIRouter, Response
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
+from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import PAIR_RE, TIMEFRAMES
-from aifx_ml.serving.deps import ServicesDep
+from aifx_ml.serving.deps import PredictAccess, ServicesDep
 from aifx_ml.serving.predict import Prediction, PredictRequest
 
 router = APIRouter(prefix="/api/v1/predict", tags=["predictions"])
@@ -57,7 +58,10 @@ class PredictIn(BaseModel):
         candles = None
         if self.candles is not None:
             candles = pd.DataFrame([c.model_dump() for c in self.candles])
-            candles["timestamp"] = pd.to_datetime(candles["timestamp"], utc=True)
+            try:
+                candles["timestamp"] = pd.to_datetime(candles["timestamp"], utc=True)
+            except (ValueError, OverflowError) as exc:  # beyond pandas' range (after 2262)
+                raise InvalidInputError(f"candles: a timestamp is out of range ({exc})") from exc
         return PredictRequest(
             pair=self.pair,
             timeframe=self.timeframe,
@@ -82,6 +86,10 @@ class PredictOut(BaseModel):
     ab_test_id: uuid.UUID | None
     variant: str | None = Field(description="a or b when an A/B test routed the request")
     reason: str | None = Field(description="why a hold was forced (stale model or inputs)")
+    verified: bool = Field(
+        description="false when computed on candles sent with the request: such a signal is "
+        "recorded but counts in no A/B test or live performance"
+    )
 
     @classmethod
     def of(cls, p: Prediction) -> PredictOut:
@@ -96,7 +104,7 @@ class BatchOut(BaseModel):
     predictions: list[PredictOut]
 
 
-@router.post("", response_model=PredictOut)
+@router.post("", response_model=PredictOut, dependencies=[PredictAccess])
 def predict(body: PredictIn, svc: ServicesDep) -> Response:
     """A signal for one series from the model that serves it (Production, or an A/B arm)."""
     started = time.perf_counter()
@@ -111,7 +119,7 @@ def predict(body: PredictIn, svc: ServicesDep) -> Response:
     )
 
 
-@router.post("/batch", response_model=BatchOut)
+@router.post("/batch", response_model=BatchOut, dependencies=[PredictAccess])
 def predict_batch(body: BatchIn, svc: ServicesDep) -> BatchOut:
     """Signals for many series in one call (one model call per model, one transaction)."""
     # A batch is committed before it is answered: bulk callers read their signals right after.
