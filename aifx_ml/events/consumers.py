@@ -1,8 +1,8 @@
 """Listening to events: live on Pub/Sub, or from the stream so nothing is missed while away.
 
-The relay delivers at least once, so the same event can arrive twice (a batch that Redis
-took but whose acknowledgement was lost goes out again). Every consumer here remembers the
-ids it has seen and hands each event to the caller once.
+The relay sends each event once (Redis skips an event whose marker it already holds), but
+the marker lasts a day: a batch left unmarked longer than that could arrive twice. Every
+consumer here remembers the ids it has seen and hands each event to the caller once.
 
 They hand on every event whatever its `schema_version`: `Event.payload` parses `data` into
 the channel's model when the handler asks, and raises `UnsupportedSchemaVersionError` for a

@@ -2,9 +2,12 @@
 
 Each pending event goes out twice in one pipeline: PUBLISH on its channel (live listeners)
 and XADD to the stream `aifx:events` (consumers that were away catch up from there). Only
-then is it marked published. If Redis fails half way, nothing of the batch is marked, so it
-goes out again next time: delivery is at least once, and consumers drop what they have
-already seen by the event id (see `consumers.py`).
+then is it marked published. If Redis fails half way (or the database before the mark
+commits), nothing of the batch is marked, so it is offered again next time. It still reaches
+Redis once: both commands run in one server-side script that first sets a marker key for the
+event id (`<stream>:sent:<id>`, kept `SENT_TTL_SECONDS`); an event whose marker exists is
+skipped. Only a repeat after the marker expired (an outbox left unmarked for over a day) could
+reach the stream twice; consumers drop such a repeat by the event id (see `consumers.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,24 @@ STREAM = "aifx:events"
 # approximately, which is cheap (whole nodes at a time).
 STREAM_MAXLEN = 100_000
 BATCH_SIZE = 1_000
+# How long Redis remembers that an event went out, so that a batch offered again (its mark
+# was lost with the database connection, or Redis failed half way) is not sent twice.
+SENT_TTL_SECONDS = 24 * 3600
+# PUBLISH and XADD an event once: the marker key is set only if absent, atomically with both.
+# KEYS: stream, marker. ARGV: channel, event id, message, ttl, maxlen (0: untrimmed).
+_PUBLISH_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
+  return 0
+end
+redis.call('PUBLISH', ARGV[1], ARGV[3])
+if tonumber(ARGV[5]) > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*',
+             'id', ARGV[2], 'channel', ARGV[1], 'payload', ARGV[3])
+else
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'channel', ARGV[1], 'payload', ARGV[3])
+end
+return 1
+"""
 # Key of the PostgreSQL advisory lock that lets one relay at a time publish a batch.
 RELAY_LOCK_KEY = 0x41_49_46_58_5F_45_56  # "AIFX_EV"
 
@@ -144,16 +165,15 @@ def _relay_batch(
     # Marked by the seqs actually read, never by a range: on PostgreSQL a row with a seq
     # inside the range may commit after we read and must not be marked unsent.
     seqs = [row.seq for row in rows]
+    publish_once = client.register_script(_PUBLISH_ONCE)
     pipe = client.pipeline(transaction=False)
     for row in rows:
         event_id = str(row.id)
         message = _encode(published_message(event_id, row.payload))
-        pipe.publish(row.channel, message)
-        pipe.xadd(
-            stream,
-            {"id": event_id, "channel": row.channel, "payload": message},
-            maxlen=maxlen,
-            approximate=True,
+        publish_once(
+            keys=[stream, f"{stream}:sent:{event_id}"],
+            args=[row.channel, event_id, message, SENT_TTL_SECONDS, maxlen or 0],
+            client=pipe,
         )
     try:
         pipe.execute()  # raises after sending all of it if any command failed
