@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,7 +414,7 @@ def test_every_task_that_retries_uses_the_one_policy() -> None:
         for folder in ("flows", "aifx_ml", "registry")
         for path in sorted((ROOT / folder).rglob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if ("retries=" in line or "retry_delay_seconds" in line)
+        if (re.search(r"\bretries=\d", line) or "retry_delay_seconds" in line)
         and not line.lstrip().startswith("#")
         and not (path.name == "common.py" and line.startswith("IO_RETRIES"))
     ]
