@@ -1,4 +1,5 @@
-"""What every route depends on: the services built at start-up, and the write token."""
+"""What every route depends on: the services built at start-up, the write token and the rate
+limits."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import Engine
 
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.models.store import ModelStore
+from aifx_ml.serving.limits import RateLimit
 from aifx_ml.serving.predict import PredictionService
 
 # (test, winner version) -> promote the winner through the registry
@@ -42,6 +45,8 @@ class Services:
     now: Callable[[], datetime]
     promote: Promoter
     mark_challenger: Callable[[ModelABTest], None]
+    write_limit: RateLimit | None = None
+    predict_limit: RateLimit | None = None
 
 
 def services(request: Request) -> Services:
@@ -54,25 +59,77 @@ ServicesDep = Annotated[Services, Depends(services)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
-    svc: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Writes need `Authorization: Bearer <AIFX_API_TOKEN>`: 401 without, 403 if wrong."""
+def token_problem(
+    settings: Settings, credentials: HTTPAuthorizationCredentials | None
+) -> HTTPException | None:
+    """Why the request may not write (401 no or malformed token, 403 wrong one), or None."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
+        return HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing bearer token: send Authorization: Bearer <AIFX_API_TOKEN>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    expected = svc.settings.api_token
+    token = credentials.credentials
+    if not (token.isascii() and token.isprintable()):
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="malformed bearer token: expected printable ASCII",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    expected = settings.api_token
     if expected is None:
-        raise HTTPException(
+        return HTTPException(
             status.HTTP_403_FORBIDDEN,
             detail="writes are disabled: no AIFX_API_TOKEN is configured on the server",
         )
-    if not secrets.compare_digest(credentials.credentials, expected.get_secret_value()):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid bearer token")
+    if not secrets.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        return HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid bearer token")
+    return None
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require_token(svc: ServicesDep, credentials: Credentials) -> None:
+    """Writes need `Authorization: Bearer <AIFX_API_TOKEN>`: 401 without, 403 if wrong."""
+    problem = token_problem(svc.settings, credentials)
+    if problem is not None:
+        raise problem
+
+
+def has_token(svc: ServicesDep, request: Request) -> bool:
+    """True when the request carries the write token (reads that show more with it). Read
+    from the header directly: the route stays open in the OpenAPI schema."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not scheme:
+        return False
+    found = HTTPAuthorizationCredentials(scheme=scheme, credentials=token)
+    return token_problem(svc.settings, found) is None
+
+
+def _enforce(limit: RateLimit | None, request: Request) -> None:
+    if limit is None:
+        return
+    retry = limit.retry_after(request.client.host if request.client else "unknown")
+    if retry is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit of {limit.limit} {limit.name} per client exceeded; "
+            f"retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+
+
+def limit_writes(svc: ServicesDep, request: Request) -> None:
+    """429 with Retry-After past AIFX_RATE_LIMIT_WRITES requests from one address."""
+    _enforce(svc.write_limit, request)
+
+
+def limit_predictions(svc: ServicesDep, request: Request) -> None:
+    """429 with Retry-After past AIFX_RATE_LIMIT_PREDICT requests from one address."""
+    _enforce(svc.predict_limit, request)
 
 
 WriteAccess = Depends(require_token)
+WriteRate = Depends(limit_writes)
+PredictRate = Depends(limit_predictions)
