@@ -346,6 +346,7 @@ def test_the_schema_declares_every_status_with_the_error_shape(api: TestClient) 
         ("post", f"{AB}"): {"201", "400", "401", "403", "409", "413", "422", "429"},
         ("post", f"{AB}/{{test_id}}/complete"): {
             "200",
+            "400",
             "401",
             "403",
             "404",

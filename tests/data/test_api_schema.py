@@ -27,7 +27,7 @@ from tests.serving_helpers import register_constant, trending_candles
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret"
-EXAMPLES = 6  # per operation and phase
+EXAMPLES = 5  # per operation and phase
 SEED = 13
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -75,10 +75,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
 ) -> None:
     for token, phases in (
         (TOKEN, "examples,coverage,fuzzing,stateful"),
-        (None, "coverage,fuzzing"),
+        (None, "coverage"),
     ):
-        # With the token every phase (writes get past auth); anonymous, the phases that vary
-        # each field (the examples and the sequences only meet 401s on the writes).
+        # With the token every phase (writes get past auth); anonymous, the phase that varies
+        # each field to its bounds (examples, fuzzing and sequences would mostly meet 401s).
         command = [
             *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run"),
             *(f"{base_url}/openapi.json", "--checks", "all", "--seed", str(SEED)),
