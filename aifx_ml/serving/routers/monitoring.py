@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 
 from aifx_ml.events.relay import outbox_status
-from aifx_ml.monitoring.health import error_line, health_report
+from aifx_ml.monitoring.health import health_report
 from aifx_ml.monitoring.queries import model_performance, prometheus_metrics, training_history
 from aifx_ml.serving.deps import ServicesDep, has_token
 from aifx_ml.serving.errors import error_responses
@@ -276,10 +276,13 @@ def get_metrics(svc: ServicesDep) -> PlainTextResponse:
 
 @contextmanager
 def _database() -> Iterator[None]:
-    """The database being away is a 503 with a one-line reason, not a 500."""
+    """The database being away is a 503 with a one-line reason, not a 500 (the driver's
+    message names the host: only health shows it, and only with the token)."""
     try:
         yield
     except OperationalError as exc:
+        kind = type(getattr(exc, "orig", None) or exc).__name__
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"database unreachable: {error_line(exc)}"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"database unreachable: {kind} ({PREFIX}/health with the token says why)",
         ) from exc
