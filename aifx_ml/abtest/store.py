@@ -85,8 +85,10 @@ class TestPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TestPlan:
+        """The stored plan; a null field (how JSON stored a non-finite value before plans were
+        bounded) reads as its default, so such a test can still be evaluated."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+        return cls(**{k: v for k, v in (data or {}).items() if k in known and v is not None})
 
 
 # The pre-registered plan a test runs to unless told otherwise: `aifx ab create` and the API's

@@ -197,6 +197,11 @@ def test_the_library_refuses_an_unbounded_plan_too(change: dict[str, Any]) -> No
         TestPlan(**change)
 
 
+def test_a_plan_stored_with_a_null_reads_as_the_default() -> None:
+    stored = {**TestPlan().as_dict(), "max_days": None, "guardrail_pnl_margin": None}
+    assert TestPlan.from_dict(stored) == TestPlan()
+
+
 def test_a_bounded_plan_is_stored_and_its_test_can_be_evaluated(api: TestClient) -> None:
     body = {
         "test_name": "t",
