@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     artifact_root: str | None = Field(default=None, validation_alias="AIFX_ARTIFACT_ROOT")
     api_token: SecretStr | None = Field(default=None, validation_alias="AIFX_API_TOKEN")
     predict_token: SecretStr | None = Field(default=None, validation_alias="AIFX_PREDICT_TOKEN")
+    # Input limits of `aifx serve` (README "Limits"): request bodies, and requests per client
+    # address in a moving window (`limits` notation, e.g. "60/minute"; "" turns a limit off).
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=1024**3, validation_alias="AIFX_MAX_BODY_BYTES"
+    )
+    rate_limit_writes: str = Field(default="60/minute", validation_alias="AIFX_RATE_LIMIT_WRITES")
+    rate_limit_predict: str = Field(default="", validation_alias="AIFX_RATE_LIMIT_PREDICT")
     # NoDecode: the variable holds plain URLs separated by commas or spaces, not a JSON list.
     alert_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("AIFX_ALERT_URLS")
@@ -56,6 +63,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [u for u in value.replace(",", " ").split() if u]
         return value
+
+    @field_validator("rate_limit_writes", "rate_limit_predict")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        # Checked here so that a typo stops the server at start, not at the first write.
+        from limits import parse_many  # noqa: PLC0415  (only settings that set a limit pay)
+
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"invalid rate limit {value!r}: expected e.g. '60/minute' or '10/second'"
+                ) from exc
+        return value.strip()
 
     @field_validator(
         "data_dir",

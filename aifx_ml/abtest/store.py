@@ -22,6 +22,11 @@ from aifx_ml.events.outbox import enqueue
 from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, ABTestPlan
 
 DEFAULT_SPLIT = 0.2  # share of requests routed to B (the challenger) unless told otherwise
+# Bounds of a plan (a comparison NaN fails, so NaN and infinities are refused with them).
+MAX_DAYS = 365.0
+MAX_DECIDED_PER_ARM = 1_000_000
+MAX_GUARDRAIL_MARGIN = 100.0  # pnl percentage points
+MAX_TAU = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,14 +45,30 @@ class TestPlan:
     srm_threshold: float = stats.SRM_THRESHOLD
 
     def __post_init__(self) -> None:
+        # Every field finite and bounded: a plan is stored as JSON and read at every look, so
+        # a value JSON or a timedelta cannot hold would break the test for good.
         if not 0 < self.alpha < 1:
             raise InvalidInputError(f"invalid alpha {self.alpha}: expected a value in (0, 1)")
-        if self.min_decided_per_arm < 1 or self.max_decided_per_arm < self.min_decided_per_arm:
+        if not 0 < self.tau <= MAX_TAU:
+            raise InvalidInputError(f"invalid tau {self.tau}: expected a value in (0, {MAX_TAU}]")
+        if not (1 <= self.min_decided_per_arm <= self.max_decided_per_arm <= MAX_DECIDED_PER_ARM):
             raise InvalidInputError(
-                "invalid sample plan: need 1 <= min_decided_per_arm <= max_decided_per_arm"
+                "invalid sample plan: need 1 <= min_decided_per_arm <= max_decided_per_arm "
+                f"<= {MAX_DECIDED_PER_ARM}"
             )
-        if self.max_days <= 0:
-            raise InvalidInputError(f"invalid max_days {self.max_days}: expected > 0")
+        if not 0 < self.max_days <= MAX_DAYS:
+            raise InvalidInputError(
+                f"invalid max_days {self.max_days}: expected more than 0 and at most {MAX_DAYS:g}"
+            )
+        if not 0 <= self.guardrail_pnl_margin <= MAX_GUARDRAIL_MARGIN:
+            raise InvalidInputError(
+                f"invalid guardrail_pnl_margin {self.guardrail_pnl_margin}: expected 0 to "
+                f"{MAX_GUARDRAIL_MARGIN:g} pnl percentage points"
+            )
+        if not 0 < self.srm_threshold < 1:
+            raise InvalidInputError(
+                f"invalid srm_threshold {self.srm_threshold}: expected a value in (0, 1)"
+            )
 
     def sequential(self) -> stats.SequentialPlan:
         return stats.SequentialPlan(
@@ -64,8 +85,10 @@ class TestPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TestPlan:
+        """The stored plan; a null field (how JSON stored a non-finite value before plans were
+        bounded) reads as its default, so such a test can still be evaluated."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+        return cls(**{k: v for k, v in (data or {}).items() if k in known and v is not None})
 
 
 # The pre-registered plan a test runs to unless told otherwise: `aifx ab create` and the API's

@@ -1,7 +1,8 @@
 """The FastAPI app: predictions, A/B tests (and monitoring), built from the settings.
 
 `create_app` wires the library to the stores once; routes stay thin. Library errors become
-HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, conflicts 409.
+HTTP statuses with a one-line `detail` (`serving.errors`): invalid input 422, unknown things
+404, conflicts 409; bodies over the limit 413, too many writes 429 (`serving.limits`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aifx_ml
 from aifx_ml.alerts.notify import raise_alert_safely
@@ -33,7 +37,9 @@ from aifx_ml.errors import (
 from aifx_ml.models.store import ModelStore
 from aifx_ml.monitoring.health import error_line
 from aifx_ml.serving.deps import RegistryActions, Services
+from aifx_ml.serving.errors import http_error, unstorable_value, validation_error
 from aifx_ml.serving.inference import ModelServer
+from aifx_ml.serving.limits import BodySizeLimit, rate_limit
 from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
 from aifx_ml.serving.signal_writer import RejectedRow
@@ -105,7 +111,10 @@ def create_app(
         store=store,
         promote=promote,
         mark_challenger=lambda test: registry.mark_challenger(engine, test),
+        write_limit=rate_limit("writes", settings.rate_limit_writes, settings.redis_url),
+        predict_limit=rate_limit("predictions", settings.rate_limit_predict, settings.redis_url),
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.state.model_server = server
     app.include_router(predict.router)
     app.include_router(ab_tests.router)
@@ -122,6 +131,9 @@ def create_app(
     unavailable: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_UNAVAILABLE)
     for error_type in unavailable:
         app.add_exception_handler(error_type, _unavailable)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(DataError, unstorable_value)
     return app
 
 

@@ -1,5 +1,5 @@
-"""What every route depends on: the services built at start-up, the write token and the
-optional prediction token."""
+"""What every route depends on: the services built at start-up, the write token, the optional
+prediction token and the rate limits."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.models.store import ModelStore
+from aifx_ml.serving.limits import RateLimit
 from aifx_ml.serving.predict import PredictionService
 
 # (test, winner version) -> promote the winner through the registry
@@ -44,6 +46,8 @@ class Services:
     now: Callable[[], datetime]
     promote: Promoter
     mark_challenger: Callable[[ModelABTest], None]
+    write_limit: RateLimit | None = None
+    predict_limit: RateLimit | None = None
 
 
 def services(request: Request) -> Services:
@@ -56,51 +60,89 @@ ServicesDep = Annotated[Services, Depends(services)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
-    svc: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Writes need `Authorization: Bearer <AIFX_API_TOKEN>`: 401 without, 403 if wrong."""
-    expected = svc.settings.api_token
-    check_bearer(credentials, expected, "AIFX_API_TOKEN")
-    if expected is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="writes are disabled: no AIFX_API_TOKEN is configured on the server",
+def token_problem(
+    credentials: HTTPAuthorizationCredentials | None, expected: SecretStr | None, name: str
+) -> HTTPException | None:
+    """Why the request may not pass (401 no or malformed token, 403 wrong one, or nothing
+    configured to compare with), or None. `name` is the setting that holds the token."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=f"missing bearer token: send Authorization: Bearer <{name}>",
+            headers={"WWW-Authenticate": "Bearer"},
         )
+    token = credentials.credentials
+    if not (token.isascii() and token.isprintable()):
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="malformed bearer token: expected printable ASCII",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if expected is None:
+        return HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"writes are disabled: no {name} is configured on the server",
+        )
+    if not secrets.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        return HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid bearer token")
+    return None
 
 
-def require_predict_token(
-    svc: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require_token(svc: ServicesDep, credentials: Credentials) -> None:
+    """Writes need `Authorization: Bearer <AIFX_API_TOKEN>`: 401 without, 403 if wrong (or
+    none configured: writes are disabled)."""
+    problem = token_problem(credentials, svc.settings.api_token, "AIFX_API_TOKEN")
+    if problem is not None:
+        raise problem
+
+
+def require_predict_token(svc: ServicesDep, credentials: Credentials) -> None:
     """With `AIFX_PREDICT_TOKEN` set, predictions need `Authorization: Bearer <it>` (401
     without, 403 if wrong); unset, anyone who reaches the service may ask."""
     expected = svc.settings.predict_token
     if expected is not None:
-        check_bearer(credentials, expected, "AIFX_PREDICT_TOKEN")
+        problem = token_problem(credentials, expected, "AIFX_PREDICT_TOKEN")
+        if problem is not None:
+            raise problem
 
 
-def check_bearer(
-    credentials: HTTPAuthorizationCredentials | None, expected: SecretStr | None, name: str
-) -> None:
-    """401 without a well-formed bearer token (a header byte outside ASCII included), 403 when
-    it is not `expected` (compared in constant time); nothing to compare with: no error."""
-    if (
-        credentials is None
-        or credentials.scheme.lower() != "bearer"
-        or not credentials.credentials.isascii()
-    ):
+def has_token(svc: ServicesDep, request: Request) -> bool:
+    """True when the request carries the write token (reads that show more with it). Read
+    from the header directly: the route stays open in the OpenAPI schema."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not scheme:
+        return False
+    found = HTTPAuthorizationCredentials(scheme=scheme, credentials=token)
+    return token_problem(found, svc.settings.api_token, "AIFX_API_TOKEN") is None
+
+
+def _enforce(limit: RateLimit | None, request: Request) -> None:
+    if limit is None:
+        return
+    retry = limit.retry_after(request.client.host if request.client else "unknown")
+    if retry is not None:
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail=f"missing bearer token (or not ASCII): send Authorization: Bearer <{name}>",
-            headers={"WWW-Authenticate": "Bearer"},
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit of {limit.limit} {limit.name} per client exceeded; "
+            f"retry in {retry} s",
+            headers={"Retry-After": str(retry)},
         )
-    if expected is not None and not secrets.compare_digest(
-        credentials.credentials.encode(), expected.get_secret_value().encode()
-    ):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid bearer token")
+
+
+def limit_writes(svc: ServicesDep, request: Request) -> None:
+    """429 with Retry-After past AIFX_RATE_LIMIT_WRITES requests from one address."""
+    _enforce(svc.write_limit, request)
+
+
+def limit_predictions(svc: ServicesDep, request: Request) -> None:
+    """429 with Retry-After past AIFX_RATE_LIMIT_PREDICT requests from one address."""
+    _enforce(svc.predict_limit, request)
 
 
 WriteAccess = Depends(require_token)
 PredictAccess = Depends(require_predict_token)
+WriteRate = Depends(limit_writes)
+PredictRate = Depends(limit_predictions)

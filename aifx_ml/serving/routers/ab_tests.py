@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field
 from aifx_ml.abtest.evaluation import evaluate_test, look
 from aifx_ml.abtest.store import (
     DEFAULT_PLAN,
+    MAX_DAYS,
+    MAX_DECIDED_PER_ARM,
+    MAX_GUARDRAIL_MARGIN,
     TestPlan,
     cancel_test,
     complete_test,
@@ -21,39 +24,46 @@ from aifx_ml.abtest.store import (
     list_tests,
 )
 from aifx_ml.db.models import ModelABTest
-from aifx_ml.serving.deps import ServicesDep, WriteAccess
+from aifx_ml.serving.deps import ServicesDep, WriteAccess, WriteRate
+from aifx_ml.serving.errors import error_responses
+from aifx_ml.serving.fields import Identifier, text
 
 router = APIRouter(prefix="/api/v1/ml/ab-tests", tags=["A/B tests"])
-Version = Annotated[str, Field(min_length=1, max_length=64, examples=["lstm-v3"])]
+Version = Annotated[Identifier, Field(examples=["lstm-v3"])]
+Share = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=MAX_DECIDED_PER_ARM)]
+WRITE = [WriteRate, WriteAccess]  # counted before the token is checked: guessing costs too
 
 
 class PlanIn(BaseModel):
     """The pre-registered plan; a field left out keeps the library's default (shown with it)."""
 
-    alpha: Annotated[float, Field(gt=0, lt=1)] = DEFAULT_PLAN.alpha
-    min_decided_per_arm: Annotated[int, Field(ge=1)] = DEFAULT_PLAN.min_decided_per_arm
-    max_decided_per_arm: Annotated[int, Field(ge=1)] = DEFAULT_PLAN.max_decided_per_arm
-    max_days: Annotated[float, Field(gt=0)] = DEFAULT_PLAN.max_days
-    guardrail_pnl_margin: Annotated[float, Field(ge=0)] = DEFAULT_PLAN.guardrail_pnl_margin
+    alpha: Share = DEFAULT_PLAN.alpha
+    min_decided_per_arm: Count = DEFAULT_PLAN.min_decided_per_arm
+    max_decided_per_arm: Count = DEFAULT_PLAN.max_decided_per_arm
+    max_days: Annotated[float, Field(gt=0, le=MAX_DAYS, allow_inf_nan=False)] = (
+        DEFAULT_PLAN.max_days
+    )
+    guardrail_pnl_margin: Annotated[
+        float, Field(ge=0, le=MAX_GUARDRAIL_MARGIN, allow_inf_nan=False)
+    ] = DEFAULT_PLAN.guardrail_pnl_margin
 
 
 class CreateIn(BaseModel):
-    test_name: Annotated[str, Field(min_length=1, max_length=128)]
+    test_name: Annotated[str, text(128, min_length=1)]
     model_a_version: Version
     model_b_version: Version
-    traffic_split: Annotated[
-        float, Field(gt=0, lt=1, description="Share of requests routed to model B.")
-    ]
+    traffic_split: Annotated[Share, Field(description="Share of requests routed to model B.")]
     plan: PlanIn | None = None
 
 
 class CompleteIn(BaseModel):
     winner: Version | None = Field(default=None, description="Promoted to Production.")
-    reason: Annotated[str, Field(max_length=500)] = "completed by hand"
+    reason: Annotated[str, text(500)] = "completed by hand"
 
 
 class CancelIn(BaseModel):
-    reason: Annotated[str, Field(max_length=500)] = "cancelled by hand"
+    reason: Annotated[str, text(500)] = "cancelled by hand"
 
 
 class TestOut(BaseModel):
@@ -79,7 +89,12 @@ class ListOut(BaseModel):
     tests: list[TestOut]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess])
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=WRITE,
+    responses=error_responses(400, 401, 403, 409, 413, 422, 429),
+)
 def create(body: CreateIn, svc: ServicesDep) -> TestOut:
     """Start a test (409 if the model type already has an active one)."""
     plan = TestPlan(**body.plan.model_dump()) if body.plan else TestPlan()
@@ -97,7 +112,7 @@ def create(body: CreateIn, svc: ServicesDep) -> TestOut:
     return TestOut.of(test)
 
 
-@router.get("")
+@router.get("", responses=error_responses(422))
 def list_all(
     svc: ServicesDep,
     status_filter: Annotated[
@@ -108,12 +123,16 @@ def list_all(
     return ListOut(tests=[TestOut.of(t) for t in list_tests(svc.engine, status_filter)])
 
 
-@router.get("/{test_id}")
+@router.get("/{test_id}", responses=error_responses(404, 422))
 def one(test_id: uuid.UUID, svc: ServicesDep) -> TestOut:
     return TestOut.of(get_test(svc.engine, test_id))
 
 
-@router.post("/{test_id}/complete", dependencies=[WriteAccess])
+@router.post(
+    "/{test_id}/complete",
+    dependencies=WRITE,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+)
 def complete(test_id: uuid.UUID, body: CompleteIn, svc: ServicesDep) -> TestOut:
     """End the test; a `winner` becomes the Production version."""
     test = complete_test(
@@ -128,7 +147,11 @@ def complete(test_id: uuid.UUID, body: CompleteIn, svc: ServicesDep) -> TestOut:
     return TestOut.of(test)
 
 
-@router.post("/{test_id}/cancel", dependencies=[WriteAccess])
+@router.post(
+    "/{test_id}/cancel",
+    dependencies=WRITE,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+)
 def cancel(test_id: uuid.UUID, body: CancelIn, svc: ServicesDep) -> TestOut:
     """Stop the test with no winner; Production stays."""
     test = cancel_test(svc.engine, test_id, as_of=svc.now(), reason=body.reason)
@@ -136,7 +159,7 @@ def cancel(test_id: uuid.UUID, body: CancelIn, svc: ServicesDep) -> TestOut:
     return TestOut.of(test)
 
 
-@router.get("/{test_id}/metrics")
+@router.get("/{test_id}/metrics", responses=error_responses(404, 422))
 def metrics(test_id: uuid.UUID, svc: ServicesDep) -> dict[str, Any]:
     """Per variant: signals, labeled, wins, losses, breakevens, win rate with a cluster-robust
     95% interval, mean pnl %; and the current sequential statistic and decision."""
@@ -151,7 +174,11 @@ def metrics(test_id: uuid.UUID, svc: ServicesDep) -> dict[str, Any]:
     return out
 
 
-@router.post("/{test_id}/evaluate", dependencies=[WriteAccess])
+@router.post(
+    "/{test_id}/evaluate",
+    dependencies=WRITE,
+    responses=error_responses(401, 403, 404, 409, 422, 429),
+)
 def evaluate(test_id: uuid.UUID, svc: ServicesDep) -> dict[str, Any]:
     """Look now and act on it (promote a winner, end an inconclusive test)."""
     seen = evaluate_test(svc.engine, test_id, svc.now(), svc.promote)

@@ -12,10 +12,12 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import FileResponse, HTMLResponse
 
 from aifx_ml.serving.deps import ServicesDep
+from aifx_ml.serving.errors import error_responses
+from aifx_ml.serving.fields import IDENTIFIER_PATTERN
 
 router = APIRouter(tags=["dashboard"])
 MONTH = re.compile(r"^\d{4}-\d{2}$")
-VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VERSION = re.compile(IDENTIFIER_PATTERN)
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
@@ -25,7 +27,11 @@ def dashboard() -> HTMLResponse:
     return HTMLResponse(page)
 
 
-@router.get("/api/v1/monitoring/reports/{month}/{version}", response_class=FileResponse)
+@router.get(
+    "/api/v1/monitoring/reports/{month}/{version}",
+    response_class=FileResponse,
+    responses=error_responses(404, 422),
+)
 def report(
     svc: ServicesDep,
     month: Annotated[str, Path(pattern=MONTH.pattern)],

@@ -2,6 +2,8 @@
 
 Health answers 503, with the same body, when a configured store is unreachable, so a load
 balancer or orchestrator can act on the status alone; late schedules or data only degrade it.
+Why a store is unreachable (its error names the host and port) is shown only to a caller
+with the API token.
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 
 from aifx_ml.events.relay import outbox_status
-from aifx_ml.monitoring.health import error_line, health_report
+from aifx_ml.monitoring.health import health_report
 from aifx_ml.monitoring.queries import (
     model_performance,
     prometheus_metrics,
     render_prometheus,
     training_history,
 )
-from aifx_ml.serving.deps import ServicesDep
+from aifx_ml.serving.deps import ServicesDep, has_token
+from aifx_ml.serving.errors import error_responses
+from aifx_ml.serving.fields import Identifier, QueryTime
 from aifx_ml.serving.signal_writer import writer_families
 
 PREFIX = "/api/v1/monitoring"
@@ -63,15 +67,15 @@ class TrainingHistoryOut(BaseModel):
     runs: list[TrainingRunOut]
 
 
-@router.get(f"{PREFIX}/training-history")
+@router.get(f"{PREFIX}/training-history", responses=error_responses(422, 503))
 def get_training_history(
     svc: ServicesDep,
     training_type: Literal["full", "incremental"] | None = None,
     status_filter: Annotated[
         Literal["running", "completed", "failed", "skipped"] | None, Query(alias="status")
     ] = None,
-    since: Annotated[datetime | None, Query(description="Started at or after (UTC).")] = None,
-    until: Annotated[datetime | None, Query(description="Started before (UTC).")] = None,
+    since: Annotated[QueryTime | None, Query(description="Started at or after (UTC).")] = None,
+    until: Annotated[QueryTime | None, Query(description="Started before (UTC).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TrainingHistoryOut:
     """Training runs, newest first; naive dates and times are UTC."""
@@ -133,12 +137,12 @@ class PerformanceOut(BaseModel):
     versions: list[VersionOut]
 
 
-@router.get(f"{PREFIX}/model-performance")
+@router.get(f"{PREFIX}/model-performance", responses=error_responses(422, 503))
 def get_model_performance(
     svc: ServicesDep,
     period: Literal["day", "month"] = "day",
-    version: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    since: Annotated[datetime | None, Query(description="Signals created at or after.")] = None,
+    version: Annotated[Identifier | None, Query()] = None,
+    since: Annotated[QueryTime | None, Query(description="Signals created at or after.")] = None,
 ) -> PerformanceOut:
     """Per model version: holdout metrics from training, live win rate over decided signals
     (win / (win + loss)) in total and per UTC day or month, and drift share by month."""
@@ -221,17 +225,21 @@ class HealthOut(BaseModel):
     f"{PREFIX}/health",
     responses={503: {"model": HealthOut, "description": "A configured store is unreachable."}},
 )
-def get_health(svc: ServicesDep, response: Response) -> HealthOut:
+def get_health(
+    svc: ServicesDep, response: Response, full: Annotated[bool, Depends(has_token)]
+) -> HealthOut:
     """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
     every market-data series on time; answered signals waiting for the database (a backlog
-    degrades). 503 when unhealthy, 200 when healthy or degraded."""
+    degrades). 503 when unhealthy, 200 when healthy or degraded. Without the API token, what
+    a failing store said (host, port) is left out."""
     report = health_report(svc.engine, svc.settings.redis_url, svc.store, svc.now())
     writer = svc.predictions.writer.status()
     response.status_code = report.http_status
+    checks = ChecksOut.model_validate(report)
     return HealthOut(
         status="degraded" if report.status == "healthy" and writer.backlog else report.status,
         checked_at=report.checked_at,
-        checks=ChecksOut.model_validate(report),
+        checks=checks if full else _without_addresses(checks),
         signal_writer=SignalWriterOut(
             status="backlog" if writer.backlog else "ok",
             waiting=writer.waiting,
@@ -242,10 +250,48 @@ def get_health(svc: ServicesDep, response: Response) -> HealthOut:
     )
 
 
+HIDDEN = "the reason is shown with the API token (it names hosts)"
+DATABASE_AWAY = "database unreachable: "  # how a check that needed the database says so
+
+
+def _without_addresses(checks: ChecksOut) -> ChecksOut:
+    """The checks with every error message a store gave replaced (they name hosts and ports);
+    our own sentences (ages, counts, "not configured") stay."""
+
+    def store(dep: DependencyOut) -> DependencyOut:
+        if dep.status != "down":
+            return dep
+        return dep.model_copy(update={"detail": f"unreachable: {HIDDEN}"})
+
+    def database(detail: str) -> str:
+        return DATABASE_AWAY + HIDDEN if detail.startswith(DATABASE_AWAY) else detail
+
+    outbox = checks.outbox
+    return checks.model_copy(
+        update={
+            "database": store(checks.database),
+            "redis": store(checks.redis),
+            "mlflow": store(checks.mlflow),
+            "training": [
+                t.model_copy(update={"detail": database(t.detail)}) for t in checks.training
+            ],
+            "outbox": outbox.model_copy(
+                update={
+                    "detail": database(outbox.detail),
+                    "last_error": None if outbox.last_error is None else HIDDEN,
+                }
+            ),
+            "market_data": checks.market_data.model_copy(
+                update={"detail": database(checks.market_data.detail)}
+            ),
+        }
+    )
+
+
 # --- Prometheus ----------------------------------------------------------------------------
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(503))
 def get_metrics(svc: ServicesDep) -> PlainTextResponse:
     """Prometheus text format: training runs by status, last successes, predictions and
     outcomes by version, outbox backlog, active A/B tests, versions by status; the signal
@@ -258,10 +304,13 @@ def get_metrics(svc: ServicesDep) -> PlainTextResponse:
 
 @contextmanager
 def _database() -> Iterator[None]:
-    """The database being away is a 503 with a one-line reason, not a 500."""
+    """The database being away is a 503 with a one-line reason, not a 500 (the driver's
+    message names the host: only health shows it, and only with the token)."""
     try:
         yield
     except OperationalError as exc:
+        kind = type(getattr(exc, "orig", None) or exc).__name__
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"database unreachable: {error_line(exc)}"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"database unreachable: {kind} ({PREFIX}/health with the token says why)",
         ) from exc

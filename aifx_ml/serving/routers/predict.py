@@ -10,25 +10,31 @@ from typing import Annotated
 import orjson
 import pandas as pd
 from fastapi import APIRouter, Response
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import PAIR_RE, TIMEFRAMES
-from aifx_ml.serving.deps import PredictAccess, ServicesDep
+from aifx_ml.serving.deps import PredictAccess, PredictRate, ServicesDep
+from aifx_ml.serving.errors import error_responses
+from aifx_ml.serving.fields import Identifier, Price, Timestamp, text
 from aifx_ml.serving.predict import Prediction, PredictRequest
 
 router = APIRouter(prefix="/api/v1/predict", tags=["predictions"])
+MAX_CANDLES = 5000  # per request
+MAX_BATCH = 500  # requests per batch
+ERRORS = error_responses(400, 401, 403, 404, 413, 422, 429, 503)
 
 
 class Candle(BaseModel):
-    """One OHLCV candle; `timestamp` is its open time (with a zone, or UTC)."""
+    """One OHLCV candle; `timestamp` is its open time (with a zone), 1970 to 2200; prices
+    finite, positive and at most 1e9."""
 
-    timestamp: AwareDatetime
-    open: Annotated[float, Field(gt=0)]
-    high: Annotated[float, Field(gt=0)]
-    low: Annotated[float, Field(gt=0)]
-    close: Annotated[float, Field(gt=0)]
-    volume: Annotated[float, Field(ge=0)] = 0.0
+    timestamp: Timestamp
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)] = 0.0
 
 
 class PredictIn(BaseModel):
@@ -36,16 +42,13 @@ class PredictIn(BaseModel):
 
     pair: Annotated[str, Field(pattern=PAIR_RE.pattern, examples=["EUR/USD"])]
     timeframe: Annotated[str, Field(examples=["1h"])]
-    model_type: Annotated[str, Field(min_length=1, max_length=64)] = "lstm"
+    model_type: Annotated[Identifier, Field(examples=["lstm"])] = "lstm"
     routing_key: Annotated[
         str | None,
-        Field(
-            min_length=1,
-            max_length=128,
-            description="A user or account id: the same key always gets the same A/B arm.",
-        ),
+        text(128, min_length=1),
+        Field(description="A user or account id: the same key always gets the same A/B arm."),
     ] = None
-    candles: Annotated[list[Candle] | None, Field(max_length=5000)] = None
+    candles: Annotated[list[Candle] | None, Field(min_length=1, max_length=MAX_CANDLES)] = None
 
     @field_validator("timeframe")
     @classmethod
@@ -97,14 +100,16 @@ class PredictOut(BaseModel):
 
 
 class BatchIn(BaseModel):
-    requests: Annotated[list[PredictIn], Field(min_length=1, max_length=500)]
+    requests: Annotated[list[PredictIn], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class BatchOut(BaseModel):
     predictions: list[PredictOut]
 
 
-@router.post("", response_model=PredictOut, dependencies=[PredictAccess])
+@router.post(
+    "", response_model=PredictOut, dependencies=[PredictRate, PredictAccess], responses=ERRORS
+)
 def predict(body: PredictIn, svc: ServicesDep) -> Response:
     """A signal for one series from the model that serves it (Production, or an A/B arm)."""
     started = time.perf_counter()
@@ -119,7 +124,12 @@ def predict(body: PredictIn, svc: ServicesDep) -> Response:
     )
 
 
-@router.post("/batch", response_model=BatchOut, dependencies=[PredictAccess])
+@router.post(
+    "/batch",
+    response_model=BatchOut,
+    dependencies=[PredictRate, PredictAccess],
+    responses=ERRORS,
+)
 def predict_batch(body: BatchIn, svc: ServicesDep) -> BatchOut:
     """Signals for many series in one call (one model call per model, one transaction)."""
     # A batch is committed before it is answered: bulk callers read their signals right after.
