@@ -347,7 +347,7 @@ def test_the_schema_declares_every_status_with_the_error_shape(api: TestClient) 
     schema = api.get("/openapi.json").json()
     error = {"$ref": "#/components/schemas/ErrorOut"}
     expected = {
-        ("post", PREDICT): {"200", "400", "404", "413", "422", "429", "503"},
+        ("post", PREDICT): {"200", "400", "401", "403", "404", "413", "422", "429", "503"},
         ("post", f"{AB}"): {"201", "400", "401", "403", "409", "413", "422", "429"},
         ("post", f"{AB}/{{test_id}}/complete"): {
             "200",
