@@ -18,9 +18,12 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pandas as pd
-from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy import Engine, Table, Text, bindparam, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from aifx_ml.data.reader import CHUNK_ROWS, iter_candles_csv
@@ -36,7 +39,7 @@ from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import DataQuarantine, MarketData
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.events.schemas import NewMarketData
-from aifx_ml.features.indicators import compute_indicators, indicators_to_json
+from aifx_ml.features.indicators import compute_indicators
 
 # Candles per INSERT/UPDATE batch, and per read of the stored series.
 WRITE_BATCH = 20_000
@@ -280,18 +283,25 @@ def _write_candles(
     # Indicators are causal: only candles from the first new or corrected one on can move.
     since = int(np.flatnonzero(kind)[0])
     common = {"pair": report.pair, "timeframe": report.timeframe}
-    insert = _insert(session, MarketData.__table__)  # type: ignore[arg-type]
     table = cast(Table, MarketData.__table__)
+    # Indicators go in as JSON text serialized here by orjson (NaN → null), cast to the
+    # column's type by the database: the generic JSON bind costs more than everything else.
+    as_json = _json_text(session)
+    insert = _insert(session, table).values(technical_indicators=as_json)
     by_key = (
         (table.c.pair == report.pair)
         & (table.c.timeframe == report.timeframe)
         & (table.c.timestamp == bindparam("key_ts"))
     )
-    correct = update(table).where(by_key)
+    correct = update(table).where(by_key).values(technical_indicators=as_json)
+    columns = list(indicators.columns)
     for start in range(since, len(ns), WRITE_BATCH):
         stop = min(start + WRITE_BATCH, len(ns))
         stamps = pd.to_datetime(ns[start:stop], utc=True).to_pydatetime()
-        records = indicators_to_json(indicators.iloc[start:stop])
+        records = [
+            orjson.dumps(dict(zip(columns, row, strict=True))).decode()
+            for row in indicators.iloc[start:stop].to_numpy().tolist()
+        ]
         batch_kind = kind[start:stop]
         batch_values = values[start:stop].tolist()
         inserts, updates, moved = [], [], []
@@ -299,18 +309,18 @@ def _write_candles(
             if what == 2:
                 inserts.append(
                     common
-                    | {"timestamp": stamp, "technical_indicators": record, "source": report.source}
+                    | {"timestamp": stamp, "indicators_json": record, "source": report.source}
                     | dict(zip(VALUE_COLUMNS, batch_values[i], strict=True))
                     | {"created_at": as_of, "updated_at": as_of}
                 )
             elif what == 1:
                 updates.append(
-                    {"key_ts": stamp, "technical_indicators": record, "source": report.source}
+                    {"key_ts": stamp, "indicators_json": record, "source": report.source}
                     | dict(zip(VALUE_COLUMNS, batch_values[i], strict=True))
                     | {"updated_at": as_of}
                 )
             else:  # a later candle whose indicators moved because an earlier one arrived
-                moved.append({"key_ts": stamp, "technical_indicators": record})
+                moved.append({"key_ts": stamp, "indicators_json": record})
         if inserts:
             session.execute(insert, inserts)
         if updates:
@@ -318,6 +328,14 @@ def _write_candles(
         if moved:
             session.execute(correct, moved)
     return _Series(ns, values)
+
+
+def _json_text(session: Session) -> Any:
+    """A bind `indicators_json` holding JSON text, as the JSON column's value."""
+    text = bindparam("indicators_json", type_=Text)
+    if session.get_bind().dialect.name == "postgresql":
+        return cast_(text, JSONB)
+    return text  # SQLite keeps JSON as text
 
 
 def _insert(session: Session, table: Table) -> Any:

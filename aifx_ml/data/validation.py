@@ -105,26 +105,38 @@ def _parse_timestamps(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         ns[numeric], out_of_range[numeric] = _epoch_ns(text[numeric], numbers[numeric])
     strings = ~numeric
     if strings.any():
-        # MT4 writes 2026.01.05 and Dukascopy 05.01.2026 (day first): both become ISO dates, so
-        # the day and month can never swap from one row to the next.
-        cleaned = text[strings].str.replace(r"^(\d{4})\.(\d{2})\.(\d{2})", r"\1-\2-\3", regex=True)
-        cleaned = cleaned.str.replace(r"^(\d{2})\.(\d{2})\.(\d{4})", r"\3-\2-\1", regex=True)
-        # ISO is parsed in C, zoned and naive strings apart (given both at once, pandas applies
-        # the first offset it meets to the naive ones); only what ISO cannot read goes through
-        # the slow mixed-format parser.
-        zoned = cleaned.str.contains(r"[T ]\d.*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$", regex=True)
-        dates = pd.Series(pd.NaT, index=cleaned.index, dtype="datetime64[ns, UTC]")
-        for group in (zoned, ~zoned):
-            if group.any():
-                dates[group] = pd.to_datetime(
-                    cleaned[group], utc=True, errors="coerce", format="ISO8601"
-                )
-        retry = dates.isna() & (cleaned != "")
-        if retry.any():
-            dates[retry] = pd.to_datetime(cleaned[retry], utc=True, errors="coerce", format="mixed")
+        dates = _parse_date_strings(text[strings])
         ns[strings] = dates.astype("int64").to_numpy()  # NaT is int64's minimum either way
     parsed = pd.Series(pd.to_datetime(ns, utc=True), index=values.index)
     return parsed, pd.Series(out_of_range, index=values.index)
+
+
+def _parse_date_strings(text: pd.Series) -> pd.Series:
+    """Date strings to UTC: ISO first (in C), vendor formats and anything else after."""
+    dates = _parse_iso(text)
+    retry = dates.isna() & (text != "")
+    if retry.any():
+        # MT4 writes 2026.01.05 and Dukascopy 05.01.2026 (day first): both become ISO dates,
+        # so the day and month can never swap from one row to the next.
+        cleaned = text[retry].str.replace(r"^(\d{4})\.(\d{2})\.(\d{2})", r"\1-\2-\3", regex=True)
+        cleaned = cleaned.str.replace(r"^(\d{2})\.(\d{2})\.(\d{4})", r"\3-\2-\1", regex=True)
+        again = _parse_iso(cleaned)
+        rest = again.isna()
+        if rest.any():  # the slow parser, for what ISO cannot read
+            again[rest] = pd.to_datetime(cleaned[rest], utc=True, errors="coerce", format="mixed")
+        dates[retry] = again
+    return dates
+
+
+def _parse_iso(text: pd.Series) -> pd.Series:
+    """ISO 8601 strings to UTC, NaT where not ISO. Zoned and naive strings are parsed apart:
+    given both at once, pandas applies the first offset it meets to the naive ones."""
+    zoned = text.str.contains(r"[T ]\d.*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$", regex=True)
+    dates = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    for group in (zoned, ~zoned):
+        if group.any():
+            dates[group] = pd.to_datetime(text[group], utc=True, errors="coerce", format="ISO8601")
+    return dates
 
 
 def _epoch_ns(text: pd.Series, numbers: pd.Series) -> tuple[np.ndarray, np.ndarray]:
