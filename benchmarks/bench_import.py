@@ -31,6 +31,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
+
+from aifx_ml.data.importer import import_csv
+from aifx_ml.db.engine import make_engine, upgrade
 
 TARGET_PEAK_MB = 1536
 START = "1700-01-01"  # 3.75 M hours is 428 years: the series must start early to end by AS_OF
@@ -66,8 +70,6 @@ def write_candles_csv(path: Path, rows: int) -> int:
 
 @contextmanager
 def postgres_database(dsn: str) -> Iterator[str]:
-    import psycopg
-
     name = f"aifx_bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -82,9 +84,6 @@ def postgres_database(dsn: str) -> Iterator[str]:
 
 def child(csv: Path, url: str) -> None:
     """Import the file once and print the report as JSON (runs in its own process)."""
-    from aifx_ml.data.importer import import_csv
-    from aifx_ml.db.engine import make_engine
-
     engine = make_engine(url)
     started = time.perf_counter()
     report = import_csv(engine, csv, "EUR/USD", "1h", AS_OF)
@@ -115,7 +114,7 @@ def run_child(csv: Path, url: str, memory_limit_gb: float | None) -> dict[str, A
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", str(csv), url],
         stdout=subprocess.PIPE,
-        preexec_fn=limit,
+        preexec_fn=limit,  # noqa: PLW1509 (this process starts no threads)
         env=os.environ.copy(),
     )
     assert proc.stdout is not None
@@ -127,14 +126,13 @@ def run_child(csv: Path, url: str, memory_limit_gb: float | None) -> dict[str, A
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
     result["rows_per_s"] = round(result["rows_read"] / result["seconds"])
+    print(json.dumps(result), file=sys.stderr)  # progress: a run can take minutes
     return result
 
 
 def bench_database(
     name: str, url: str, csv: Path, rows: int, reimport: bool, memory_limit_gb: float | None
 ) -> dict[str, Any]:
-    from aifx_ml.db.engine import make_engine, upgrade
-
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
@@ -186,7 +184,9 @@ def main() -> int:
         }
         sqlite_url = f"sqlite:///{Path(folder) / 'aifx.db'}"
         results["runs"].append(
-            bench_database("sqlite", sqlite_url, csv, args.rows, args.reimport, args.memory_limit_gb)
+            bench_database(
+                "sqlite", sqlite_url, csv, args.rows, args.reimport, args.memory_limit_gb
+            )
         )
         if args.postgres:
             with postgres_database(args.postgres) as pg_url:
