@@ -12,10 +12,9 @@ from sqlalchemy import select
 
 from aifx_ml.cli.common import app_context, console, frame_table, parse_list, parse_time
 from aifx_ml.data.export import dataset_stats, export_dataset
-from aifx_ml.data.importer import ImportReport, import_frame, import_validated
-from aifx_ml.data.reader import read_candles_csv, series_from_filename
+from aifx_ml.data.importer import CandleFile, ImportReport, import_csv_files, import_frame
+from aifx_ml.data.reader import series_from_filename
 from aifx_ml.data.synth import synthesize_candles, write_synthetic_csv
-from aifx_ml.data.validation import validate_candles
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import DataQuarantine
 from aifx_ml.errors import InvalidInputError
@@ -45,13 +44,12 @@ def import_cmd(
     """Validate and import candle CSV files. Re-importing a file changes nothing.
 
     Every row read is counted once: accepted (new or corrected), duplicate, or quarantined
-    with its reason (see `aifx data quarantine`). A file that is not a candle CSV stops the
-    command before anything is written.
+    with its reason (see `aifx data quarantine`). The files are imported in one transaction,
+    each read in chunks: if one is not a candle CSV, nothing of any of them is written.
     """
     app_ctx = app_context(ctx)
     as_of = app_ctx.now()
-    # Read and validate every file first: a malformed one must stop us before any write.
-    batches = []
+    files = []
     for path in paths:
         inferred = series_from_filename(path) or (None, None)
         if not (pair or inferred[0]) or not (timeframe or inferred[1]):
@@ -60,34 +58,13 @@ def import_cmd(
             )
         series_pair = validate_pair(pair or str(inferred[0]))
         series_tf = validate_timeframe(timeframe or str(inferred[1]))
-        raw = read_candles_csv(path)
-        batches.append(
-            (
-                path,
-                series_pair,
-                series_tf,
-                raw,
-                validate_candles(raw, series_pair, series_tf, as_of),
-            )
-        )
+        files.append(CandleFile(path, series_pair, series_tf))
     engine = app_ctx.engine()
-    reports: list[ImportReport] = []
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("importing", total=len(batches))
-        for path, series_pair, series_tf, raw, checked in batches:
-            reports.append(
-                import_validated(
-                    engine,
-                    checked,
-                    series_pair,
-                    series_tf,
-                    as_of,
-                    source or str(path),
-                    len(raw),
-                    raw,
-                )
-            )
-            progress.advance(task)
+        task = progress.add_task("importing", total=len(files))
+        reports = import_csv_files(
+            engine, files, as_of, source, on_file=lambda _: progress.advance(task)
+        )
     print_import_reports(reports)
 
 

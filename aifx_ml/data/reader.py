@@ -8,7 +8,11 @@ a `MalformedFileError` that stops the import before anything is written.
 from __future__ import annotations
 
 import csv
+import io
 import re
+import warnings
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +45,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "vol", "v", "tickvolume", "tickvol", "volumes", "realvolume"),
 }
 _SNIFF_BYTES = 64 * 1024
+# Rows per chunk when reading a large file: about 70 MB of strings, whatever the file's size.
+CHUNK_ROWS = 200_000
 
 
 def _key(header: str) -> str:
@@ -53,12 +59,86 @@ def read_candles_csv(path: Path) -> pd.DataFrame:
 
     The index is the 1-based number of each data row (blank lines are not counted), so a
     quarantined row can be found again. Raises MalformedFileError naming the file and problem.
+    The whole file is held in memory: `iter_candles_csv` reads a large one in chunks.
     """
+    chunks = list(iter_candles_csv(path))
+    return pd.concat(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def iter_candles_csv(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """`read_candles_csv` in chunks of at most `chunk_rows` rows, numbered as in the whole file.
+
+    The head of the file is checked before the first chunk is yielded; a row that breaks the
+    CSV later raises MalformedFileError when its chunk is reached (an importer writing as it
+    reads must do so inside a transaction it can roll back). A file with a header and no rows
+    yields one empty chunk.
+    """
+    delimiter = _check_head(path)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            lines = (line for line in handle if line.strip())  # blank lines are not rows
+            header = next(lines, "")
+            header += "" if header.endswith(("\n", "\r")) else "\n"
+            first_row, chunks = 1, 0
+            while True:
+                block = list(islice(lines, chunk_rows))
+                if chunks and not block:
+                    break
+                chunk = _canonical_columns(
+                    _parse_block(header, block, delimiter, path, first_row), path, first_row
+                )
+                first_row, chunks = first_row + len(chunk), chunks + 1
+                yield chunk
+                if not block:  # a header and no rows: one empty chunk
+                    break
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MalformedFileError(f"{path}: not a valid CSV file ({first_line})") from None
+
+
+def _parse_block(
+    header: str, block: list[str], delimiter: str, path: Path, first_row: int
+) -> pd.DataFrame:
+    """One block of lines parsed under the file's header. Each block is parsed as a file of
+    its own because pandas, reading in chunks, cuts a too-long first row of a chunk short
+    without a word; on a block's first row it warns, and that warning is made an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(
+                io.StringIO(header + "".join(block)),
+                sep=delimiter,
+                dtype=str,
+                keep_default_na=False,
+                skipinitialspace=True,
+                index_col=False,
+                on_bad_lines="error",
+            )
+        except pd.errors.ParserWarning:
+            raise MalformedFileError(
+                f"{path}: not a valid CSV file (data row {first_row} has more fields than "
+                "the header)"
+            ) from None
+        except pd.errors.ParserError as exc:
+            # The parser counts lines of the block (its header is line 1): say the file's row.
+            found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+            if found is None:
+                raise
+            expected, line, saw = map(int, found.groups())
+            raise MalformedFileError(
+                f"{path}: not a valid CSV file (data row {first_row + line - 2} has {saw} "
+                f"fields, the header {expected})"
+            ) from None
+
+
+def _check_head(path: Path) -> str:
+    """Refuse what is plainly not a candle CSV from its first bytes; return its delimiter."""
     if not path.exists():
         raise MalformedFileError(f"{path}: no such file")
     if not path.is_file():
         raise MalformedFileError(f"{path}: not a file")
-    head = path.open("rb").read(_SNIFF_BYTES)
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
     if not head.strip():
         raise MalformedFileError(f"{path}: empty file")
     if b"\x00" in head:
@@ -71,21 +151,7 @@ def read_candles_csv(path: Path) -> pd.DataFrame:
             sample = head[:-4].decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise MalformedFileError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    delimiter = _sniff_delimiter(sample)
-    try:
-        frame = pd.read_csv(
-            path,
-            sep=delimiter,
-            dtype=str,
-            keep_default_na=False,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-            on_bad_lines="error",
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MalformedFileError(f"{path}: not a valid CSV file ({first_line})") from None
-    return _canonical_columns(frame, path)
+    return _sniff_delimiter(sample)
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -95,7 +161,7 @@ def _sniff_delimiter(sample: str) -> str:
         return ","
 
 
-def _canonical_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _canonical_columns(frame: pd.DataFrame, path: Path, first_row: int) -> pd.DataFrame:
     keys = {_key(c): c for c in frame.columns}
     chosen: dict[str, str] = {}
     for canonical, aliases in ALIASES.items():
@@ -122,7 +188,7 @@ def _canonical_columns(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     )
     if "volume" not in out:
         out["volume"] = "0"
-    out.index = pd.RangeIndex(1, len(out) + 1, name="row")
+    out.index = pd.RangeIndex(first_row, first_row + len(out), name="row")
     return out[list(CANONICAL)]
 
 

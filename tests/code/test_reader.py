@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aifx_ml.data.reader import CANONICAL, read_candles_csv
+from aifx_ml.data.reader import CANONICAL, iter_candles_csv, read_candles_csv
 from aifx_ml.errors import MalformedFileError
 
 ROW = ["2026-01-05 10:00", "1.1", "1.2", "1.0", "1.15", "42"]
@@ -177,3 +177,34 @@ def test_ragged_row_with_too_few_fields_is_kept_with_blanks(tmp_path: Path) -> N
     frame = read_candles_csv(path)
     assert frame.loc[1, "low"] == "1.0"
     assert frame.loc[1, "close"] == ""
+
+
+@pytest.mark.parametrize("bad_row", [1, 4, 5, 7])
+def test_too_long_row_is_refused_wherever_it_falls(tmp_path: Path, bad_row: int) -> None:
+    # pandas, reading in chunks, silently cut a too-long row short when it was the first of a
+    # chunk (rows 1 and 4 here) and took its first fields as an index when it opened the file.
+    rows = [",".join([f"2026-01-05 1{i}:00", *ROW[1:]]) for i in range(9)]
+    rows[bad_row - 1] += ",7,8"
+    path = _write(tmp_path, "timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    with pytest.raises(MalformedFileError, match=f"data row {bad_row} has"):
+        list(iter_candles_csv(path, chunk_rows=3))
+    with pytest.raises(MalformedFileError, match=f"data row {bad_row} has"):
+        read_candles_csv(path)
+
+
+def test_chunks_are_numbered_as_the_whole_file(tmp_path: Path) -> None:
+    rows = [",".join([f"2026-01-05 {i:02d}:00", *ROW[1:5]]) for i in range(10)]
+    path = _write(tmp_path, "Date,Open,High,Low,Close\n" + "\n\n".join(rows) + "\n")
+    chunks = list(iter_candles_csv(path, chunk_rows=4))
+    assert [c.index.tolist() for c in chunks] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
+    whole = read_candles_csv(path)
+    pd.testing.assert_frame_equal(pd.concat(chunks), whole)
+    assert whole.loc[10, "timestamp"] == "2026-01-05 09:00"
+
+
+def test_header_only_file_is_one_empty_chunk(tmp_path: Path) -> None:
+    path = _write(tmp_path, "timestamp,open,high,low,close")
+    (chunk,) = list(iter_candles_csv(path))
+    assert chunk.empty and list(chunk.columns) == list(CANONICAL)
+    message = _malformed(_write(tmp_path, "timestamp,open\n", "short.csv"))
+    assert "missing column(s) high, low, close" in message

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from aifx_ml.data.validation import (
     Gap,
+    SeenCandles,
     ValidatedCandles,
     find_gaps,
     parse_timestamps,
@@ -73,6 +74,9 @@ def test_parse_timestamps_strings(text: str, expected: str) -> None:
 def test_parse_timestamps_mixed_offsets_in_one_column() -> None:
     parsed = parse_timestamps(pd.Series(["2026-01-05 13:00", "2026-01-05T15:00:00+02:00"]))
     assert parsed.tolist() == [_ts("2026-01-05 13:00"), _ts("2026-01-05 13:00")]
+    # Zoned first, then naive: the naive row must not borrow the first row's offset.
+    parsed = parse_timestamps(pd.Series(["2026-01-05T15:00:00+02:00", "2026-01-05 13:00"]))
+    assert parsed.tolist() == [_ts("2026-01-05 13:00"), _ts("2026-01-05 13:00")]
 
 
 def test_parse_timestamps_dukascopy_day_first() -> None:
@@ -86,6 +90,59 @@ def test_parse_timestamps_epoch_seconds_and_milliseconds() -> None:
     assert parse_timestamps(pd.Series([str(seconds)])).iloc[0] == _ts("2026-01-05 13:00")
     millis = parse_timestamps(pd.Series([str(seconds * 1000), str(seconds * 1000 + 3_600_000)]))
     assert millis.tolist() == [_ts("2026-01-05 13:00"), _ts("2026-01-05 14:00")]
+
+
+def test_parse_timestamps_epoch_unit_is_read_per_row() -> None:
+    # One millisecond row among second rows used to turn every row into milliseconds (1970).
+    seconds = int(_ts("2026-01-05 13:00").timestamp())
+    values = [str(seconds + 3600 * i) for i in range(100)] + [str((seconds + 360_000) * 1000)]
+    parsed = parse_timestamps(pd.Series(values))
+    expected = pd.date_range("2026-01-05 13:00", periods=101, freq="1h", tz="UTC")
+    assert parsed.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1767618000", "2026-01-05 13:00"),  # seconds
+        ("1767618000.5", "2026-01-05 13:00:00.5"),
+        ("1767618000000", "2026-01-05 13:00"),  # milliseconds
+        ("1767618000000000", "2026-01-05 13:00"),  # microseconds
+        ("1767618000000000001", "2026-01-05 13:00:00.000000001"),  # nanoseconds, exactly
+        ("-86400", "1969-12-31 00:00"),
+        ("0", "1970-01-01 00:00"),
+    ],
+)
+def test_parse_timestamps_epoch_units(value: str, expected: str) -> None:
+    assert parse_timestamps(pd.Series([value])).iloc[0] == _ts(expected)
+
+
+@pytest.mark.parametrize(
+    "value", ["1e20", "99999999999999999999", "9999999999", "-1e19", "50000000000000"]
+)
+def test_out_of_range_epoch_is_quarantined_not_an_error(value: str) -> None:
+    # 9999999999 s is the year 2286 and 5e13 ms the year 3554: past what a timestamp can hold.
+    result = _validate(_raw(_row(), _row(value)))
+    assert result.valid.index.tolist() == [1]
+    assert result.rejected.loc[2, "reason"] == "timestamp is out of range (epoch number)"
+
+
+def test_epoch_rows_off_the_daily_grid_are_refused() -> None:
+    # Seconds read as milliseconds land at odd moments of January 1970: the 1d grid catches
+    # any such misreading even though it is now read per row.
+    midnight = int(_ts("2026-01-05").timestamp())
+    result = _validate(_raw(_row(str(midnight)), _row(str(midnight * 1000 + 1))), "1d")
+    assert result.valid["timestamp"].tolist() == [_ts("2026-01-05")]
+    assert result.rejected.loc[2, "reason"] == "timestamp is not on the 1d grid"
+
+
+def test_future_reason_does_not_depend_on_the_run() -> None:
+    raw = _raw(_row("2027-01-05 10:00"))
+    reasons = {
+        validate_candles(raw, "EUR/USD", "1h", as_of).rejected.loc[1, "reason"]
+        for as_of in (AS_OF, datetime(2026, 7, 1, tzinfo=UTC))
+    }
+    assert reasons == {"timestamp is in the future"}
 
 
 def test_parse_timestamps_garbage_is_nat() -> None:
@@ -142,13 +199,6 @@ def test_timestamp_equal_to_as_of_is_not_future() -> None:
     assert len(result.valid) == 1
 
 
-@pytest.mark.parametrize("timeframe", ["4h", "1d"])
-def test_daily_and_4h_are_not_grid_checked(timeframe: str) -> None:
-    result = _validate(_raw(_row("2026-01-05 10:30")), timeframe)
-    assert len(result.valid) == 1
-    assert result.rejected.empty
-
-
 @pytest.mark.parametrize(
     ("timeframe", "timestamp", "on_grid"),
     [
@@ -160,9 +210,22 @@ def test_daily_and_4h_are_not_grid_checked(timeframe: str) -> None:
         ("15min", "2026-01-05 10:50", False),
         ("30min", "2026-01-05 10:30", True),
         ("30min", "2026-01-05 10:15", False),
+        ("1h", "2026-01-05 10:00:01", False),
+        ("4h", "2026-01-05 08:00", True),
+        ("4h", "2026-01-05 10:30", False),  # the 4h grid was not checked before
+        ("4h", "2026-01-05 10:00", False),
+        ("1d", "2026-01-05 00:00", True),
+        ("1d", "2026-01-05 10:30", False),  # nor the daily one
+        ("1d", "2026-01-04 22:00", False),  # a New York close bar: days open at 00:00 UTC
+        ("1w", "2026-01-05 00:00", True),  # Monday
+        ("1w", "2026-01-04 00:00", True),  # Sunday: vendors differ, midnight is what counts
+        ("1w", "2026-01-05 10:00", False),
+        ("1M", "2026-01-01 00:00", True),
+        ("1M", "2026-01-05 00:00", False),
+        ("1M", "2026-01-01 12:00", False),
     ],
 )
-def test_intraday_grid(timeframe: str, timestamp: str, on_grid: bool) -> None:
+def test_every_timeframe_is_grid_checked(timeframe: str, timestamp: str, on_grid: bool) -> None:
     result = _validate(_raw(_row(timestamp)), timeframe)
     assert len(result.valid) == int(on_grid)
     if not on_grid:
@@ -198,6 +261,27 @@ def test_repeat_of_a_rejected_row_does_not_conflict_with_it() -> None:
     result = _validate(_raw(_row(open="abc"), _row()))
     assert result.rejected["reason"].tolist() == ["open is not a number"]
     assert result.valid.index.tolist() == [2]
+
+
+def test_repeats_across_chunks_are_judged_against_the_first_row() -> None:
+    # A file validated in chunks: later chunks' repeats are compared with an earlier chunk's rows.
+    seen = SeenCandles()
+    first = validate_candles(_raw(_row("2026-01-05 09:00"), _row()), "EUR/USD", "1h", AS_OF, seen)
+    later = _raw(_row(), _row(close="1.16"), _row("2026-01-05 11:00"), _row("2026-01-05 09:00"))
+    later.index = pd.RangeIndex(3, 7, name="row")
+    second = validate_candles(later, "EUR/USD", "1h", AS_OF, seen)
+    assert first.valid.index.tolist() == [1, 2]
+    assert second.valid.index.tolist() == [5]
+    assert second.duplicates == 2  # rows 3 and 6
+    assert second.rejected["reason"].to_dict() == {4: "conflicting duplicate of row 2"}
+    assert seen.rows().index.tolist() == [1, 2, 5]
+    whole = _validate(_raw(*first_rows(), *later.to_numpy().tolist()))
+    assert whole.valid.index.tolist() == [1, 2, 5]
+    assert whole.rejected["reason"].to_dict() == {4: "conflicting duplicate of row 2"}
+
+
+def first_rows() -> list[list[str]]:
+    return [_row("2026-01-05 09:00"), _row()]
 
 
 def test_empty_input() -> None:

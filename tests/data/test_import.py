@@ -3,7 +3,7 @@ bad rows are quarantined with reasons, and a malformed file writes nothing at al
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select
 
-from aifx_ml.data.importer import ImportReport, import_csv, import_frame
+from aifx_ml.data.importer import (
+    CandleFile,
+    ImportReport,
+    import_csv,
+    import_csv_files,
+    import_frame,
+)
 from aifx_ml.db.models import DataQuarantine, EventOutbox, MarketData
 from aifx_ml.errors import InvalidInputError, MalformedFileError
 from aifx_ml.events.schemas import NewMarketData
@@ -86,7 +92,7 @@ def test_bad_rows_are_quarantined_with_reasons(
     assert reasons == {
         4: "high < max(open, close)",
         8: "timestamp does not parse",
-        10: f"timestamp is in the future (after {pd.Timestamp(as_of).isoformat()})",
+        10: "timestamp is in the future",
         13: "close is not > 0",
     }
     # The missing candles left holes in the series, and the report says where.
@@ -210,8 +216,110 @@ def test_timezones_are_normalized_to_utc(engine: Engine, tmp_path: Path, as_of: 
 
 def test_series_are_independent(engine: Engine, as_of: datetime) -> None:
     candles = hourly_candles("2026-01-05", 10)
+    candles["timestamp"] = pd.date_range("2026-01-05", periods=10, freq="4h", tz="UTC")
     import_frame(engine, candles, "EUR/USD", "1h", as_of, source="a")
     report = import_frame(engine, candles, "EUR/USD", "4h", as_of, source="a")
     assert report.inserted == 10  # same timestamps, different timeframe: a different series
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(MarketData)).scalar() == 20
+
+
+def test_reimport_on_a_later_run_adds_no_quarantine_row(
+    engine: Engine, tmp_path: Path, as_of: datetime
+) -> None:
+    # The future-timestamp reason used to embed the run's moment, so every run hashed a new row.
+    frame = hourly_candles("2026-01-05", 10).astype({"timestamp": object, "close": object})
+    frame.loc[4, "timestamp"] = "2031-01-01 00:00"
+    frame.loc[6, "close"] = "abc"
+    path = write_csv(frame, tmp_path / "future.csv")
+    import_csv(engine, path, "EUR/USD", "1h", as_of)
+    before = snapshot(engine)
+    again = import_csv(engine, path, "EUR/USD", "1h", as_of + timedelta(days=3))
+    assert (again.accepted, again.duplicates, again.quarantined) == (0, 8, 2)
+    assert snapshot(engine) == before
+
+
+def epoch_file(path: Path, stamps: list[str]) -> Path:
+    rows = "".join(f"{t},1.1,1.2,1.0,1.15,10\n" for t in stamps)
+    path.write_text("timestamp,open,high,low,close,volume\n" + rows)
+    return path
+
+
+def stored_times(engine: Engine) -> list[pd.Timestamp]:
+    with engine.connect() as conn:
+        stamps = conn.execute(select(MarketData.timestamp).order_by(MarketData.timestamp))
+        return [pd.Timestamp(s) for s in stamps.scalars()]
+
+
+def test_one_millisecond_row_does_not_move_second_rows_to_1970(
+    engine: Engine, tmp_path: Path, as_of: datetime
+) -> None:
+    # The reproduction: 100 daily candles in epoch seconds and one in milliseconds.
+    days = pd.date_range("2025-06-02", periods=101, freq="1D", tz="UTC")
+    seconds = [str(int(d.timestamp())) for d in days[:100]]
+    path = epoch_file(tmp_path / "epochs.csv", [*seconds, str(int(days[100].timestamp()) * 1000)])
+    report = import_csv(engine, path, "EUR/USD", "1d", as_of)
+    assert (report.inserted, report.quarantined) == (101, 0)
+    assert stored_times(engine) == list(days)
+
+
+def test_out_of_range_epoch_is_quarantined_and_the_rest_imported(
+    engine: Engine, tmp_path: Path, as_of: datetime
+) -> None:
+    hours = pd.date_range("2026-01-05", periods=5, freq="1h", tz="UTC")
+    stamps = [str(int(h.timestamp())) for h in hours]
+    path = epoch_file(tmp_path / "overflow.csv", [*stamps[:2], "1e20", *stamps[2:]])
+    report = import_csv(engine, path, "EUR/USD", "1h", as_of)  # used to raise OverflowError
+    assert (report.rows_read, report.inserted, report.quarantined) == (6, 5, 1)
+    with engine.connect() as conn:
+        quarantined = conn.execute(select(DataQuarantine.row_number, DataQuarantine.reason)).all()
+    assert quarantined == [(3, "timestamp is out of range (epoch number)")]
+    assert stored_times(engine) == list(hours)
+
+
+def test_chunked_import_matches_a_whole_file_import(
+    engine: Engine, tmp_path: Path, as_of: datetime
+) -> None:
+    # Small chunks: repeats and conflicts span chunks, the file is out of order, a bad row.
+    candles = hourly_candles("2026-01-05", 60).astype({"close": object})
+    frame = pd.concat([candles.iloc[30:], candles.iloc[:30], candles.iloc[[3, 40]]])
+    frame = frame.reset_index(drop=True)
+    frame.loc[len(frame) - 1, "close"] = str(float(frame["close"].iloc[-1]) * 1.0001)
+    frame.loc[5, "close"] = "abc"
+    path = write_csv(frame, tmp_path / "shuffled.csv")
+    report = import_csv(engine, path, "EUR/USD", "1h", as_of, chunk_rows=7)
+    assert (report.rows_read, report.inserted, report.duplicates, report.quarantined) == (
+        62,
+        59,
+        1,
+        2,
+    )
+    counts_add_up(report)
+    with engine.connect() as conn:
+        reasons = dict(conn.execute(select(DataQuarantine.row_number, DataQuarantine.reason)).all())
+    assert reasons == {6: "close is not a number", 62: "conflicting duplicate of row 11"}
+    expected = compute_indicators(hourly_candles("2026-01-05", 60).drop(index=35))
+    got = indicators_from_json(stored(engine)["technical_indicators"])
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9, equal_nan=True)
+    before = snapshot(engine)
+    again = import_csv(engine, path, "EUR/USD", "1h", as_of, chunk_rows=5)
+    assert (again.accepted, again.duplicates, again.quarantined) == (0, 60, 2)
+    assert snapshot(engine) == before
+
+
+def test_a_bad_line_deep_in_a_file_rolls_back_every_file(
+    engine: Engine, tmp_path: Path, as_of: datetime
+) -> None:
+    # Chunks are written as they are read: a broken line near the end must undo all of it,
+    # including the quarantined rows of earlier chunks and the files before it.
+    good = write_csv(hourly_candles("2026-01-05", 30), tmp_path / "good.csv")
+    frame = hourly_candles("2026-02-02", 40).astype({"close": object})
+    frame.loc[2, "close"] = "abc"
+    broken = write_csv(frame, tmp_path / "broken.csv")
+    with broken.open("a") as handle:
+        handle.write("2026-03-01 00:00,1,1,1,1,1,1,1\n")  # too many fields
+    before = snapshot(engine)
+    files = [CandleFile(good, "EUR/USD", "1h"), CandleFile(broken, "GBP/USD", "1h")]
+    with pytest.raises(MalformedFileError, match="broken.csv"):
+        import_csv_files(engine, files, as_of, chunk_rows=8)
+    assert snapshot(engine) == before
