@@ -226,6 +226,14 @@ class ModelABTest(Base):
     __table_args__ = (
         CheckConstraint(_in("status", AB_STATUSES), name="status_valid"),
         Index("ix_model_ab_test_type_status", "model_type", "status"),
+        # At most one active test per model type, enforced by the database itself (0008).
+        Index(
+            "uq_model_ab_test_one_active",
+            "model_type",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
         CheckConstraint("traffic_split > 0 AND traffic_split < 1", name="traffic_split_range"),
         CheckConstraint("model_a_version <> model_b_version", name="distinct_versions"),
     )

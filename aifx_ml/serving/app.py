@@ -1,7 +1,8 @@
 """The FastAPI app: predictions, A/B tests (and monitoring), built from the settings.
 
 `create_app` wires the library to the stores once; routes stay thin. Library errors become
-HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, conflicts 409.
+HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, conflicts 409,
+no model able to serve 503.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 import aifx_ml
+from aifx_ml.alerts.notify import raise_alert_safely
+from aifx_ml.alerts.rules import model_refused_alert
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.db.models import ModelABTest
@@ -23,7 +26,7 @@ from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
 from aifx_ml.models.store import ModelStore
 from aifx_ml.serving.deps import RegistryActions, Services
-from aifx_ml.serving.inference import ModelServer
+from aifx_ml.serving.inference import ModelServer, ModelUnavailableError, ServingFailure
 from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
 
@@ -50,11 +53,34 @@ def create_app(
     engine = engine or make_engine(settings.db_url)
     ensure_schema(engine, auto_upgrade=settings.is_embedded)
 
-    def promote(test: ModelABTest, winner: str) -> None:
-        registry.promote_winner(engine, test, winner, now(), "api")
+    def promote(
+        test: ModelABTest,
+        winner: str,
+        *,
+        as_of: datetime,
+        reason: str,
+        metrics: dict[str, Any] | None,
+    ) -> ModelABTest:
+        ended = registry.complete_with_winner(
+            engine,
+            test,
+            winner,
+            as_of=as_of,
+            reason=reason,
+            actor="api",
+            metrics=metrics,
+            clock=now,
+        )
         server.invalidate(test.model_type)
+        return ended
 
-    server = ModelServer(engine, store, refresh_seconds)
+    def alert(failure: ServingFailure) -> None:
+        draft = model_refused_alert(
+            failure.version, failure.model_type, failure.reason, failure.serving_instead
+        )
+        raise_alert_safely(engine, settings, draft, as_of=now())
+
+    server = ModelServer(engine, store, refresh_seconds, on_failure=alert)
     predictions = PredictionService(engine, server, now, policy)
 
     @asynccontextmanager
@@ -88,6 +114,7 @@ def create_app(
         (NotFoundError, 404),
         (ConflictError, 409),
         (RegistryError, 409),
+        (ModelUnavailableError, 503),
     ):
         app.add_exception_handler(error, _handler(code))
     return app

@@ -2,6 +2,8 @@
 
 Health answers 503, with the same body, when a configured store is unreachable, so a load
 balancer or orchestrator can act on the status alone; late schedules or data only degrade it.
+A model version the server refused to swap in (its files failed their integrity check) makes
+it 503 "degraded", naming the version and the reason: the old model still answers.
 """
 
 from __future__ import annotations
@@ -194,25 +196,60 @@ class ChecksOut(Out):
     market_data: MarketDataOut
 
 
+class RefusedVersionOut(Out):
+    version: str
+    model_type: str
+    reason: str
+    serving_instead: str | None
+
+
+class ServingOut(BaseModel):
+    status: Literal["ok", "refused"]
+    detail: str
+    refused: list[RefusedVersionOut]
+
+
 class HealthOut(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     checked_at: datetime
     checks: ChecksOut
+    serving: ServingOut
 
 
 @router.get(
     f"{PREFIX}/health",
-    responses={503: {"model": HealthOut, "description": "A configured store is unreachable."}},
+    responses={
+        503: {
+            "model": HealthOut,
+            "description": "A configured store is unreachable (unhealthy), or a model version "
+            "was refused by the server (degraded).",
+        }
+    },
 )
 def get_health(svc: ServicesDep, response: Response) -> HealthOut:
     """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
-    every market-data series on time. 503 when unhealthy, 200 when healthy or degraded."""
+    every market-data series on time; every version that should serve loaded. 503 when
+    unhealthy or when a version was refused; 200 when healthy or only late."""
     report = health_report(svc.engine, svc.settings.redis_url, svc.store, svc.now())
-    response.status_code = report.http_status
+    refused = svc.predictions.server.failures()
+    overall, code = report.status, report.http_status
+    if refused and overall != "unhealthy":
+        overall, code = "degraded", 503
+    response.status_code = code
     return HealthOut(
-        status=report.status,
+        status=overall,
         checked_at=report.checked_at,
         checks=ChecksOut.model_validate(report),
+        serving=ServingOut(
+            status="refused" if refused else "ok",
+            detail="; ".join(
+                f"{f.version} refused ({f.reason}), serving "
+                f"{f.serving_instead or 'nothing'} instead"
+                for f in refused
+            )
+            or "every version that should serve is loaded",
+            refused=[RefusedVersionOut.model_validate(f) for f in refused],
+        ),
     )
 
 
