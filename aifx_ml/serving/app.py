@@ -1,8 +1,8 @@
 """The FastAPI app: predictions, A/B tests (and monitoring), built from the settings.
 
 `create_app` wires the library to the stores once; routes stay thin. Library errors become
-HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, conflicts 409,
-no model able to serve 503.
+HTTP statuses with a one-line `detail`: invalid input 422, unknown things 404, conflicts 409
+(tampered model files included), no model able to serve 503.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError, RegistryError
-from aifx_ml.models.store import ModelStore
+from aifx_ml.models.store import ArtifactIntegrityError, ModelStore
 from aifx_ml.serving.deps import RegistryActions, Services
 from aifx_ml.serving.inference import ModelServer, ModelUnavailableError, ServingFailure
 from aifx_ml.serving.predict import PredictionService
@@ -114,6 +114,7 @@ def create_app(
         (NotFoundError, 404),
         (ConflictError, 409),
         (RegistryError, 409),
+        (ArtifactIntegrityError, 409),  # a version whose files fail their check: refused
         (ModelUnavailableError, 503),
     ):
         app.add_exception_handler(error, _handler(code))

@@ -469,3 +469,24 @@ def test_a_server_with_nothing_in_memory_answers_503_not_500(world: World) -> No
     assert assignment.production is None and [f.version for f in server.failures()] == [v1]
     with pytest.raises(ModelUnavailableError, match="no lstm model can serve"):
         pick(assignment, "key")
+
+
+def test_a_tampered_ab_winner_is_refused_with_409_and_nothing_changes(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2 = world.register(), world.register()
+    world.promote(v1)
+    test = create_test(
+        world.engine, name="t", model_a_version=v1, model_b_version=v2, traffic_split=0.5,
+        as_of=T0,
+    )  # fmt: skip
+    world.tamper(v2)
+    before = snapshot(world.engine)
+    with TestClient(serving_app(world, tmp_path, monkeypatch)) as client:
+        answer = client.post(
+            f"/api/v1/ml/ab-tests/{test.id}/complete",
+            json={"winner": v2},
+            headers={"Authorization": "Bearer s3cret"},
+        )
+    assert answer.status_code == 409 and "integrity check" in answer.json()["detail"]
+    assert snapshot(world.engine) == before
