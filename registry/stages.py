@@ -144,16 +144,19 @@ def _change_locked(
 def commit_stamp(
     session: Session, model_type: str, as_of: datetime, clock: Clock | None
 ) -> datetime:
-    """When a stage change happens: `clock()` read inside the transaction that commits it,
-    with the model type's lock held (default `as_of`: the replay's simulated moment), and
+    """When a stage change happens. With a `clock` (a command or the API on the wall clock):
+    read inside the transaction that commits the change, with the model type's lock held, and
     never before the type's last recorded change — so `changed_at` orders the history as the
-    commits did, even across hosts whose clocks disagree a little.
+    commits did, even across hosts whose clocks disagree a little. Without one: `as_of`, the
+    moment the caller names (a replay's simulated clock, `--as-of`), as given.
 
-    `as_of` alone is the moment a command *started*; a gate that scored for 30 s, or a wait
-    for the lock behind another change, would stamp the change before one that committed
-    first, and `--at`/rollback would disagree with what served.
+    `as_of` of a wall-clock command is the moment it *started*; a gate that scored for 30 s,
+    or a wait for the lock behind another change, would stamp the change before one that
+    committed first, and `--at`/rollback would disagree with what served.
     """
-    moment = clock() if clock is not None else as_of
+    if clock is None:
+        return as_of
+    moment = clock()
     last = session.execute(
         select(func.max(ModelStageHistory.changed_at)).where(
             ModelStageHistory.model_type == model_type

@@ -211,7 +211,7 @@ class ModelStageHistory(Base):
     model_type: Mapped[str] = mapped_column(String(64))
     from_status: Mapped[str | None] = mapped_column(String(10), nullable=True)
     to_status: Mapped[str] = mapped_column(String(10))
-    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the caller's clock (as_of)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when it committed (commit_stamp)
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))  # the command or flow that made the change
     ab_test_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
