@@ -367,6 +367,12 @@ def lock_active(session: Session, test_id: uuid.UUID) -> ModelABTest:
     """The test's row, locked until the caller's transaction ends (`SELECT … FOR UPDATE` on
     PostgreSQL; SQLite lets one writer in at a time anyway) — ConflictError if it is no longer
     active: a concurrent completion or cancel got there first."""
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite: take the write lock before reading, or a writer that committed between our
+        # read and our write would make the write fail instead of waiting its turn.
+        session.execute(
+            update(ModelABTest).where(ModelABTest.id == test_id).values(status=ModelABTest.status)
+        )
     test = session.execute(
         select(ModelABTest).where(ModelABTest.id == test_id).with_for_update()
     ).scalar_one_or_none()
