@@ -4,6 +4,7 @@ promote a winner, end an inconclusive test, flag broken routing."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,7 +17,7 @@ from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from aifx_ml.domain import TestStatus
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
-from registry.abtest import promote_winner
+from registry.abtest import complete_with_winner
 from registry.mlflow_store import MlflowModelStore
 
 
@@ -35,9 +36,7 @@ def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str
             engine,
             test_id,
             as_of,
-            lambda test, winner: promote_winner(
-                engine, store, test, winner, as_of=as_of, actor="flow ab-evaluation"
-            ),
+            partial(complete_with_winner, engine, store, actor="flow ab-evaluation"),
         )
         test = describe(get_test(engine, test_id))  # as the look left it: decided or not
     decision = seen.decision

@@ -29,6 +29,7 @@ from aifx_ml.db.models import ModelVersion
 from aifx_ml.domain import ModelStatus
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.store import (
+    ArtifactIntegrityError,
     LoadedModel,
     ModelStoreError,
     Registered,
@@ -170,6 +171,20 @@ class MlflowModelStore:
         if not card:
             raise ModelStoreError(f"model version {row.version} carries no model card")
         return LoadedModel(row.version, model, ModelCard.from_dict(json.loads(card)))
+
+    def verify(self, row: ModelVersion) -> None:
+        """Download the version's files and check them against the registered SHA-256."""
+        name = registered_name(row.model_type)
+        with tempfile.TemporaryDirectory(prefix="aifx-verify-") as tmp:
+            try:
+                local = download_version(self.client, name, number_of(row), Path(tmp))
+            except (MlflowException, OSError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ArtifactIntegrityError(
+                    f"model version {row.version} failed its integrity check: its files cannot "
+                    f"be read ({first})"
+                ) from exc
+            verify(local, row.artifact_sha256, row.version)
 
     def log_evaluation(
         self, row: ModelVersion, summary: Mapping[str, Any], report: Path | None

@@ -24,7 +24,7 @@ from aifx_ml.models.versions import get_version, production_version
 from aifx_ml.training.config import training_config
 from aifx_ml.training.data import load_training_candles
 from registry.mlflow_store import MlflowModelStore
-from registry.stages import StageResult, change_stage
+from registry.stages import Clock, StageResult, change_stage
 
 BASELINE_LOOKBACK = timedelta(days=30)
 
@@ -93,9 +93,11 @@ def promote(
     margin: float = DEFAULT_MARGIN,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     force_reason: str | None = None,
+    clock: Clock | None = None,
 ) -> PromotionOutcome:
     """Promote `version` if it passes the gate; with `force_reason`, promote it anyway and
-    store the reason next to the numbers it overrode."""
+    store the reason next to the numbers it overrode. The gate scores as of `as_of`; the
+    change is stamped by `clock` when it commits (see `registry.stages.commit_stamp`)."""
     if force_reason is not None and not force_reason.strip():
         raise RegistryError('a forced promotion needs a reason: --force --reason "..."')
     decision, current = evaluate_candidate(
@@ -115,6 +117,7 @@ def promote(
         reason=reason,
         actor=actor,
         details={"gate": decision.as_dict(), "forced": forced},
+        clock=clock,
     )
     outcome.promoted, outcome.forced = True, forced
     return outcome

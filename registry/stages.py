@@ -4,9 +4,11 @@ A change is one database transaction: the `model_versions` rows, a `model_stage_
 per version that moved (when, from what to what, why, by whom), and the `ml:model_deployed`
 event when Production changes. Promoting archives the previous Production version in the
 same transaction; a per-model-type lock serializes promotions, and a partial unique index
-makes two Production versions impossible even so. MLflow (stages, `champion` and
-`challenger` aliases) follows right after the commit; the table is the source of truth, and
-`registry.reconcile` repairs MLflow if that step was cut short.
+makes two Production versions impossible even so. A version moving to where it serves has
+its files verified first. Each change is stamped inside the transaction that commits it, with
+the lock held (`commit_stamp`), so the history is in commit order. MLflow (stages, `champion`
+and `challenger` aliases) follows right after the commit; the table is the source of truth,
+and `registry.reconcile` repairs MLflow if that step was cut short.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.exceptions import MlflowException
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import session_factory, transaction
@@ -31,7 +33,7 @@ from aifx_ml.domain import ModelStatus
 from aifx_ml.errors import RegistryError
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.events.schemas import ModelDeployed
-from aifx_ml.models.store import number_of, registered_name
+from aifx_ml.models.store import ModelStore, number_of, registered_name
 from aifx_ml.models.versions import get_version, production_version
 from registry.mlflow_store import (
     CHALLENGER,
@@ -40,6 +42,10 @@ from registry.mlflow_store import (
     MlflowModelStore,
     transition_stage,
 )
+
+Clock = Callable[[], datetime]
+# Where a version serves (or may, as an A/B arm): a move there checks its files first.
+SERVING_STATUSES = (ModelStatus.PRODUCTION, ModelStatus.STAGING)
 
 ALLOWED: dict[str, tuple[str, ...]] = {
     # to_status: the statuses a version may come from
@@ -64,6 +70,7 @@ class StageResult:
     """What a stage change did, in the table and in MLflow."""
 
     changes: list[StageChange] = field(default_factory=list)
+    changed_at: datetime | None = None  # the stamp of its history rows (`commit_stamp`)
     mlflow_synced: bool = True
     mlflow_error: str | None = None
 
@@ -75,7 +82,7 @@ class StageResult:
 
 def change_stage(
     engine: Engine,
-    store: MlflowModelStore,
+    store: ModelStore,
     version: str,
     to_status: str,
     *,
@@ -84,122 +91,193 @@ def change_stage(
     actor: str,
     ab_test_id: uuid.UUID | None = None,
     details: dict[str, Any] | None = None,
+    clock: Clock | None = None,
 ) -> StageResult:
     """Move `version` to `to_status` (production, archived or staging) and record why.
 
     To production: the current Production version of its model type is archived in the same
-    transaction. Refused, with one clear error, if the version does not exist or may not make
-    that move (an archived version can be promoted again — that is a rollback).
+    transaction. Refused, with one clear error, if the version does not exist, may not make
+    that move (an archived version can be promoted again — that is a rollback), or is moving
+    to where it would serve (production, staging) with files that fail their integrity check.
+    The change is stamped by `clock` (default: `as_of`) read once the model type's lock is
+    held, so the history is in commit order (`commit_stamp`).
     """
     if to_status not in ALLOWED:
         raise RegistryError(f"invalid stage {to_status!r}: expected one of {', '.join(ALLOWED)}")
     model_type = get_version(engine, version).model_type
-    with _stage_lock(engine, model_type):
-        result = _change_in_table(
-            engine, version, to_status, model_type, as_of, reason, actor, ab_test_id, details
-        )
-        try:
-            sync_mlflow(engine, store, model_type)
-        except MlflowException as exc:
-            # The table has changed and is the truth; reconciliation brings MLflow in line.
-            result.mlflow_synced, result.mlflow_error = False, str(exc).splitlines()[0]
-    return result
+    with stage_lock(engine, model_type):
+        return _change_locked(
+            engine, store, version, to_status, model_type, as_of, clock, reason, actor,
+            ab_test_id, details,
+        )  # fmt: skip
 
 
-def _change_in_table(
+def _change_locked(
     engine: Engine,
+    store: ModelStore,
     version: str,
     to_status: str,
     model_type: str,
     as_of: datetime,
+    clock: Clock | None,
     reason: str,
     actor: str,
     ab_test_id: uuid.UUID | None,
     details: dict[str, Any] | None,
 ) -> StageResult:
+    """A stage change with the model type's lock held: files checked, table changed in one
+    transaction, MLflow mirrored after the commit."""
+    if to_status in SERVING_STATUSES:
+        store.verify(get_version(engine, version))
     result = StageResult()
     with transaction(engine) as session:
-        _lock_model_type(session, model_type)
-        target = _row(session, version)
-        if target.status == to_status:
-            raise RegistryError(f"model version {version} is already {to_status}")
-        if target.status not in ALLOWED[to_status]:
-            raise RegistryError(
-                f"model version {version} is {target.status}: it cannot become {to_status}"
-            )
-        previous = None
-        if to_status == ModelStatus.PRODUCTION:
-            previous = session.execute(
-                select(ModelVersion).where(
-                    ModelVersion.model_type == model_type,
-                    ModelVersion.status == ModelStatus.PRODUCTION,
-                )
-            ).scalar_one_or_none()
-            if previous is not None:
-                result.changes.append(
-                    StageChange(previous.version, ModelStatus.PRODUCTION, ModelStatus.ARCHIVED)
-                )
-                _set_status(session, previous, ModelStatus.ARCHIVED, as_of)
-                session.flush()  # the partial unique index sees one Production at a time
-        result.changes.append(StageChange(version, target.status, to_status))
-        _set_status(session, target, to_status, as_of)
-        for change in result.changes:
-            session.add(
-                ModelStageHistory(
-                    version=change.version,
-                    model_type=model_type,
-                    from_status=change.from_status,
-                    to_status=change.to_status,
-                    changed_at=as_of,
-                    reason=reason if change.version == version else f"replaced by {version}",
-                    actor=actor,
-                    ab_test_id=ab_test_id,
-                    details=details,
-                )
-            )
-        if to_status == ModelStatus.PRODUCTION:
-            enqueue(
-                session,
-                ModelDeployed(
-                    model_type=model_type,
-                    version=version,
-                    previous_version=previous.version if previous else None,
-                    reason=reason,
-                    actor=actor,
-                    ab_test_id=ab_test_id,
-                ),
-                as_of,
-            )
+        lock_model_type(session, model_type)
+        at = commit_stamp(session, model_type, as_of, clock)
+        result.changes = apply_change(
+            session, version, to_status, model_type, at, reason, actor, ab_test_id, details
+        )
+        result.changed_at = at
+    mirror_stages(engine, store, model_type, result)
     return result
+
+
+def commit_stamp(
+    session: Session, model_type: str, as_of: datetime, clock: Clock | None
+) -> datetime:
+    """When a stage change happens. With a `clock` (a command or the API on the wall clock):
+    read inside the transaction that commits the change, with the model type's lock held, and
+    never before the type's last recorded change — so `changed_at` orders the history as the
+    commits did, even across hosts whose clocks disagree a little. Without one: `as_of`, the
+    moment the caller names (a replay's simulated clock, `--as-of`), as given.
+
+    `as_of` of a wall-clock command is the moment it *started*; a gate that scored for 30 s,
+    or a wait for the lock behind another change, would stamp the change before one that
+    committed first, and `--at`/rollback would disagree with what served.
+    """
+    if clock is None:
+        return as_of
+    moment = clock()
+    last = session.execute(
+        select(func.max(ModelStageHistory.changed_at)).where(
+            ModelStageHistory.model_type == model_type
+        )
+    ).scalar_one_or_none()
+    if last is not None and last.tzinfo is None:  # SQLite hands aggregates back naive
+        last = last.replace(tzinfo=UTC)
+    return moment if last is None or moment >= last else last
+
+
+def apply_change(
+    session: Session,
+    version: str,
+    to_status: str,
+    model_type: str,
+    at: datetime,
+    reason: str,
+    actor: str,
+    ab_test_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> list[StageChange]:
+    """The table half of a stage change, inside the caller's transaction (its lock held):
+    the rows, their history and the `ml:model_deployed` event of a new Production version."""
+    changes: list[StageChange] = []
+    target = _row(session, version)
+    if target.status == to_status:
+        raise RegistryError(f"model version {version} is already {to_status}")
+    if target.status not in ALLOWED[to_status]:
+        raise RegistryError(
+            f"model version {version} is {target.status}: it cannot become {to_status}"
+        )
+    previous = None
+    if to_status == ModelStatus.PRODUCTION:
+        previous = session.execute(
+            select(ModelVersion).where(
+                ModelVersion.model_type == model_type,
+                ModelVersion.status == ModelStatus.PRODUCTION,
+            )
+        ).scalar_one_or_none()
+        if previous is not None:
+            changes.append(
+                StageChange(previous.version, ModelStatus.PRODUCTION, ModelStatus.ARCHIVED)
+            )
+            _set_status(session, previous, ModelStatus.ARCHIVED, at)
+            session.flush()  # the partial unique index sees one Production at a time
+    changes.append(StageChange(version, target.status, to_status))
+    _set_status(session, target, to_status, at)
+    for change in changes:
+        session.add(
+            ModelStageHistory(
+                version=change.version,
+                model_type=model_type,
+                from_status=change.from_status,
+                to_status=change.to_status,
+                changed_at=at,
+                reason=reason if change.version == version else f"replaced by {version}",
+                actor=actor,
+                ab_test_id=ab_test_id,
+                details=details,
+            )
+        )
+    session.flush()  # one change after another in one transaction (an A/B decision)
+    if to_status == ModelStatus.PRODUCTION:
+        enqueue(
+            session,
+            ModelDeployed(
+                model_type=model_type,
+                version=version,
+                previous_version=previous.version if previous else None,
+                reason=reason,
+                actor=actor,
+                ab_test_id=ab_test_id,
+            ),
+            at,
+        )
+    return changes
+
+
+def mirror_stages(engine: Engine, store: ModelStore, model_type: str, result: StageResult) -> None:
+    """After the commit: MLflow's stages and aliases follow the table. A failure is recorded
+    in `result`, not raised — the table has changed and is the truth; `aifx models reconcile`
+    brings MLflow in line. A store without stages (the in-memory one) has nothing to follow."""
+    if not isinstance(store, MlflowModelStore):
+        return
+    try:
+        sync_mlflow(engine, store, model_type)
+    except MlflowException as exc:
+        result.mlflow_synced, result.mlflow_error = False, str(exc).splitlines()[0]
 
 
 def rollback(
     engine: Engine,
-    store: MlflowModelStore,
+    store: ModelStore,
     model_type: str,
     *,
     as_of: datetime,
     actor: str,
     to: str | None = None,
     reason: str | None = None,
+    clock: Clock | None = None,
 ) -> StageResult:
     """Restore the previous Production version (or `to`) in one step; the current one is
-    archived in the same transaction."""
-    serving = production_version(engine, model_type)
-    current = serving.version if serving is not None else None
-    if to is None:
-        to = _last_replaced(engine, model_type, current)
+    archived in the same transaction. The target is chosen with the model type's lock held
+    and its files are verified first: a tampered version never reaches Production."""
+    with stage_lock(engine, model_type):
+        serving = production_version(engine, model_type)
+        current = serving.version if serving is not None else None
         if to is None:
-            raise RegistryError(
-                f"no earlier Production {model_type} version to roll back to: give --to VERSION"
-            )
-    target = get_version(engine, to)
-    if target.model_type != model_type:
-        raise RegistryError(f"{to} is a {target.model_type} model, not {model_type}")
-    why = reason or f"rollback from {current or 'no Production version'} to {to}"
-    return change_stage(
-        engine, store, to, ModelStatus.PRODUCTION, as_of=as_of, reason=why, actor=actor
-    )
+            to = _last_replaced(engine, model_type, current)
+            if to is None:
+                raise RegistryError(
+                    f"no earlier Production {model_type} version to roll back to: give --to VERSION"
+                )
+        target = get_version(engine, to)
+        if target.model_type != model_type:
+            raise RegistryError(f"{to} is a {target.model_type} model, not {model_type}")
+        why = reason or f"rollback from {current or 'no Production version'} to {to}"
+        return _change_locked(
+            engine, store, to, ModelStatus.PRODUCTION, model_type, as_of, clock, why, actor,
+            None, None,
+        )  # fmt: skip
 
 
 def sync_mlflow(engine: Engine, store: MlflowModelStore, model_type: str) -> list[str]:
@@ -273,7 +351,7 @@ _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
 @contextmanager
-def _stage_lock(engine: Engine, model_type: str) -> Iterator[None]:
+def stage_lock(engine: Engine, model_type: str) -> Iterator[None]:
     """One stage change of a model type at a time — the table change *and* the MLflow update
     that follows it, so a slower change cannot write stale stages over a newer one.
 
@@ -298,9 +376,9 @@ def _stage_lock(engine: Engine, model_type: str) -> Iterator[None]:
                 conn.commit()
 
 
-def _lock_model_type(session: Session, model_type: str) -> None:
+def lock_model_type(session: Session, model_type: str) -> None:
     """SQLite: take the database's single write lock before reading, so two processes
-    changing stages at once are serialized (PostgreSQL: `_stage_lock` already holds one)."""
+    changing stages at once are serialized (PostgreSQL: `stage_lock` already holds one)."""
     if session.get_bind().dialect.name != "postgresql":
         session.execute(
             update(ModelVersion)

@@ -5,7 +5,6 @@ with Production unchanged, a test whose routing is broken flagged instead of tru
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,12 +14,15 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from aifx_ml.abtest.stats import ArmStats, SequentialDecision, arm_summary, evaluate
-from aifx_ml.abtest.store import TestPlan, complete_test, get_test, record_evaluation
+from aifx_ml.abtest.store import (
+    TestPlan,
+    WinnerPromoter,
+    complete_test,
+    get_test,
+    record_evaluation,
+)
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelABTest, TradingSignal
-
-# (test, winner version) -> None: promote the winner through the registry
-Promoter = Callable[[ModelABTest, str], None]
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def look(engine: Engine, test: ModelABTest, now: datetime) -> TestLook:
 
 
 def evaluate_test(
-    engine: Engine, test_id: uuid.UUID | str, now: datetime, promote: Promoter
+    engine: Engine, test_id: uuid.UUID | str, now: datetime, promote: WinnerPromoter
 ) -> TestLook:
     """Look at an active test and act: a winner is promoted and the test completed; at the
     maximum sample or duration (or a guardrail breach) the test ends with no winner; a sample

@@ -1,18 +1,22 @@
 """A/B tests in `model_ab_test`: create, list, complete, cancel — each with its event.
 
 Promoting a winner is the registry's job: `complete_test` takes it as a function, so this
-module never touches MLflow and the same code serves the API, the CLI and the flow.
+module never touches MLflow and the same code serves the API, the CLI and the flow. The
+database guards the decisions: a partial unique index lets one test per model type be active
+(a concurrent second create gets ConflictError), and a test is ended under a row lock
+(`lock_active`), so of two concurrent completions the second changes nothing.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from aifx_ml.abtest import stats
 from aifx_ml.db.engine import session_factory, transaction
@@ -27,6 +31,24 @@ MAX_DAYS = 365.0
 MAX_DECIDED_PER_ARM = 1_000_000
 MAX_GUARDRAIL_MARGIN = 100.0  # pnl percentage points
 MAX_TAU = 10.0
+
+ONE_ACTIVE_INDEX = "uq_model_ab_test_one_active"
+
+
+class WinnerPromoter(Protocol):
+    """How the registry ends a test with a winner: the winner promoted to Production (its
+    files verified first), a losing Staging version archived and the test completed — in one
+    transaction, under the test's row lock (`registry.abtest.complete_with_winner`)."""
+
+    def __call__(
+        self,
+        test: ModelABTest,
+        winner: str,
+        *,
+        as_of: datetime,
+        reason: str,
+        metrics: dict[str, Any] | None,
+    ) -> ModelABTest: ...
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,29 @@ def create_test(
     if model_a_version == model_b_version:
         raise InvalidInputError("model_a_version and model_b_version must differ")
     plan = plan or TestPlan()
+    try:
+        return _insert_test(
+            engine, name, model_a_version, model_b_version, traffic_split, as_of, plan
+        )
+    except IntegrityError as exc:
+        # Another create of the same model type committed between our check and our insert.
+        if not _one_active_violated(exc):
+            raise
+        raise ConflictError(
+            f"another A/B test of {_model_type_of(engine, model_a_version)} became active "
+            "meanwhile: complete or cancel it first"
+        ) from None
+
+
+def _insert_test(
+    engine: Engine,
+    name: str,
+    model_a_version: str,
+    model_b_version: str,
+    traffic_split: float,
+    as_of: datetime,
+    plan: TestPlan,
+) -> ModelABTest:
     with transaction(engine) as session:
         versions = {
             v.version: v
@@ -178,6 +223,21 @@ def create_test(
     return test
 
 
+def _one_active_violated(exc: IntegrityError) -> bool:
+    """The partial unique index refused the insert (PostgreSQL names the index, SQLite the
+    column it covers)."""
+    message = str(exc.orig)
+    return ONE_ACTIVE_INDEX in message or "model_ab_test.model_type" in message
+
+
+def _model_type_of(engine: Engine, version: str) -> str:
+    with session_factory(engine)() as session:
+        found = session.execute(
+            select(ModelVersion.model_type).where(ModelVersion.version == version)
+        ).scalar_one_or_none()
+    return found or "this model type"
+
+
 def list_tests(engine: Engine, status: str | None = None) -> list[ModelABTest]:
     """Tests, newest first; `status` one of active, completed, cancelled."""
     if status is not None and status not in AB_STATUSES:
@@ -220,17 +280,18 @@ def complete_test(
     winner: str | None,
     reason: str,
     metrics: dict[str, Any] | None = None,
-    promote: Callable[[ModelABTest, str], None] | None = None,
+    promote: WinnerPromoter | None = None,
 ) -> ModelABTest:
     """End an active test; with a winner (one of its two versions), `promote` makes it the
-    Production version (through the registry) before the test is marked completed."""
+    Production version and completes the test in the same transaction. Of two concurrent
+    completions one wins; the other gets ConflictError and changes nothing."""
     test = _active(engine, test_id)
     if winner is not None and winner not in (test.model_a_version, test.model_b_version):
         raise InvalidInputError(
             f"invalid winner {winner!r}: expected {test.model_a_version} or {test.model_b_version}"
         )
     if winner is not None and promote is not None:
-        promote(test, winner)
+        return promote(test, winner, as_of=as_of, reason=reason, metrics=metrics)
     return _end(engine, test, "completed", as_of, reason, winner, metrics)
 
 
@@ -321,21 +382,44 @@ def _end(
     metrics: dict[str, Any] | None,
 ) -> ModelABTest:
     with transaction(engine) as session:
-        done = session.execute(
-            update(ModelABTest)
-            .where(ModelABTest.id == test.id, ModelABTest.status == "active")
-            .values(
-                status=status,
-                winner=winner,
-                completed_at=as_of,
-                ended_reason=reason,
-                **({"metrics": metrics} if metrics is not None else {}),
-            )
+        return end_locked(
+            session, lock_active(session, test.id), status, as_of, reason, winner, metrics
         )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            raise ConflictError(f"A/B test {test.id} ended meanwhile")
-        ended = session.get(ModelABTest, test.id)
-        assert ended is not None
-        session.refresh(ended)
-        enqueue(session, completed_event(ended), as_of)
-    return ended
+
+
+def lock_active(session: Session, test_id: uuid.UUID) -> ModelABTest:
+    """The test's row, locked until the caller's transaction ends (`SELECT … FOR UPDATE` on
+    PostgreSQL; SQLite lets one writer in at a time anyway) — ConflictError if it is no longer
+    active: a concurrent completion or cancel got there first."""
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite: take the write lock before reading, or a writer that committed between our
+        # read and our write would make the write fail instead of waiting its turn.
+        session.execute(
+            update(ModelABTest).where(ModelABTest.id == test_id).values(status=ModelABTest.status)
+        )
+    test = session.execute(
+        select(ModelABTest).where(ModelABTest.id == test_id).with_for_update()
+    ).scalar_one_or_none()
+    if test is None:
+        raise NotFoundError(f"no A/B test {test_id}")
+    if test.status != "active":
+        raise ConflictError(f"A/B test {test.id} is already {test.status}")
+    return test
+
+
+def end_locked(
+    session: Session,
+    test: ModelABTest,
+    status: str,
+    as_of: datetime,
+    reason: str,
+    winner: str | None,
+    metrics: dict[str, Any] | None,
+) -> ModelABTest:
+    """Mark a test locked by `lock_active` ended, with its `ml:ab_test_completed` event."""
+    test.status, test.winner, test.completed_at, test.ended_reason = status, winner, as_of, reason
+    if metrics is not None:
+        test.metrics = metrics
+    session.flush()
+    enqueue(session, completed_event(test), as_of)
+    return test

@@ -30,6 +30,7 @@ KINDS: tuple[str, ...] = (
     "outbox_backlog",
     "ab_decided",
     "signal_rejected",
+    "model_refused",
     "test",
 )
 TRAINING_NAMES = {"full": "Weekly full", "incremental": "Daily incremental"}
@@ -329,6 +330,35 @@ def ab_decided_alert(test: Mapping[str, Any]) -> AlertDraft:
             + f". Reason: {test.get('ended_reason') or 'none given'}."
         ),
         details={k: test.get(k) for k in ("id", "test_name", "status", "winner", "ended_reason")},
+    )
+
+
+def model_refused_alert(
+    version: str, model_type: str, reason: str, serving_instead: str | None
+) -> AlertDraft:
+    """Critical: the server refused to swap in a version whose files failed their check."""
+    still = (
+        f"it keeps serving {serving_instead} from memory"
+        if serving_instead
+        else f"no {model_type} model is serving"
+    )
+    return AlertDraft(
+        key=f"model-refused:{version}",
+        kind="model_refused",
+        severity="critical",
+        title=f"model version {version} refused by the server: {still}",
+        body=(
+            f"The prediction server would not load {model_type} version {version}: {reason}. "
+            f"{still[0].upper()}{still[1:]}; health answers 503 (degraded) until it is fixed. "
+            "Roll back to a sound version (`aifx models rollback --to VERSION`) or restore the "
+            "version's files."
+        ),
+        details={
+            "version": version,
+            "model_type": model_type,
+            "reason": reason,
+            "serving_instead": serving_instead,
+        },
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import pandas as pd
@@ -153,12 +154,12 @@ def cancel_cmd(
 
 
 def _promoter(app_ctx: AppContext, store: Any) -> Any:
-    from registry.abtest import promote_winner  # noqa: PLC0415  (MLflow: only when promoting)
+    """The winner promoted and the test completed in one transaction, stamped at its commit."""
+    from registry.abtest import complete_with_winner  # noqa: PLC0415  (MLflow: only when promoting)
 
-    def promote(test: ModelABTest, winner: str) -> None:
-        promote_winner(app_ctx.engine(), store, test, winner, as_of=app_ctx.now(), actor="aifx ab")
-
-    return promote
+    return partial(
+        complete_with_winner, app_ctx.engine(), store, actor="aifx ab", clock=app_ctx.now
+    )
 
 
 def _mark(app_ctx: AppContext, store: Any, test: ModelABTest) -> None:

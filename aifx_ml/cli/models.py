@@ -208,6 +208,7 @@ def promote_cmd(
             margin=margin,
             min_samples=min_samples,
             force_reason=reason if force else None,
+            clock=None if as_of else app_ctx.now,  # stamped when it commits, not at the start
         )
     if outcome.decision is not None:
         console.print(gate_table(outcome.decision, version, outcome.production_version))
@@ -249,6 +250,7 @@ def rollback_cmd(
         actor=_actor(ctx),
         to=to,
         reason=reason,
+        clock=None if as_of else app_ctx.now,
     )
     restored = [c.version for c in result.changes if c.to_status == "production"][0]
     _print_stage(result, f"rolled back: {restored} is in Production again")
@@ -275,6 +277,7 @@ def archive_cmd(
         as_of=moment,
         reason=reason,
         actor=_actor(ctx),
+        clock=None if as_of else app_ctx.now,
     )
     _print_stage(result, f"{version} archived")
 

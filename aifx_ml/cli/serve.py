@@ -45,19 +45,39 @@ def build_app(
     # FastAPI, MLflow and the registry load only when serving, not for every command.
     from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
     from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
-    from registry.abtest import mark_challenger, promote_winner  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
+    from registry.abtest import complete_with_winner, mark_challenger  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
     from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
 
     store = MlflowModelStore.from_settings(settings)
 
-    def promote(engine: Engine, test: Any, winner: str, as_of: datetime, actor: str) -> None:
-        promote_winner(engine, store, test, winner, as_of=as_of, actor=actor)
+    def complete(
+        engine: Engine,
+        test: Any,
+        winner: str,
+        *,
+        as_of: datetime,
+        reason: str,
+        actor: str,
+        metrics: dict[str, Any] | None,
+        clock: Callable[[], datetime] | None,
+    ) -> Any:
+        return complete_with_winner(
+            engine,
+            store,
+            test,
+            winner,
+            as_of=as_of,
+            reason=reason,
+            actor=actor,
+            metrics=metrics,
+            clock=clock,
+        )
 
     return create_app(
         settings,
         store=store,
         registry=RegistryActions(
-            promote_winner=promote,
+            complete_with_winner=complete,
             mark_challenger=lambda engine, test: mark_challenger(engine, store, test),
         ),
         engine=engine,

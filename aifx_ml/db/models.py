@@ -214,7 +214,7 @@ class ModelStageHistory(Base):
     model_type: Mapped[str] = mapped_column(String(64))
     from_status: Mapped[str | None] = mapped_column(String(10), nullable=True)
     to_status: Mapped[str] = mapped_column(String(10))
-    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the caller's clock (as_of)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when it committed (commit_stamp)
     reason: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(128))  # the command or flow that made the change
     ab_test_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
@@ -229,6 +229,14 @@ class ModelABTest(Base):
     __table_args__ = (
         CheckConstraint(_in("status", AB_STATUSES), name="status_valid"),
         Index("ix_model_ab_test_type_status", "model_type", "status"),
+        # At most one active test per model type, enforced by the database itself (0008).
+        Index(
+            "uq_model_ab_test_one_active",
+            "model_type",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
         CheckConstraint("traffic_split > 0 AND traffic_split < 1", name="traffic_split_range"),
         CheckConstraint("model_a_version <> model_b_version", name="distinct_versions"),
     )

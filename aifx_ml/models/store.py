@@ -98,6 +98,10 @@ class ModelStore(Protocol):
         """A version's model and card, its files verified against the registered SHA-256."""
         ...
 
+    def verify(self, row: ModelVersion) -> None:
+        """Raise ArtifactIntegrityError unless the version's files are the registered ones
+        (checked without building the model: every stage change asks this first)."""
+
     def log_evaluation(
         self, row: ModelVersion, summary: Mapping[str, Any], report: Path | None
     ) -> str:
@@ -213,11 +217,21 @@ class InMemoryModelStore:
         found = self.versions.get((row.model_type, number_of(row)))
         if found is None:
             raise ModelStoreError(f"model version {row.version} is not in the store")
+        self._check(row, found)
+        return LoadedModel(row.version, copy_model(found.model), found.card)
+
+    def verify(self, row: ModelVersion) -> None:
+        found = self.versions.get((row.model_type, number_of(row)))
+        if found is None:
+            raise ModelStoreError(f"model version {row.version} is not in the store")
+        self._check(row, found)
+
+    @staticmethod
+    def _check(row: ModelVersion, found: _MemoryVersion) -> None:
         if row.artifact_sha256 is None or weights_sha256(found.model) != row.artifact_sha256:
             raise ArtifactIntegrityError(
                 f"model version {row.version} failed its integrity check (tampered weights)"
             )
-        return LoadedModel(row.version, copy_model(found.model), found.card)
 
     def log_evaluation(
         self, row: ModelVersion, summary: Mapping[str, Any], report: Path | None

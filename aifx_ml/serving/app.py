@@ -2,7 +2,8 @@
 
 `create_app` wires the library to the stores once; routes stay thin. Library errors become
 HTTP statuses with a one-line `detail` (`serving.errors`): invalid input 422, unknown things
-404, conflicts 409; bodies over the limit 413, too many writes 429 (`serving.limits`).
+404, conflicts 409 (tampered model files included), no model able to serve 503; bodies over
+the limit 413, too many writes 429 (`serving.limits`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import aifx_ml
 from aifx_ml.alerts.notify import raise_alert_safely
-from aifx_ml.alerts.rules import signal_rejected_alert
+from aifx_ml.alerts.rules import model_refused_alert, signal_rejected_alert
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import DATABASE_UNAVAILABLE, ensure_schema, make_engine
 from aifx_ml.db.models import ModelABTest
@@ -34,11 +35,11 @@ from aifx_ml.errors import (
     RegistryError,
     StoreUnavailableError,
 )
-from aifx_ml.models.store import ModelStore
+from aifx_ml.models.store import ArtifactIntegrityError, ModelStore
 from aifx_ml.monitoring.health import error_line
 from aifx_ml.serving.deps import RegistryActions, Services
 from aifx_ml.serving.errors import http_error, unstorable_value, validation_error
-from aifx_ml.serving.inference import ModelServer
+from aifx_ml.serving.inference import ModelServer, ModelUnavailableError, ServingFailure
 from aifx_ml.serving.limits import BodySizeLimit, rate_limit
 from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
@@ -73,15 +74,38 @@ def create_app(
     engine = engine or make_engine(settings.db_url)
     ensure_schema(engine, auto_upgrade=settings.is_embedded)
 
-    def promote(test: ModelABTest, winner: str) -> None:
-        registry.promote_winner(engine, test, winner, now(), "api")
+    def promote(
+        test: ModelABTest,
+        winner: str,
+        *,
+        as_of: datetime,
+        reason: str,
+        metrics: dict[str, Any] | None,
+    ) -> ModelABTest:
+        ended = registry.complete_with_winner(
+            engine,
+            test,
+            winner,
+            as_of=as_of,
+            reason=reason,
+            actor="api",
+            metrics=metrics,
+            clock=now,
+        )
         server.invalidate(test.model_type)
+        return ended
 
     def rejected(rows: Sequence[RejectedRow]) -> None:
         draft = signal_rejected_alert([str(r.signal_id) for r in rows], rows[0].error)
         raise_alert_safely(engine, settings, draft, as_of=now())
 
-    server = ModelServer(engine, store, refresh_seconds)
+    def refused(failure: ServingFailure) -> None:
+        draft = model_refused_alert(
+            failure.version, failure.model_type, failure.reason, failure.serving_instead
+        )
+        raise_alert_safely(engine, settings, draft, as_of=now())
+
+    server = ModelServer(engine, store, refresh_seconds, on_failure=refused)
     predictions = PredictionService(
         engine,
         server,
@@ -126,6 +150,8 @@ def create_app(
         (NotFoundError, 404),
         (ConflictError, 409),
         (RegistryError, 409),
+        (ArtifactIntegrityError, 409),  # a version whose files fail their check: refused
+        (ModelUnavailableError, 503),
     ):
         app.add_exception_handler(error, _handler(code))
     unavailable: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_UNAVAILABLE)

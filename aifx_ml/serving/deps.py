@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,23 +15,39 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from aifx_ml.abtest.store import WinnerPromoter
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.models.store import ModelStore
 from aifx_ml.serving.limits import RateLimit
 from aifx_ml.serving.predict import PredictionService
 
-# (test, winner version) -> promote the winner through the registry
-Promoter = Callable[[ModelABTest, str], None]
+
+class CompleteWithWinner(Protocol):
+    """`registry.abtest.complete_with_winner` over the edge's model store: the winner promoted
+    and the test completed in one transaction, stamped by `clock` at commit."""
+
+    def __call__(
+        self,
+        engine: Engine,
+        test: ModelABTest,
+        winner: str,
+        *,
+        as_of: datetime,
+        reason: str,
+        actor: str,
+        metrics: dict[str, Any] | None,
+        clock: Callable[[], datetime] | None,
+    ) -> ModelABTest: ...
 
 
 @dataclass(frozen=True)
 class RegistryActions:
     """What the API asks of the model registry bridge, supplied by the edge that builds the
-    app: promote an A/B winner (engine, test, winner, as of, actor), and point the
-    `challenger` alias at a test's arm B."""
+    app: complete an A/B test with its winner in Production, and point the `challenger` alias
+    at a test's arm B."""
 
-    promote_winner: Callable[[Engine, ModelABTest, str, datetime, str], None]
+    complete_with_winner: CompleteWithWinner
     mark_challenger: Callable[[Engine, ModelABTest], None]
 
 
@@ -44,7 +60,7 @@ class Services:
     store: ModelStore
     predictions: PredictionService
     now: Callable[[], datetime]
-    promote: Promoter
+    promote: WinnerPromoter
     mark_challenger: Callable[[ModelABTest], None]
     write_limit: RateLimit | None = None
     predict_limit: RateLimit | None = None

@@ -5,10 +5,17 @@ with a fixed input signature costs a few ms (DESIGN.md). Which versions serve is
 table (Production, and the two arms of an active A/B test) at most every `refresh_seconds`, so
 a promotion reaches the service without a restart; new versions are loaded and compiled before
 they replace the old ones, and requests never wait on a half-loaded model.
+
+Serving fails safe: a version whose files fail their integrity check (or cannot be loaded) is
+never swapped in. The server keeps answering with the Production model it already holds, an
+A/B test with an arm it cannot load routes nothing, the failure is reported (`failures()`,
+which health turns into 503 "degraded") and handed to `on_failure` once (an alert), and the
+load is tried again every `retry_seconds`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -25,11 +32,28 @@ from aifx_ml.db.engine import session_factory
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
 from aifx_ml.domain import ModelStatus, TestStatus
-from aifx_ml.errors import NotFoundError
+from aifx_ml.errors import AifxError, NotFoundError
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.models.card import ModelCard
-from aifx_ml.models.store import ModelStore
+from aifx_ml.models.store import ModelStore, ModelStoreError
 from aifx_ml.serving.batching import Batcher
+
+log = logging.getLogger(__name__)
+RETRY_FAILED_SECONDS = 60.0  # how often a version that failed to load is tried again
+
+
+class ModelUnavailableError(AifxError):
+    """No model can answer: the one that should serve failed to load and none is in memory."""
+
+
+@dataclass(frozen=True)
+class ServingFailure:
+    """A version that should serve but was refused: why, and what serves instead (if any)."""
+
+    version: str
+    model_type: str
+    reason: str
+    serving_instead: str | None
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,7 @@ class Assignment:
     test_split: float = 0.0
     arm_a: ServingModel | None = None
     arm_b: ServingModel | None = None
+    unavailable: str | None = None  # why no model answers (see ModelUnavailableError)
 
 
 def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingModel:
@@ -113,11 +138,18 @@ class ModelServer:
         store: ModelStore,
         refresh_seconds: float = 2.0,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        on_failure: Callable[[ServingFailure], None] | None = None,
+        retry_seconds: float = RETRY_FAILED_SECONDS,
     ) -> None:
         self._engine, self._store = engine, store
         self._refresh, self._monotonic = refresh_seconds, monotonic
+        self._on_failure, self._retry = on_failure, retry_seconds
         self._models: dict[str, ServingModel] = {}
         self._assignments: dict[str, tuple[float, Assignment]] = {}
+        self._failures: dict[str, ServingFailure] = {}  # refused versions, and why
+        self._tried: dict[str, float] = {}  # when a refused version's load was last tried
+        self._serving: dict[str, str] = {}  # the Production version each type answers with
         self._lock = threading.Lock()
 
     def assignment(self, model_type: str) -> Assignment:
@@ -129,9 +161,11 @@ class ModelServer:
             cached = self._assignments.get(model_type)
             if cached is not None and self._monotonic() - cached[0] < self._refresh:
                 return cached[1]
-            fresh = self._resolve(model_type)
+            fresh, new_failures = self._resolve(model_type)
             self._assignments[model_type] = (self._monotonic(), fresh)
-            return fresh
+        for failure in new_failures:  # outside the lock: an alert may take a moment to send
+            self._report(failure)
+        return fresh
 
     def invalidate(self, model_type: str | None = None) -> None:
         """Forget who serves (all types, or one): the next request reads the table again."""
@@ -144,7 +178,39 @@ class ModelServer:
     def loaded_versions(self) -> list[str]:
         return sorted(self._models)
 
-    def _resolve(self, model_type: str) -> Assignment:
+    def failures(self) -> list[ServingFailure]:
+        """Versions that should serve but were refused (empty when all is well)."""
+        return sorted(self._failures.values(), key=lambda f: f.version)
+
+    def _report(self, failure: ServingFailure) -> None:
+        log.error(
+            "not serving %s (%s); serving %s instead",
+            failure.version,
+            failure.reason,
+            failure.serving_instead or "nothing",
+        )
+        if self._on_failure is None:
+            return
+        try:
+            self._on_failure(failure)
+        except Exception:  # an alert that cannot be raised must not fail a prediction
+            log.exception("the alert about %s could not be raised", failure.version)
+
+    def _load(self, version: str, rows: dict[str, ModelVersion]) -> str | None:
+        """Load and compile `version` unless it failed too recently; the reason it cannot."""
+        tried, failed = self._tried.get(version), self._failures.get(version)
+        if tried is not None and failed is not None and self._monotonic() - tried < self._retry:
+            return failed.reason
+        row = rows.get(version) or self._row(version)
+        try:
+            loaded = self._store.load(row)
+        except ModelStoreError as exc:  # tampered, truncated or missing files
+            self._tried[version] = self._monotonic()
+            return str(exc)
+        self._models[version] = compile_model(loaded.model, loaded.card, row)
+        return None
+
+    def _resolve(self, model_type: str) -> tuple[Assignment, list[ServingFailure]]:
         with session_factory(self._engine)() as session:
             rows = {
                 r.version: r
@@ -164,30 +230,72 @@ class ModelServer:
         wanted = {production.version} if production is not None else set()
         if test is not None:
             wanted |= {test.model_a_version, test.model_b_version}
-        for version in wanted - set(self._models):
-            row = rows.get(version) or self._row(version)
-            loaded = self._store.load(row)
-            self._models[version] = compile_model(loaded.model, loaded.card, row)
-        for version in set(self._models) - wanted:
+        refused = {
+            version: why
+            for version in sorted(wanted - set(self._models))
+            if (why := self._load(version, rows)) is not None
+        }
+        # What served this type until now stays in memory while its successor is refused.
+        serving = None
+        if production is not None:
+            serving = self._models.get(production.version)
+            if serving is None:
+                serving = self._models.get(self._serving.get(model_type, ""))
+        keep = wanted | ({serving.version} if serving is not None else set())
+        for version in set(self._models) - keep:
             if self._models[version].model_type == model_type:
                 gone = self._models.pop(version)  # swapped out: nothing serves it any more
                 if gone._batcher is not None:
                     gone._batcher.close()
-        if production is not None:
+        if (
+            production is not None
+            and serving is not None
+            and serving.version == production.version
+            and serving.promoted_at != production.promoted_at
+        ):
             # The promotion time may have changed (a rollback): keep it current.
-            current = self._models[production.version]
-            if current.promoted_at != production.promoted_at:
-                self._models[production.version] = replace(
-                    current, promoted_at=production.promoted_at
-                )
-        return Assignment(
-            model_type=model_type,
-            production=self._models[production.version] if production else None,
-            test_id=test.id if test else None,
-            test_split=float(test.traffic_split) if test else 0.0,
-            arm_a=self._models[test.model_a_version] if test else None,
-            arm_b=self._models[test.model_b_version] if test else None,
+            serving = replace(serving, promoted_at=production.promoted_at)
+            self._models[production.version] = serving
+        if serving is not None:
+            self._serving[model_type] = serving.version
+        new_failures = self._record_failures(model_type, refused, serving)
+        arm_a = self._models.get(test.model_a_version) if test is not None else None
+        arm_b = self._models.get(test.model_b_version) if test is not None else None
+        routed = test is not None and arm_a is not None and arm_b is not None
+        unavailable = None
+        if serving is None and production is not None and production.version in refused:
+            unavailable = (
+                f"no {model_type} model can serve: {refused[production.version]}; "
+                "roll back to a sound version (`aifx models rollback`)"
+            )
+        return (
+            Assignment(
+                model_type=model_type,
+                production=serving,
+                test_id=test.id if routed and test is not None else None,
+                test_split=float(test.traffic_split) if routed and test is not None else 0.0,
+                arm_a=arm_a if routed else None,
+                arm_b=arm_b if routed else None,
+                unavailable=unavailable,
+            ),
+            new_failures,
         )
+
+    def _record_failures(
+        self, model_type: str, refused: dict[str, str], serving: ServingModel | None
+    ) -> list[ServingFailure]:
+        """Keep the refusals of this type that still matter; return the ones seen first now."""
+        instead = serving.version if serving is not None else None
+        new = []
+        for version, failure in list(self._failures.items()):
+            if failure.model_type == model_type and version not in refused:
+                del self._failures[version]  # loaded at last, or no longer wanted
+                self._tried.pop(version, None)
+        for version, why in refused.items():
+            if version not in self._failures:
+                new.append(ServingFailure(version, model_type, why, instead))
+            self._failures[version] = ServingFailure(version, model_type, why, instead)
+        return new
 
     def _row(self, version: str) -> ModelVersion:
         with session_factory(self._engine)() as session:

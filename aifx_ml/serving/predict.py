@@ -23,7 +23,12 @@ from aifx_ml.abtest.routing import assign_variant
 from aifx_ml.domain import SignalPolicy, decide
 from aifx_ml.errors import NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
-from aifx_ml.serving.inference import Assignment, ModelServer, ServingModel
+from aifx_ml.serving.inference import (
+    Assignment,
+    ModelServer,
+    ModelUnavailableError,
+    ServingModel,
+)
 from aifx_ml.serving.inputs import (
     InputWindow,
     WindowCache,
@@ -87,6 +92,8 @@ def pick(assignment: Assignment, routing_key: str) -> tuple[ServingModel, str | 
     if assignment.test_id is not None and assignment.arm_a and assignment.arm_b:
         variant = assign_variant(routing_key, assignment.test_id, assignment.test_split)
         return (assignment.arm_b if variant == "b" else assignment.arm_a), variant
+    if assignment.production is None and assignment.unavailable is not None:
+        raise ModelUnavailableError(assignment.unavailable)
     if assignment.production is None:
         raise NotFoundError(f"no Production {assignment.model_type} model to serve")
     return assignment.production, None

@@ -3,7 +3,9 @@
 Health answers 503, with the same body, when a configured store is unreachable, so a load
 balancer or orchestrator can act on the status alone; late schedules or data only degrade it.
 Why a store is unreachable (its error names the host and port) is shown only to a caller
-with the API token.
+with the API token. A model version the server refused to swap in (its files failed their
+integrity check) makes it 503 "degraded", naming the version and the reason: the old model
+still answers.
 """
 
 from __future__ import annotations
@@ -214,30 +216,57 @@ class SignalWriterOut(Out):
     retrying: bool
 
 
+class RefusedVersionOut(Out):
+    version: str
+    model_type: str
+    reason: str
+    serving_instead: str | None
+
+
+class ServingOut(BaseModel):
+    status: Literal["ok", "refused"]
+    detail: str
+    refused: list[RefusedVersionOut]
+
+
 class HealthOut(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     checked_at: datetime
     checks: ChecksOut
     signal_writer: SignalWriterOut
+    serving: ServingOut
 
 
 @router.get(
     f"{PREFIX}/health",
-    responses={503: {"model": HealthOut, "description": "A configured store is unreachable."}},
+    responses={
+        503: {
+            "model": HealthOut,
+            "description": "A configured store is unreachable (unhealthy), or a model version "
+            "was refused by the server (degraded).",
+        }
+    },
 )
 def get_health(
     svc: ServicesDep, response: Response, full: Annotated[bool, Depends(has_token)]
 ) -> HealthOut:
     """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
     every market-data series on time; answered signals waiting for the database (a backlog
-    degrades). 503 when unhealthy, 200 when healthy or degraded. Without the API token, what
-    a failing store said (host, port) is left out."""
+    degrades); every version that should serve loaded. 503 when unhealthy or when a version
+    was refused; 200 when healthy, degraded by a backlog, or only late. Without the API
+    token, what a failing store said (host, port) is left out."""
     report = health_report(svc.engine, svc.settings.redis_url, svc.store, svc.now())
     writer = svc.predictions.writer.status()
-    response.status_code = report.http_status
+    refused = svc.predictions.server.failures()
+    overall, code = report.status, report.http_status
+    if overall == "healthy" and writer.backlog:
+        overall = "degraded"
+    if refused and overall != "unhealthy":
+        overall, code = "degraded", 503
+    response.status_code = code
     checks = ChecksOut.model_validate(report)
     return HealthOut(
-        status="degraded" if report.status == "healthy" and writer.backlog else report.status,
+        status=overall,
         checked_at=report.checked_at,
         checks=checks if full else _without_addresses(checks),
         signal_writer=SignalWriterOut(
@@ -246,6 +275,16 @@ def get_health(
             spilled=writer.spilled,
             rejected=writer.rejected,
             retrying=writer.retrying,
+        ),
+        serving=ServingOut(
+            status="refused" if refused else "ok",
+            detail="; ".join(
+                f"{f.version} refused ({f.reason}), serving "
+                f"{f.serving_instead or 'nothing'} instead"
+                for f in refused
+            )
+            or "every version that should serve is loaded",
+            refused=[RefusedVersionOut.model_validate(f) for f in refused],
         ),
     )
 
