@@ -115,14 +115,19 @@ def require_token(svc: ServicesDep, credentials: Credentials) -> None:
         raise problem
 
 
-def require_predict_token(svc: ServicesDep, credentials: Credentials) -> None:
+def require_predict_token(svc: ServicesDep, request: Request) -> None:
     """With `AIFX_PREDICT_TOKEN` set, predictions need `Authorization: Bearer <it>` (401
-    without, 403 if wrong); unset, anyone who reaches the service may ask."""
+    without, 403 if wrong); unset, anyone who reaches the service may ask. The header is read
+    directly: the token is optional, so the OpenAPI schema does not declare the route secured
+    (it lists the 401 and 403 it answers when the token is set)."""
     expected = svc.settings.predict_token
-    if expected is not None:
-        problem = token_problem(credentials, expected, "AIFX_PREDICT_TOKEN")
-        if problem is not None:
-            raise problem
+    if expected is None:
+        return
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    found = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme else None
+    problem = token_problem(found, expected, "AIFX_PREDICT_TOKEN")
+    if problem is not None:
+        raise problem
 
 
 def has_token(svc: ServicesDep, request: Request) -> bool:
