@@ -243,12 +243,14 @@ class SignalWriter:
                 self._set_aside(row, rejected[-1])
             handled += 1
         if rejected:
-            self._count(rejected=len(rejected))
+            # Alerted first, then counted: once /metrics shows a rejected row, its alert is
+            # stored (or its failure logged).
             if self._on_rejected is not None:
                 try:
                     self._on_rejected(rejected)
                 except Exception:  # an alert that fails must not stop the writer
                     log.exception("reporting %d rejected signal(s) failed", len(rejected))
+            self._count(rejected=len(rejected))
         return handled, unavailable
 
     def _commit(self, rows: Sequence[Row]) -> None:
