@@ -54,7 +54,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def poll(condition: Callable[[], bool], seconds: float = 30.0, what: str = "condition") -> None:
+def poll(condition: Callable[[], bool], seconds: float = 120.0, what: str = "condition") -> None:
     """Wait for `condition`, checking every few ms, failing after `seconds`."""
     deadline = time.monotonic() + seconds
     while not condition():
