@@ -16,7 +16,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
-from aifx_ml.db.models import ModelStageHistory, ModelVersion
+from aifx_ml.db.models import EventOutbox, ModelStageHistory, ModelVersion
 from aifx_ml.errors import RegistryError
 from aifx_ml.events.consumers import Event, StreamConsumer, subscribe
 from aifx_ml.events.relay import relay_events
@@ -358,10 +358,14 @@ def test_a_promotion_reaches_subscribers_and_survives_redis_being_away(
             assert time.monotonic() < deadline, "subscriber never subscribed"
         promote_now(engine, uri, "lstm-v1", TRAIN_AS_OF)
         assert relay_events(engine, behind_proxy, now=lambda: LATER, stream=stream).ok
+        # Channels are server-wide: another test's relay may publish on it too, so only the
+        # events of this store's outbox count.
+        with engine.connect() as conn:
+            ours = {str(i) for i in conn.execute(select(EventOutbox.id)).scalars()}
         deadline = time.monotonic() + 5
-        while not received:
+        while not (heard := [e for e in received if e.id in ours]):
             assert time.monotonic() < deadline, "ml:model_deployed never arrived"
-        assert received[0].data["version"] == "lstm-v1"
+        assert heard[0].data["version"] == "lstm-v1"
 
         # Redis away: the promotion still happens; its event waits in the outbox.
         proxy.cut()
