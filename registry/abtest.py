@@ -15,7 +15,7 @@ from aifx_ml.abtest.store import end_locked, get_test, lock_active
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest
-from aifx_ml.domain import ModelStatus
+from aifx_ml.domain import ModelStatus, TestStatus
 from aifx_ml.errors import ConflictError, InvalidInputError, RegistryError
 from aifx_ml.models.store import ModelStore
 from aifx_ml.models.versions import get_version
@@ -52,9 +52,7 @@ def complete_with_winner(
     already serves), archives a losing Staging version and marks the test completed. An
     archived winner is refused: it was retired during the test and never comes back this way.
     """
-    found = get_test(engine, test.id if isinstance(test, ModelABTest) else test)
-    if found.status != "active":
-        raise ConflictError(f"A/B test {found.id} is already {found.status}")
+    found = _active(engine, test.id if isinstance(test, ModelABTest) else test)
     if winner not in (found.model_a_version, found.model_b_version):
         raise InvalidInputError(
             f"invalid winner {winner!r}: expected {found.model_a_version} or "
@@ -62,7 +60,11 @@ def complete_with_winner(
         )
     loser = found.model_b_version if winner == found.model_a_version else found.model_a_version
     row = get_version(engine, winner)
-    _refuse_archived(winner, row.status)
+    if row.status == ModelStatus.ARCHIVED:
+        # A concurrent completion archives the old Production in the transaction that ends
+        # the test: if that is what happened, the answer is that the test is over.
+        _active(engine, found.id)
+        _refuse_archived(winner, row.status)
     model_type = found.model_type or row.model_type
     if row.status != ModelStatus.PRODUCTION:
         store.verify(row)  # a tampered winner is refused before anything changes
@@ -104,6 +106,14 @@ def _status(session: Session, version: str) -> str:
     if row is None:
         raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
     return str(row.status)
+
+
+def _active(engine: Engine, test_id: uuid.UUID | str) -> ModelABTest:
+    """The test, still active (ConflictError otherwise: a concurrent completion won)."""
+    found = get_test(engine, test_id)
+    if found.status != TestStatus.ACTIVE:
+        raise ConflictError(f"A/B test {found.id} is already {found.status}")
+    return found
 
 
 def _refuse_archived(version: str, status: str) -> None:

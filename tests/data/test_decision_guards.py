@@ -25,6 +25,7 @@ from aifx_ml.models.history import serving_at, stage_history
 from aifx_ml.models.store import ArtifactIntegrityError
 from aifx_ml.models.versions import production_version
 from aifx_ml.serving.inference import ModelServer
+from registry import abtest as registry_abtest
 from registry.abtest import complete_with_winner
 from registry.stages import change_stage, rollback
 from tests.conftest import snapshot
@@ -198,6 +199,35 @@ def test_an_archived_winner_is_never_promoted(world: World) -> None:
         complete_with_winner(
             world.engine, world.store, test, challenger, as_of=T0, reason="r", actor="t"
         )
+    assert snapshot(world.engine) == before
+
+
+def test_the_loser_of_a_completion_race_hears_that_the_test_is_over(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The interleaving the concurrent rounds hit now and then, made certain: the loser read
+    # the test while it was active, then the winner committed (the challenger promoted, the
+    # champion archived, the test completed) before the loser looked at its winner's row.
+    champion, challenger = world.register(), world.register()
+    world.promote(champion)
+    test = create_test(
+        world.engine, name="t", model_a_version=champion, model_b_version=challenger,
+        traffic_split=0.5, as_of=T0,
+    )  # fmt: skip
+    stale = [get_test(world.engine, test.id)]
+    complete_with_winner(
+        world.engine, world.store, test.id, challenger, as_of=T0, reason="won", actor="a"
+    )
+    before = snapshot(world.engine)
+    real = registry_abtest.get_test
+    monkeypatch.setattr(
+        registry_abtest, "get_test", lambda engine, key: stale.pop() if stale else real(engine, key)
+    )
+    with pytest.raises(ConflictError, match="already completed"):
+        complete_with_winner(
+            world.engine, world.store, test.id, champion, as_of=T0, reason="late", actor="b"
+        )
+    assert not stale  # the stale read was the one the loser started from
     assert snapshot(world.engine) == before
 
 
