@@ -186,13 +186,19 @@ def test_concurrent_completes_with_different_winners(world: World) -> None:
         champion = winner
 
 
-def test_an_archived_winner_is_never_promoted(world: World) -> None:
+def champion_against_challenger(world: World) -> tuple[str, str, ModelABTest]:
+    """A Production champion and a new challenger in an active A/B test."""
     champion, challenger = world.register(), world.register()
     world.promote(champion)
     test = create_test(
         world.engine, name="t", model_a_version=champion, model_b_version=challenger,
         traffic_split=0.5, as_of=T0,
     )  # fmt: skip
+    return champion, challenger, test
+
+
+def test_an_archived_winner_is_never_promoted(world: World) -> None:
+    champion, challenger, test = champion_against_challenger(world)
     change_stage(world.engine, world.store, challenger, "archived", as_of=T0, reason="r", actor="t")
     before = snapshot(world.engine)
     with pytest.raises(RegistryError, match="archived: an A/B test never promotes"):
@@ -208,12 +214,7 @@ def test_the_loser_of_a_completion_race_hears_that_the_test_is_over(
     # The interleaving the concurrent rounds hit now and then, made certain: the loser read
     # the test while it was active, then the winner committed (the challenger promoted, the
     # champion archived, the test completed) before the loser looked at its winner's row.
-    champion, challenger = world.register(), world.register()
-    world.promote(champion)
-    test = create_test(
-        world.engine, name="t", model_a_version=champion, model_b_version=challenger,
-        traffic_split=0.5, as_of=T0,
-    )  # fmt: skip
+    champion, challenger, test = champion_against_challenger(world)
     stale = [get_test(world.engine, test.id)]
     complete_with_winner(
         world.engine, world.store, test.id, challenger, as_of=T0, reason="won", actor="a"
