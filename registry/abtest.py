@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from aifx_ml.abtest.store import end_locked, get_test, lock_active
+from aifx_ml.abtest.store import end_locked, lock_active, require_active
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest
-from aifx_ml.domain import ModelStatus, TestStatus
-from aifx_ml.errors import ConflictError, InvalidInputError, RegistryError
+from aifx_ml.domain import ModelStatus
+from aifx_ml.errors import InvalidInputError, RegistryError
 from aifx_ml.models.store import ModelStore
 from aifx_ml.models.versions import get_version
 from registry.mlflow_store import MlflowModelStore
@@ -52,7 +52,7 @@ def complete_with_winner(
     already serves), archives a losing Staging version and marks the test completed. An
     archived winner is refused: it was retired during the test and never comes back this way.
     """
-    found = _active(engine, test.id if isinstance(test, ModelABTest) else test)
+    found = require_active(engine, test.id if isinstance(test, ModelABTest) else test)
     if winner not in (found.model_a_version, found.model_b_version):
         raise InvalidInputError(
             f"invalid winner {winner!r}: expected {found.model_a_version} or "
@@ -63,7 +63,7 @@ def complete_with_winner(
     if row.status == ModelStatus.ARCHIVED:
         # A concurrent completion archives the old Production in the transaction that ends
         # the test: if that is what happened, the answer is that the test is over.
-        _active(engine, found.id)
+        require_active(engine, found.id)
         _refuse_archived(winner, row.status)
     model_type = found.model_type or row.model_type
     if row.status != ModelStatus.PRODUCTION:
@@ -106,14 +106,6 @@ def _status(session: Session, version: str) -> str:
     if row is None:
         raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
     return str(row.status)
-
-
-def _active(engine: Engine, test_id: uuid.UUID | str) -> ModelABTest:
-    """The test, still active (ConflictError otherwise: a concurrent completion won)."""
-    found = get_test(engine, test_id)
-    if found.status != TestStatus.ACTIVE:
-        raise ConflictError(f"A/B test {found.id} is already {found.status}")
-    return found
 
 
 def _refuse_archived(version: str, status: str) -> None:

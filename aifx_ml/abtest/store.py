@@ -285,7 +285,7 @@ def complete_test(
     """End an active test; with a winner (one of its two versions), `promote` makes it the
     Production version and completes the test in the same transaction. Of two concurrent
     completions one wins; the other gets ConflictError and changes nothing."""
-    test = _active(engine, test_id)
+    test = require_active(engine, test_id)
     if winner is not None and winner not in (test.model_a_version, test.model_b_version):
         raise InvalidInputError(
             f"invalid winner {winner!r}: expected {test.model_a_version} or {test.model_b_version}"
@@ -299,7 +299,7 @@ def cancel_test(
     engine: Engine, test_id: uuid.UUID | str, *, as_of: datetime, reason: str
 ) -> ModelABTest:
     """Stop an active test without a winner; Production stays as it is."""
-    return _end(engine, _active(engine, test_id), "cancelled", as_of, reason, None, None)
+    return _end(engine, require_active(engine, test_id), "cancelled", as_of, reason, None, None)
 
 
 def record_evaluation(
@@ -365,7 +365,9 @@ def _event_fields(test: ModelABTest) -> dict[str, Any]:
     }
 
 
-def _active(engine: Engine, test_id: uuid.UUID | str) -> ModelABTest:
+def require_active(engine: Engine, test_id: uuid.UUID | str) -> ModelABTest:
+    """The test, still active (ConflictError otherwise: a concurrent completion or cancel won;
+    `lock_active` checks again under the row lock)."""
     test = get_test(engine, test_id)
     if test.status != "active":
         raise ConflictError(f"A/B test {test.id} is already {test.status}")

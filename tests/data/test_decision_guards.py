@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from aifx_ml.abtest import store as abtest_store
 from aifx_ml.abtest.store import cancel_test, complete_test, create_test, get_test
 from aifx_ml.cli.main import main
 from aifx_ml.db.engine import downgrade, transaction, upgrade
@@ -25,7 +26,6 @@ from aifx_ml.models.history import serving_at, stage_history
 from aifx_ml.models.store import ArtifactIntegrityError
 from aifx_ml.models.versions import production_version
 from aifx_ml.serving.inference import ModelServer
-from registry import abtest as registry_abtest
 from registry.abtest import complete_with_winner
 from registry.stages import change_stage, rollback
 from tests.conftest import snapshot
@@ -220,9 +220,9 @@ def test_the_loser_of_a_completion_race_hears_that_the_test_is_over(
         world.engine, world.store, test.id, challenger, as_of=T0, reason="won", actor="a"
     )
     before = snapshot(world.engine)
-    real = registry_abtest.get_test
+    real = abtest_store.get_test
     monkeypatch.setattr(
-        registry_abtest, "get_test", lambda engine, key: stale.pop() if stale else real(engine, key)
+        abtest_store, "get_test", lambda engine, key: stale.pop() if stale else real(engine, key)
     )
     with pytest.raises(ConflictError, match="already completed"):
         complete_with_winner(
