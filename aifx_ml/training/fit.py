@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -99,15 +103,86 @@ def fit_model(
     train_data = WindowBatches(
         windows, samples.rows[train], samples.target[train], batch_size, shuffle=True, seed=seed
     )
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=epochs,
-        # The batches are shuffled above, from `seed`. Keras's own shuffle of a PyDataset's
-        # batch order draws from Python's global `random`, which other threads of a flow run
-        # (Prefect names its task runs with it) move: the same run would train another model.
-        shuffle=False,
-        callbacks=[*watchers, *callbacks],
-        verbose=0,
-    )
+    with _trainer_for(model) as trainer:
+        _load_state(trainer, model)
+        history = trainer.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=epochs,
+            # The batches are shuffled above, from `seed`. Keras's own shuffle of a PyDataset's
+            # batch order draws from Python's global `random`, which other threads of a flow run
+            # (Prefect names its task runs with it) move: the same run would train another model.
+            shuffle=False,
+            callbacks=[*watchers, *callbacks],
+            verbose=0,
+        )
+        for mine, trained in zip(model.variables, trainer.variables, strict=True):
+            mine.assign(trained)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+# --- One traced trainer per architecture ---------------------------------------------------------
+#
+# Keras traces a model's training step into a TensorFlow graph on its first fit: ~2.4 s for the
+# seed LSTM here, more than a small fit itself. A new model is built (or a parent loaded) for
+# every training run, so every run paid it again. A trainer is a compiled copy of the
+# architecture that keeps its traced step; each fit loads the model's variables (weights and
+# the dropout layers' seed states) and a fresh optimizer state into it, trains it, and copies the
+# variables back. The same ops run on the same values, so the model ends exactly as if it had
+# been fitted itself.
+
+_TRAINERS_KEPT = 8
+_trainers: OrderedDict[str, tuple[keras.Model, threading.Lock]] = OrderedDict()
+_trainers_lock = threading.Lock()
+
+
+def _architecture_key(model: keras.Model) -> str:
+    """The architecture and how it is compiled, but not the learning rate (set per fit)."""
+    compiled = dict(model.get_compile_config())
+    optimizer = dict(compiled.pop("optimizer"))
+    optimizer["config"] = {
+        k: v for k, v in optimizer.get("config", {}).items() if k not in ("learning_rate", "name")
+    }
+    return json.dumps(
+        _nameless({"model": model.get_config(), "compile": compiled, "optimizer": optimizer}),
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _nameless(config: Any) -> Any:
+    """A config without its layers' names: Keras numbers them per process (dense_1, dense_2)."""
+    if isinstance(config, dict):
+        return {k: _nameless(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, list | tuple):
+        return [_nameless(v) for v in config]
+    return config
+
+
+@contextmanager
+def _trainer_for(model: keras.Model) -> Iterator[keras.Model]:
+    """The trainer of the model's architecture, for this thread alone while it trains."""
+    key = _architecture_key(model)
+    with _trainers_lock:
+        if key in _trainers:
+            _trainers.move_to_end(key)
+        else:
+            trainer = keras.models.clone_model(model)
+            trainer.compile_from_config(model.get_compile_config())
+            _trainers[key] = (trainer, threading.Lock())
+            while len(_trainers) > _TRAINERS_KEPT:
+                _trainers.popitem(last=False)
+        trainer, lock = _trainers[key]
+    with lock:
+        yield trainer
+
+
+def _load_state(trainer: keras.Model, model: keras.Model) -> None:
+    """The model's variables, and an optimizer as `compile` would leave it: no step taken yet,
+    no moments, the model's learning rate."""
+    for mine, theirs in zip(trainer.variables, model.variables, strict=True):
+        mine.assign(theirs)
+    learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    for variable in trainer.optimizer.variables:
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    trainer.optimizer.learning_rate.assign(learning_rate)

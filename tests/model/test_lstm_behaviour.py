@@ -25,7 +25,7 @@ from aifx_ml.features.dataset import (
 )
 from aifx_ml.features.engineering import FEATURE_NAMES
 from aifx_ml.features.windows import build_windows
-from aifx_ml.models.lstm import LSTMConfig, build_lstm
+from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
 from aifx_ml.models.predict import predict_proba
 from aifx_ml.training.fit import WindowBatches, fit_model
 from tests.code.test_training_dataset import as_loaded
@@ -124,6 +124,57 @@ def test_same_seed_gives_same_weights_and_same_training(trending: Trending) -> N
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     # Training did change the model: identical predictions are not untrained ones.
     assert any(not np.array_equal(a, b) for a, b in zip(initial, first.get_weights(), strict=True))
+
+
+def own_fit(
+    model: keras.Model, data: Trending, train: npt.NDArray[np.int64], **kwargs: object
+) -> dict[str, list[float]]:
+    """What fit_model did before it shared a traced trainer: the model's own `fit`."""
+    samples, seed = data.dataset.samples, 42
+    keras.utils.set_random_seed(seed)
+    batches = WindowBatches(
+        data.windows, samples.rows[train], samples.target[train], BATCH, shuffle=True, seed=seed
+    )
+    history = model.fit(batches, shuffle=False, verbose=0, **kwargs)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def test_a_shared_trainer_trains_exactly_as_the_model_itself(trending: Trending) -> None:
+    """fit_model trains a traced copy of the architecture and copies the result back: the
+    weights, dropout seeds and history must be the model's own fit's, bit for bit, whatever
+    that copy trained before (another model, another learning rate, a plateau's lower rate)."""
+    samples, split = trending.dataset.samples, trending.split
+    train, validation = split.train[:320], split.holdout[:128]
+    rows = samples.rows[split.holdout]
+    reduce = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0)
+    mine, shared = build_lstm(TINY, seed=3), build_lstm(TINY, seed=3)
+    val = WindowBatches(trending.windows, samples.rows[validation], samples.target[validation], 64)
+    expected = own_fit(mine, trending, train, epochs=3, validation_data=val, callbacks=[reduce])
+    got = fit_model(
+        shared,
+        trending.windows,
+        samples,
+        train,
+        validation,
+        epochs=3,
+        batch_size=BATCH,
+        reduce_lr_patience=0,
+    )
+    assert got == expected
+    # Then fine-tuning at another rate, after the trainer has trained someone else.
+    fit_model(build_lstm(TINY, seed=4), trending.windows, samples, split.train, epochs=1)
+    for model in (mine, shared):
+        compile_for_training(model, 1e-3)
+    expected = own_fit(mine, trending, split.train[320:640], epochs=2)
+    got = fit_model(
+        shared, trending.windows, samples, split.train[320:640], epochs=2, batch_size=BATCH
+    )
+    assert got == expected
+    for a, b in zip(mine.variables, shared.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    np.testing.assert_array_equal(
+        predict_proba(mine, trending.windows, rows), predict_proba(shared, trending.windows, rows)
+    )
 
 
 # 3. Direction: trained on momentum, the model follows the trend.
