@@ -116,8 +116,7 @@ def fit_model(
             callbacks=[*watchers, *callbacks],
             verbose=0,
         )
-        for mine, trained in zip(model.variables, trainer.variables, strict=True):
-            mine.assign(trained)
+        _copy_back(trainer, model)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
@@ -186,3 +185,14 @@ def _load_state(trainer: keras.Model, model: keras.Model) -> None:
     for variable in trainer.optimizer.variables:
         variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
     trainer.optimizer.learning_rate.assign(learning_rate)
+
+
+def _copy_back(trainer: keras.Model, model: keras.Model) -> None:
+    """The trained variables, and the optimizer's state (saved with the model, as its own fit
+    would have left it)."""
+    for mine, trained in zip(model.variables, trainer.variables, strict=True):
+        mine.assign(trained)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for mine, trained in zip(model.optimizer.variables, trainer.optimizer.variables, strict=True):
+        mine.assign(trained)

@@ -170,7 +170,10 @@ def test_a_shared_trainer_trains_exactly_as_the_model_itself(trending: Trending)
         shared, trending.windows, samples, split.train[320:640], epochs=2, batch_size=BATCH
     )
     assert got == expected
-    for a, b in zip(mine.variables, shared.variables, strict=True):
+    # The weights, the seed states and the optimizer's state (it is saved with the model).
+    pairs = [*zip(mine.variables, shared.variables, strict=True)]
+    pairs += zip(mine.optimizer.variables, shared.optimizer.variables, strict=True)
+    for a, b in pairs:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
     np.testing.assert_array_equal(
         predict_proba(mine, trending.windows, rows), predict_proba(shared, trending.windows, rows)
