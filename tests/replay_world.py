@@ -47,11 +47,18 @@ def short_params() -> ReplayParams:
 
 
 def four_week_params() -> ReplayParams:
-    """Four weeks of the story (the market is drawn for the replay's own range: it is not
-    SHORT's first four weeks). Its one A/B test starts on 1 February: at most 17 hours long,
-    it is decided (inconclusive) before the end."""
+    """Four weeks of the story on two of SHORT's pairs (the market is drawn for the replay's own
+    range: it is not SHORT's first four weeks). Its one A/B test starts on 1 February: at most
+    17 hours long, it is decided (inconclusive) before the end. With one pair no challenger
+    passes the gate in time; two pairs take ~20 % less time than three."""
     return with_change_point(
-        replace(SHORT, end=datetime(2026, 2, 2, tzinfo=UTC), pattern_switch=0.54, ab_max_days=0.7)
+        replace(
+            SHORT,
+            pairs=SHORT.pairs[:2],
+            end=datetime(2026, 2, 2, tzinfo=UTC),
+            pattern_switch=0.54,
+            ab_max_days=0.7,
+        )
     )
 
 
