@@ -127,8 +127,8 @@ def fit_model(
 # every training run, so every run paid it again. A trainer is a compiled copy of the
 # architecture that keeps its traced step; each fit loads the model's variables (weights and
 # the dropout layers' seed states) and a fresh optimizer state into it, trains it, and copies the
-# variables back. The same ops run on the same values, so the model ends exactly as if it had
-# been fitted itself.
+# variables and the optimizer's state back. The same ops run on the same values, so the model
+# ends exactly as if it had been fitted itself.
 
 _TRAINERS_KEPT = 8
 _trainers: OrderedDict[str, tuple[keras.Model, threading.Lock]] = OrderedDict()
