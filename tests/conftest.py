@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine, MetaData, select
+from xdist.scheduler import LoadScopeScheduling
 
 from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.events.relay import redis_client
@@ -29,7 +30,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_DSN = os.environ.get(
     "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
 )
-REDIS_URL = os.environ.get("AIFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Each pytest-xdist worker (gw0, gw1, ...) takes a Redis database of its own, counting down from
+# the one given (15 unless told), so that parallel tests never read each other's events.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+_REDIS_BASE, _, _REDIS_FIRST_DB = os.environ.get(
+    "AIFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
+).rpartition("/")
+REDIS_URL = f"{_REDIS_BASE}/{int(_REDIS_FIRST_DB) - _WORKER}"
 AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 # MLflow draws a progress bar for every model download; in test logs it is only noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -62,6 +69,54 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     ]
     if problems:
         pytest.exit("CI=true but " + "; ".join(problems), returncode=3)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a worker whose Redis database would fall below 8 (0 to 7 are left to people)."""
+    if int(_REDIS_FIRST_DB) - _WORKER < 8:
+        pytest.exit(
+            f"worker gw{_WORKER} would use Redis database {int(_REDIS_FIRST_DB) - _WORKER}: run "
+            f"at most {int(_REDIS_FIRST_DB) - 7} workers (databases {_REDIS_FIRST_DB} down to "
+            "8 are the tests' own)",
+            returncode=4,
+        )
+
+
+# Every test that reads the session's replay (the `replay_store` fixture) lives in one of these.
+SESSION_REPLAY_TESTS = ("tests/flows/test_replay_end_to_end.py", "tests/notebooks/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the tests marked `long` first, and keep the session's replay where it is shared.
+
+    Under `pytest -n` (`make test`) the scheduler below hands out the session-replay tests as
+    one unit and the long tests first, so that they overlap the rest of the suite instead of
+    ending it.
+    """
+    for item in items:
+        if "replay_store" in getattr(item, "fixturenames", ()) and not item.nodeid.startswith(
+            SESSION_REPLAY_TESTS
+        ):
+            raise pytest.UsageError(
+                f"{item.nodeid} reads the session's replay: move it to one of "
+                f"{', '.join(SESSION_REPLAY_TESTS)}, so that the replay runs once per session"
+            )
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Load balancing (xdist's `load`), but with the session-replay tests as one unit.
+
+    The unit goes to one worker, which builds the replay once (each worker is a process with
+    its own session fixtures). xdist's own `loadgroup` would do it from a mark, but with
+    pytest 9.2 it cannot rename the tests it groups, so the unit is named here by path.
+    """
+
+    class SessionReplayTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "session-replay" if nodeid.startswith(SESSION_REPLAY_TESTS) else nodeid
+
+    return SessionReplayTogether(config, log)
 
 
 _PG_ERROR: list[str | None] = []

@@ -1,5 +1,5 @@
-"""A short replay (tiny model, two pairs, three weeks) and what the end-to-end tests read back
-from it: a fingerprint of everything it decided, to compare two replays."""
+"""The session's replay (tiny model, three pairs, eight weeks), a four-week one, and what the
+end-to-end tests read back from them: a fingerprint of everything a replay decided."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from aifx_ml.db.models import (
 )
 from aifx_ml.replay.plan import ReplayParams, with_change_point
 
-# Monday 5 January to Monday 16 February 2026: six Sundays, 42 daily runs, January's monthly
-# evaluation. On Tuesday the 6th at noon the market changes its habit (momentum turns into mean
-# reversion), after the first model learned the old one; the weekly retrain's 30-day window
-# holds mostly the new habit from the last week of January on.
+# Monday 5 January to Monday 2 March 2026: eight Sundays, 56 daily runs, the monthly evaluations
+# of 1 February and 1 March. On Tuesday the 6th in the afternoon the market changes its habit
+# (momentum turns into mean reversion), after the first model learned the old one; the weekly
+# retrain's 30-day window holds mostly the new habit from the last week of January on.
 SHORT = ReplayParams(
     pairs=("EUR/USD", "GBP/USD", "USD/JPY"),
     timeframes=("1h",),
