@@ -1,4 +1,4 @@
-"""The session's replay (tiny model, three pairs, eight weeks), a four-week one, and what the
+"""The session's replay (tiny model, three pairs, six weeks), a three-week one, and what the
 end-to-end tests read back from them: a fingerprint of everything a replay decided."""
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from aifx_ml.db.models import (
 )
 from aifx_ml.replay.plan import ReplayParams, with_change_point
 
-# Monday 5 January to Monday 2 March 2026: eight Sundays, 56 daily runs, the monthly evaluations
-# of 1 February and 1 March. On Tuesday the 6th in the afternoon the market changes its habit
-# (momentum turns into mean reversion), after the first model learned the old one; the weekly
-# retrain's 30-day window holds mostly the new habit from the last week of January on.
+# Monday 5 January to Monday 16 February 2026: six Sundays, 42 daily runs, January's monthly
+# evaluation (1 February). On 31 December, five days before the replay starts, the market changes
+# its habit (momentum turns into mean reversion): the first model, trained on the 30 days before
+# the start, learned mostly the old one; the weekly retrain's 30-day window holds mostly the new
+# habit from mid-January on. (Six weeks, not eight: the suite's longest fixture, ~25 % shorter.)
 SHORT = ReplayParams(
     pairs=("EUR/USD", "GBP/USD", "USD/JPY"),
     timeframes=("1h",),
     start=datetime(2026, 1, 5, tzinfo=UTC),
-    end=datetime(2026, 3, 2, tzinfo=UTC),
+    end=datetime(2026, 2, 16, tzinfo=UTC),
     history_days=30,
     pattern_switch=0.36,
     pattern_strength=0.65,
@@ -46,18 +47,20 @@ def short_params() -> ReplayParams:
     return with_change_point(SHORT)
 
 
-def four_week_params() -> ReplayParams:
-    """Four weeks of the story on two of SHORT's pairs (the market is drawn for the replay's own
-    range: it is not SHORT's first four weeks). Its one A/B test starts on 1 February: at most
-    17 hours long, it is decided (inconclusive) before the end. With one pair no challenger
-    passes the gate in time; two pairs do less work per moment than three (the gain inside the
-    full suite is not yet measured apart from the machine's noise)."""
+def three_week_params() -> ReplayParams:
+    """Three weeks on two of SHORT's pairs, the interrupted-and-resumed replay's (the market is
+    drawn for the replay's own range: it is not SHORT's first three weeks). The habit is stronger
+    than SHORT's (0.85) and changes on 31 December, so that a challenger passes the gate within
+    them: its one A/B test starts on Sunday 25 January, at most 17 hours long, and is decided
+    (inconclusive) before the end. (Four weeks with SHORT's habit took twice as long; with one
+    pair, or with SHORT's habit over three weeks, no challenger passes the gate in time.)"""
     return with_change_point(
         replace(
             SHORT,
             pairs=SHORT.pairs[:2],
-            end=datetime(2026, 2, 2, tzinfo=UTC),
-            pattern_switch=0.54,
+            end=datetime(2026, 1, 26, tzinfo=UTC),
+            pattern_switch=0.51,
+            pattern_strength=0.85,
             ab_max_days=0.7,
         )
     )

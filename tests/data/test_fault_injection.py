@@ -201,6 +201,7 @@ def record(world: World, response: httpx.Response) -> None:
         world.bad.append(f"{response.status_code} {response.headers} {response.text[:200]}")
 
 
+@pytest.mark.long  # about a minute, mostly waiting out the outages
 def test_outages_lose_no_answered_signal(world: World) -> None:
     stop = threading.Event()
 

@@ -32,7 +32,14 @@ TRAINED = datetime(2026, 3, 1, 1, tzinfo=UTC)
 EVALUATED = datetime(2026, 5, 1, 2, tzinfo=UTC)  # the 1st, 02:00: April has just ended
 
 
-@pytest.mark.parametrize(("switch", "changed"), [(0.6, True), (1.0, False)])
+# Each case on one database, not both (four tests merged into two): here the database only keeps
+# the books (candles, the evaluation row, alerts), as in tests/data on both kinds. The change,
+# which writes the most (two alerts, a retrain), runs on PostgreSQL; no change on SQLite.
+@pytest.mark.parametrize(
+    ("db_url", "switch", "changed"),
+    [("postgresql", 0.6, True), ("sqlite", 1.0, False)],
+    indirect=["db_url"],
+)
 def test_a_regime_change_is_found_and_no_change_is_not(
     prefect_api: None,
     engine: Engine,

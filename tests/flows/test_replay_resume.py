@@ -23,7 +23,7 @@ from flows import replay as replay_flow
 from flows.replay import run_to_end
 from tests.conftest import REDIS_URL, _postgres_database
 from tests.flows.test_replay_end_to_end import assert_one_event_per_change, rows, wall
-from tests.replay_world import fingerprint, four_week_params, store_settings
+from tests.replay_world import fingerprint, store_settings, three_week_params
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +41,10 @@ def test_killed_half_way_on_postgresql_and_redis_it_resumes_to_the_same_result(
     monkeypatch: pytest.MonkeyPatch,
     prefect_api: None,
 ) -> None:
-    params = four_week_params()
+    params = three_week_params()
     # The reference: the same replay, uninterrupted, on the embedded default.
     reference = store_settings(tmp_path / "reference")
-    assert run_to_end(reference, params, "four-weeks", wall=wall).status == "completed"
+    assert run_to_end(reference, params, "three-weeks", wall=wall).status == "completed"
 
     settings = store_settings(tmp_path / "pg", postgres_url, redis_url=REDIS_URL)
     since = stream_end(client)
@@ -54,7 +54,7 @@ def test_killed_half_way_on_postgresql_and_redis_it_resumes_to_the_same_result(
         run = run_to_end(
             settings,
             params,
-            "four-weeks",
+            "three-weeks",
             wall=wall,
             stop=stopped,
             on_progress=lambda step: _ctrl_c_at(step, 150),
@@ -78,12 +78,12 @@ def test_killed_half_way_on_postgresql_and_redis_it_resumes_to_the_same_result(
 
     monkeypatch.setattr(replay_flow, "replay_jobs", cut_short)
     with pytest.raises(KeyboardInterrupt):
-        run_to_end(settings, params, "four-weeks", wall=wall)
+        run_to_end(settings, params, "three-weeks", wall=wall)
     monkeypatch.setattr(replay_flow, "replay_jobs", jobs)
     engine, original = make_engine(settings.db_url), make_engine(reference.db_url)
     try:
         assert rows(engine, ReplayJob.status, where=ReplayJob.scheduled_at == cut) == [("running",)]
-        assert run_to_end(settings, params, "four-weeks", wall=wall).status == "completed"
+        assert run_to_end(settings, params, "three-weeks", wall=wall).status == "completed"
         # Same versions, stages, tests, training runs, signals and outcomes as uninterrupted.
         assert fingerprint(engine) == fingerprint(original)
         assert any(status == "completed" for (status,) in rows(engine, ModelABTest.status))
