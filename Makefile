@@ -27,9 +27,9 @@ demo: venv
 	$(BIN)/aifx replay --synthetic
 
 ## Lint, format check, type check, then the whole test suite in parallel: one worker per core
-## plus one, since tests also wait (on Prefect, servers, subprocesses): 578 s instead of 636 s on
-## 2 cores. At most 8 workers (each takes a Redis database of its own); TEST_WORKERS=0 runs the
-## suite in one process.
+## plus one, since tests also wait (on Prefect, servers, subprocesses); on 2 cores 3 workers took
+## 578 s where 2 took 636 s. At most 8 workers (each takes a Redis database of its own, counting
+## down from AIFX_TEST_REDIS_URL's); TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
 test: lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS) --maxprocesses 8

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -33,10 +34,9 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 # Each pytest-xdist worker (gw0, gw1, ...) takes a Redis database of its own, counting down from
 # the one given (15 unless told), so that parallel tests never read each other's events.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-_REDIS_BASE, _, _REDIS_FIRST_DB = os.environ.get(
-    "AIFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
-).rpartition("/")
-REDIS_URL = f"{_REDIS_BASE}/{int(_REDIS_FIRST_DB) - _WORKER}"
+_REDIS_GIVEN = os.environ.get("AIFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_REDIS_DB = int(redis.connection.parse_url(_REDIS_GIVEN).get("db", 0)) - _WORKER
+REDIS_URL = urlsplit(_REDIS_GIVEN)._replace(path=f"/{_REDIS_DB}").geturl()
 AS_OF = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 # MLflow draws a progress bar for every model download; in test logs it is only noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -72,12 +72,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse a worker whose Redis database would fall below 8 (0 to 7 are left to people)."""
-    if int(_REDIS_FIRST_DB) - _WORKER < 8:
+    """Refuse, before any worker starts, more workers than Redis databases for them."""
+    workers = len(getattr(config.option, "tx", None) or ())
+    if "PYTEST_XDIST_WORKER" not in os.environ and _REDIS_DB - (workers - 1) < 0:
         pytest.exit(
-            f"worker gw{_WORKER} would use Redis database {int(_REDIS_FIRST_DB) - _WORKER}: run "
-            f"at most {int(_REDIS_FIRST_DB) - 7} workers (databases {_REDIS_FIRST_DB} down to "
-            "8 are the tests' own)",
+            f"{workers} workers need Redis databases {_REDIS_DB} down to {_REDIS_DB - workers + 1},"
+            f" counting down from AIFX_TEST_REDIS_URL ({_REDIS_GIVEN}): run at most "
+            f"{_REDIS_DB + 1} (TEST_WORKERS=N) or give a higher database number",
             returncode=4,
         )
 
@@ -111,6 +112,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     its own session fixtures). xdist's own `loadgroup` would do it from a mark, but with
     pytest 9.2 it cannot rename the tests it groups, so the unit is named here by path.
     """
+
+    if config.getoption("dist") != "load":  # another --dist asked for: xdist's own
+        return None
 
     class SessionReplayTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
