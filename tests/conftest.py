@@ -27,6 +27,9 @@ from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.events.relay import redis_client
 from tests.tcp_proxy import CuttableProxy
 
+# The replay tests' shared checks (assert_one_event_per_change) report like a test's own asserts.
+pytest.register_assert_rewrite("tests.replay_world")
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_DSN = os.environ.get(
     "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -313,10 +316,10 @@ def replay_store(tmp_path_factory: pytest.TempPathFactory, prefect_api: None) ->
     """A short replay (tests/replay_world.py) run once through the real flows into a SQLite
     store of its own; read by the end-to-end tests and the notebooks."""
     from flows.replay import run_to_end
-    from tests.replay_world import ReplayStore, short_params, store_settings
+    from tests.replay_world import ReplayStore, short_params, store_settings, wall
 
     params = short_params()
     settings = store_settings(tmp_path_factory.mktemp("replay"))
-    run = run_to_end(settings, params, "short-replay", wall=lambda: datetime.now(UTC))
+    run = run_to_end(settings, params, "short-replay", wall=wall)
     assert run.status == "completed", run.error
     return ReplayStore(settings, params, run.name)

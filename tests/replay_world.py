@@ -173,3 +173,49 @@ def fingerprint(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
                 )
             ],
         }
+
+
+def wall() -> datetime:
+    """The wall clock a replay is given in the tests (its moments are simulated)."""
+    return datetime.now(UTC)
+
+
+def rows(engine: Engine, *columns: Any, where: Any = None) -> list[Any]:
+    statement = select(*columns)
+    if where is not None:
+        statement = statement.where(where)
+    with session_factory(engine)() as session:
+        return list(session.execute(statement).all())
+
+
+def assert_one_event_per_change(engine: Engine, events: list[tuple[str, Any]]) -> None:
+    """Each deployment, A/B test start and end, training start and end, signal and label is
+    announced once: the events and the tables tell the same story."""
+    by_channel: dict[str, list[dict[str, Any]]] = {}
+    for channel, payload in events:
+        by_channel.setdefault(channel, []).append(payload)
+    deployed = rows(
+        engine, ModelStageHistory.version, where=ModelStageHistory.to_status == "production"
+    )
+    assert sorted(e["version"] for e in by_channel["ml:model_deployed"]) == sorted(
+        v for (v,) in deployed
+    )
+    tests = rows(engine, ModelABTest.id, ModelABTest.status)
+    assert sorted(e["id"] for e in by_channel["ml:ab_test_created"]) == sorted(
+        str(i) for i, _ in tests
+    )
+    assert sorted(e["id"] for e in by_channel.get("ml:ab_test_completed", [])) == sorted(
+        str(i) for i, s in tests if s == "completed"
+    )
+    logs = rows(engine, ModelTrainingLog.id, ModelTrainingLog.status)
+    started = [e["training_log_id"] for e in by_channel["ml:training_started"]]
+    completed = [e["training_log_id"] for e in by_channel["ml:training_completed"]]
+    assert sorted(started) == sorted(str(i) for i, _ in logs)
+    assert sorted(completed) == sorted(str(i) for i, s in logs if s != "running")
+    signals = rows(engine, TradingSignal.id, TradingSignal.actual_outcome)
+    assert sorted(e["signal_id"] for e in by_channel["ml:new_prediction"]) == sorted(
+        str(i) for i, _ in signals
+    )
+    assert sorted(e["signal_id"] for e in by_channel["ml:signal_outcome"]) == sorted(
+        str(i) for i, o in signals if o != "pending"
+    )

@@ -12,18 +12,16 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from aifx_ml.db.engine import make_engine, session_factory
+from aifx_ml.db.engine import make_engine
 from aifx_ml.db.models import (
     EventOutbox,
     ModelABTest,
-    ModelStageHistory,
     ModelTrainingLog,
     ModelVersion,
     ReplayJob,
@@ -33,13 +31,9 @@ from aifx_ml.events.schemas import parse_payload
 from aifx_ml.models.store import number_of, registered_name
 from aifx_ml.replay.plan import ReplayParams
 from registry.mlflow_store import MLFLOW_STAGES
-from tests.replay_world import ReplayStore
+from tests.replay_world import ReplayStore, assert_one_event_per_change, rows
 
 pytestmark = pytest.mark.integration
-
-
-def wall() -> datetime:
-    return datetime.now(UTC)
 
 
 def days(params: ReplayParams, hour: int, weekday: int | None = None) -> list[datetime]:
@@ -57,14 +51,6 @@ def store(replay_store: ReplayStore) -> Iterator[Engine]:
     engine = make_engine(replay_store.settings.db_url)
     yield engine
     engine.dispose()
-
-
-def rows(engine: Engine, *columns: Any, where: Any = None) -> list[Any]:
-    statement = select(*columns)
-    if where is not None:
-        statement = statement.where(where)
-    with session_factory(engine)() as session:
-        return list(session.execute(statement).all())
 
 
 def test_daily_and_weekly_runs_happened_on_their_simulated_days(
@@ -151,36 +137,3 @@ def test_the_report_answers_the_key_question(replay_store: ReplayStore, store: E
     # continuously learned model is ahead of it frozen, by a margin whose 95% interval excludes
     # zero (seed fixed).
     assert after["continuous_ahead"] is True, after
-
-
-def assert_one_event_per_change(engine: Engine, events: list[tuple[str, Any]]) -> None:
-    """Each deployment, A/B test start and end, training start and end, signal and label is
-    announced once: the events and the tables tell the same story."""
-    by_channel: dict[str, list[dict[str, Any]]] = {}
-    for channel, payload in events:
-        by_channel.setdefault(channel, []).append(payload)
-    deployed = rows(
-        engine, ModelStageHistory.version, where=ModelStageHistory.to_status == "production"
-    )
-    assert sorted(e["version"] for e in by_channel["ml:model_deployed"]) == sorted(
-        v for (v,) in deployed
-    )
-    tests = rows(engine, ModelABTest.id, ModelABTest.status)
-    assert sorted(e["id"] for e in by_channel["ml:ab_test_created"]) == sorted(
-        str(i) for i, _ in tests
-    )
-    assert sorted(e["id"] for e in by_channel.get("ml:ab_test_completed", [])) == sorted(
-        str(i) for i, s in tests if s == "completed"
-    )
-    logs = rows(engine, ModelTrainingLog.id, ModelTrainingLog.status)
-    started = [e["training_log_id"] for e in by_channel["ml:training_started"]]
-    completed = [e["training_log_id"] for e in by_channel["ml:training_completed"]]
-    assert sorted(started) == sorted(str(i) for i, _ in logs)
-    assert sorted(completed) == sorted(str(i) for i, s in logs if s != "running")
-    signals = rows(engine, TradingSignal.id, TradingSignal.actual_outcome)
-    assert sorted(e["signal_id"] for e in by_channel["ml:new_prediction"]) == sorted(
-        str(i) for i, _ in signals
-    )
-    assert sorted(e["signal_id"] for e in by_channel["ml:signal_outcome"]) == sorted(
-        str(i) for i, o in signals if o != "pending"
-    )

@@ -22,8 +22,14 @@ from aifx_ml.replay.plan import ReplayParams
 from flows import replay as replay_flow
 from flows.replay import run_to_end
 from tests.conftest import REDIS_URL, _postgres_database
-from tests.flows.test_replay_end_to_end import assert_one_event_per_change, rows, wall
-from tests.replay_world import fingerprint, store_settings, three_week_params
+from tests.replay_world import (
+    assert_one_event_per_change,
+    fingerprint,
+    rows,
+    store_settings,
+    three_week_params,
+    wall,
+)
 
 pytestmark = pytest.mark.integration
 
