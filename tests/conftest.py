@@ -20,6 +20,7 @@ import pandas as pd
 import psycopg
 import pytest
 import redis
+from filelock import FileLock
 from sqlalchemy import Engine, MetaData, select
 from xdist.scheduler import LoadScopeScheduling
 
@@ -319,10 +320,28 @@ def behind_proxy(proxy: CuttableProxy) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Three trained Staging versions, built once per session (see tests/registry_world.py)."""
-    from tests.registry_world import build_world
+    """Three trained Staging versions, built once per session (see tests/registry_world.py).
 
-    return build_world(tmp_path_factory.mktemp("registry-world"))
+    Under `pytest -n` the workers share one build: the first to ask trains it in the session's
+    common temporary folder while the others wait on a file lock, then all read it (tests copy
+    its stores; its model files are only read). A build that fails leaves nothing behind, so
+    the next worker to ask tries again and fails the same way, with its own traceback.
+    """
+    from tests.registry_world import build_world, load_world, save_world
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_world(tmp_path_factory.mktemp("registry-world"))
+    root = tmp_path_factory.getbasetemp().parent / "registry-world"
+    with FileLock(f"{root}.lock"):
+        if (built := load_world(root)) is not None:
+            return built
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        try:
+            return save_world(build_world(root))
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
 
 
 # --- Prefect and the replay: one temporary API and one short replay per session ---------------

@@ -3,11 +3,13 @@
 Training even a tiny LSTM costs seconds, so three versions (weekly runs as of three Sundays,
 all in Staging) are trained once on SQLite; each test gets its own copy of the MLflow store
 and of the registry tables, on SQLite or PostgreSQL. The model files themselves are shared
-read-only (MLflow records their absolute location).
+read-only (MLflow records their absolute location). Under `pytest -n` the workers share one
+build (the `world` fixture in tests/conftest.py), found through the manifest written last.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,6 +54,29 @@ def build_world(root: Path) -> World:
         versions.append(result.version)
     engine.dispose()
     return World(root, db_url, root / "mlflow.db", tuple(versions))
+
+
+MANIFEST = "world.json"
+
+
+def save_world(world: World) -> World:
+    """Write the manifest that marks `world.root` as complete (the last step of a build)."""
+    manifest = {
+        "db_url": world.db_url,
+        "mlflow_db": str(world.mlflow_db),
+        "versions": world.versions,
+    }
+    (world.root / MANIFEST).write_text(json.dumps(manifest))
+    return world
+
+
+def load_world(root: Path) -> World | None:
+    """The world built in `root` by another process, or None if none was completed there."""
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return World(root, data["db_url"], Path(data["mlflow_db"]), tuple(data["versions"]))
 
 
 def copy_world(world: World, engine: Engine, into: Path) -> str:
