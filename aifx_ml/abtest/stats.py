@@ -10,6 +10,7 @@ at. Vectorized: one live test and thousands of simulated ones run through the sa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -144,7 +145,7 @@ class SequentialDecision:
     decided_a: int
     decided_b: int
     reason: str
-    srm: SrmCheck
+    srm: SrmCheck | None  # None: a paired (shadow) test has no split to check
     pnl_difference: float  # best arm − other arm, mean pnl % (NaN until one is best)
     pnl_se: float
     plan: SequentialPlan
@@ -194,7 +195,7 @@ def arm_mean(sums: ClusterSums, arm: int) -> tuple[F64, F64, F64]:
         w = np.zeros(sums.first.shape)
         w[..., 2 * arm], w[..., 2 * arm + 1] = -mean / n, 1.0 / n
         iid = (sums.squares[..., arm] - n * mean**2) / (n * (n - 1))
-    return mean, _cr1(sums.clusters[..., arm], _quadratic(w, sums.second)), iid
+    return mean, cr1(sums.clusters[..., arm], quadratic(w, sums.second)), iid
 
 
 def difference(sums: ClusterSums) -> Difference:
@@ -206,12 +207,18 @@ def difference(sums: ClusterSums) -> Difference:
     """
     mean_a, _, iid_a = arm_mean(sums, 0)
     mean_b, _, iid_b = arm_mean(sums, 1)
-    n_a, n_b = sums.first[..., 0], sums.first[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.stack([mean_a / n_a, -1.0 / n_a, -mean_b / n_b, 1.0 / n_b], axis=-1)
-    cluster = _cr1(sums.clusters[..., 2], _quadratic(w, sums.second))
+    cluster = cr1(sums.clusters[..., 2], quadratic(influence_weights(sums), sums.second))
     theta, iid = mean_b - mean_a, iid_a + iid_b
-    return Difference(theta, _test_variance(theta, cluster, iid), cluster, iid)
+    return Difference(theta, floored_variance(theta, cluster, iid), cluster, iid)
+
+
+def influence_weights(sums: ClusterSums) -> F64:
+    """w such that a unit's (or cluster's) influence on θ̂ is w · (n_a, s_a, n_b, s_b):
+    u = (s_b − p̂_B n_b)/N_B − (s_a − p̂_A n_a)/N_A."""
+    n_a, s_a, n_b, s_b = (sums.first[..., k] for k in range(4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_a, mean_b = s_a / n_a, s_b / n_b
+        return np.stack([mean_a / n_a, -1.0 / n_a, -mean_b / n_b, 1.0 / n_b], axis=-1)
 
 
 def msprt_log_lr(theta_hat: npt.ArrayLike, variance: npt.ArrayLike, tau: float) -> F64:
@@ -305,9 +312,29 @@ def evaluate(
     plan = plan or SequentialPlan()
     is_b, _, wins, pnls = _outcome_sums(frame)
     srm = srm_check(*_assigned(frame, is_b), split_b, plan.srm_threshold)
-    diff = difference(wins)
-    theta, se = float(diff.theta_hat), math.sqrt(float(diff.variance))
     n_a, n_b = int(wins.first[0]), int(wins.first[2])
+    return decide(
+        difference(wins), n_a, n_b, lambda: difference(pnls), plan,
+        previous_p=previous_p, expired=expired, srm=srm,
+    )  # fmt: skip
+
+
+def decide(
+    wins: Difference,
+    n_a: int,
+    n_b: int,
+    pnl: Callable[[], Difference],
+    plan: SequentialPlan,
+    *,
+    previous_p: float = 1.0,
+    expired: bool = False,
+    srm: SrmCheck | None = None,
+) -> SequentialDecision:
+    """The decision of one look from the win-rate difference B − A (`wins`, over `n_a` and
+    `n_b` decided signals) and, computed only when a winner is in sight, the pnl one: the same
+    rules for a split test (`evaluate`, with its SRM check) and a paired one
+    (`aifx_ml.abtest.paired`, which has no split to check)."""
+    theta, se = float(wins.theta_hat), math.sqrt(float(wins.variance))
     statistic = float(msprt_log_lr(theta, se**2, plan.tau)) if n_a and n_b else math.nan
     eligible = min(n_a, n_b) >= plan.min_decided_per_arm
     p = min(previous_p, float(always_valid_p(statistic)) if eligible else 1.0)
@@ -315,15 +342,15 @@ def evaluate(
     winner: Literal["a", "b"] | None = None
     gap = gap_se = math.nan
     reason = f"p = {p:.3g} > {plan.alpha}: keep collecting"
-    if srm.flagged:
+    if srm is not None and srm.flagged:
         status = "srm"
         reason = (
             f"sample-ratio mismatch: {srm.observed_a} A / {srm.observed_b} B against "
-            f"{split_b:.0%} to B (chi-square p = {srm.p_value:.2g}): routing is broken"
+            f"{srm.split_b:.0%} to B (chi-square p = {srm.p_value:.2g}): routing is broken"
         )
     elif eligible and p <= plan.alpha:
         best: Literal["a", "b"] = "b" if theta > 0 else "a"
-        pnl_diff = difference(pnls)
+        pnl_diff = pnl()
         gap = float(pnl_diff.theta_hat) * (1.0 if best == "b" else -1.0)
         gap_se = math.sqrt(float(pnl_diff.variance))
         reason = f"win rate B - A = {theta:+.3f}, p = {p:.3g} <= {plan.alpha}"
@@ -381,10 +408,10 @@ def _assigned(frame: pd.DataFrame, is_b: npt.NDArray[np.bool_]) -> tuple[int, in
 
 def _mean_se(sums: ClusterSums, arm: int) -> tuple[float, float]:
     mean, cluster, iid = arm_mean(sums, arm)
-    return float(mean), math.sqrt(float(_test_variance(mean, cluster, iid)))
+    return float(mean), math.sqrt(float(floored_variance(mean, cluster, iid)))
 
 
-def _test_variance(estimate: F64, cluster: F64, iid: F64) -> F64:
+def floored_variance(estimate: F64, cluster: F64, iid: F64) -> F64:
     """CR1, but never below the iid variance (nor 0; NaN without data). With few clusters CR1
     is noisy and often too low: simulated A/A tests with 4 clusters per arm at the minimum
     sample declare a winner 6.4% of the time on CR1 alone, 3.4% with this floor."""
@@ -392,11 +419,11 @@ def _test_variance(estimate: F64, cluster: F64, iid: F64) -> F64:
     return np.where(np.isfinite(estimate), floor, np.nan)
 
 
-def _cr1(clusters: F64, squares: F64) -> F64:
+def cr1(clusters: F64, squares: F64) -> F64:
     """CR1 small-sample factor G/(G−1) times Σ u_c²; NaN with fewer than two clusters."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(clusters > 1, clusters / (clusters - 1) * squares, np.nan)
 
 
-def _quadratic(w: F64, m: F64) -> F64:
+def quadratic(w: F64, m: F64) -> F64:
     return np.asarray(np.einsum("...i,...ij,...j->...", w, m, w))
