@@ -56,6 +56,20 @@ class TestStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class TestMode(StrEnum):
+    """`model_ab_test.mode`: how a test compares its two versions.
+
+    split: a share of requests is answered by the challenger (B), the rest by Production (A);
+    shadow: Production answers every request and the challenger answers the same requests
+    unseen (recorded in `shadow_signals`), so the two are compared request by request.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    SPLIT = "split"
+    SHADOW = "shadow"
+
+
 class Recommendation(StrEnum):
     """What a monthly evaluation recommends for a Production version."""
 

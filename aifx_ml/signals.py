@@ -13,7 +13,7 @@ from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from aifx_ml.db.models import TradingSignal
+from aifx_ml.db.models import ShadowSignal, TradingSignal
 from aifx_ml.db.types import to_rows
 from aifx_ml.domain import SIGNALS
 from aifx_ml.errors import InvalidInputError
@@ -65,16 +65,23 @@ def check_storable_text(name: str, value: str | None) -> None:
             )
 
 
+SHADOW = "shadow"  # the key of a served row's shadow answer (a `shadow_signals` row), if any
+
+
 def insert_signal_rows(session: Session, rows: list[dict[str, Any]], as_of: datetime) -> None:
     """Insert ready rows (ids and UTC `created_at` set) and announce each on ml:new_prediction.
 
     The lean path the prediction service takes per request; `record_signals` checks a frame
-    first and comes here too.
+    first and comes here too. A row may carry its shadow answer under `SHADOW`: it is stored
+    in `shadow_signals` in the same transaction (and not announced: nobody was served it).
     """
     if not rows:
         return
-    events = _events(rows)
-    session.execute(insert(TradingSignal), rows)
+    served, shadows = split_shadows(rows)
+    events = _events(served)
+    session.execute(insert(TradingSignal), served)
+    if shadows:
+        session.execute(insert(ShadowSignal), shadows)
     enqueue_many(session, events, as_of)
 
 
@@ -92,10 +99,30 @@ def insert_absent_signal_rows(
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(TradingSignal.id)
     )
-    events = _events(rows)
-    new = set(session.scalars(statement, list(rows)).all())
+    served, shadows = split_shadows(rows)
+    events = _events(served)
+    new = set(session.scalars(statement, served).all())
+    fresh = [s for s in shadows if s["served_signal_id"] in new]
+    if fresh:  # a served row already stored came with its shadow: both are there
+        session.execute(insert(ShadowSignal), fresh)
     enqueue_many(session, [e for e in events if e.signal_id in new], as_of)
     return len(new)
+
+
+def split_shadows(
+    rows: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The served rows without their shadow answers, and the shadow rows (pending, each
+    pointing at its served row)."""
+    served, shadows = [], []
+    for row in rows:
+        shadow = row.get(SHADOW)
+        if shadow is None:
+            served.append(row)
+            continue
+        served.append({k: v for k, v in row.items() if k != SHADOW})
+        shadows.append({**shadow, "served_signal_id": row["id"], "actual_outcome": "pending"})
+    return served, shadows
 
 
 def _events(rows: Sequence[dict[str, Any]]) -> list[NewPrediction]:

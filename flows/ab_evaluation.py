@@ -18,6 +18,7 @@ from aifx_ml.db.engine import engine_for
 from aifx_ml.domain import TestStatus
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 from registry.abtest import complete_with_winner
+from registry.hygiene import retire_stale_candidates
 from registry.mlflow_store import MlflowModelStore
 
 
@@ -28,8 +29,11 @@ def active_tests_task(settings: Settings) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str, Any]:
-    """One test: the sequential decision, acted on through the registry."""
+def evaluate_task(
+    settings: Settings, test_id: str, as_of: datetime, keep_waiting: int | None = None
+) -> dict[str, Any]:
+    """One test: the sequential decision, acted on through the registry; with `keep_waiting`,
+    a challenger that did not win leaves Staging (`registry.hygiene`)."""
     store = MlflowModelStore.from_settings(settings)
     with engine_for(settings.db_url) as engine:
         seen = evaluate_test(
@@ -38,7 +42,14 @@ def evaluate_task(settings: Settings, test_id: str, as_of: datetime) -> dict[str
             as_of,
             partial(complete_with_winner, engine, store, actor="flow ab-evaluation"),
         )
-        test = describe(get_test(engine, test_id))  # as the look left it: decided or not
+        ended = get_test(engine, test_id)  # as the look left it: decided or not
+        test = describe(ended)
+        if keep_waiting is not None and ended.status != TestStatus.ACTIVE and ended.model_type:
+            # A challenger that did not win leaves Staging with the test's reason.
+            retire_stale_candidates(
+                engine, store, ended.model_type, as_of=as_of, actor="flow ab-evaluation",
+                keep=keep_waiting,
+            )  # fmt: skip
     decision = seen.decision
     get_run_logger().info("A/B test %s: %s — %s", test_id, decision.status, decision.reason)
     return {**seen.as_dict(), "test": test}

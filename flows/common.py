@@ -13,6 +13,7 @@ from aifx_ml.abtest.store import TestPlan
 from aifx_ml.alerts.notify import check_and_alert, raise_alert_safely
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema
+from aifx_ml.domain import TestMode
 from aifx_ml.events.relay import relay_outbox
 from aifx_ml.training.config import ChallengerOffer
 from registry.challenger import offer_challenger
@@ -61,9 +62,11 @@ def challenger_task(
     split: float,
     actor: str,
     plan: dict[str, Any] | None = None,
+    mode: str = TestMode.SPLIT,
 ) -> ChallengerOffer:
-    """Gate a new version; on a pass it is tried against Production in an A/B test run to
-    `plan` (TestPlan fields; default: the library's pre-registered plan)."""
+    """Gate a new version; on a pass it is tried against Production in a test of `mode`
+    (split or shadow) run to `plan` (TestPlan fields; default: the library's pre-registered
+    plan)."""
     with engine_for(settings.db_url) as engine:
         outcome = offer_challenger(
             engine,
@@ -73,6 +76,7 @@ def challenger_task(
             actor=actor,
             split=split,
             plan=TestPlan.from_dict(plan) if plan else None,
+            mode=mode,
         )
     get_run_logger().info("challenger %s: %s %s", version, outcome.action, outcome.detail)
     return ChallengerOffer(

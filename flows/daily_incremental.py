@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
-from aifx_ml.domain import TrainingType
+from aifx_ml.domain import TestMode, TrainingType
 from aifx_ml.training.config import TRAINING, TrainingResult, training_config
 from flows.training_tasks import training_steps
 
@@ -24,6 +24,7 @@ def daily_incremental_flow(
     seed: int = TRAINING.seed,
     as_of: datetime | None = None,
     auto_challenger: bool = TRAINING.auto_challenger,
+    challenger_mode: TestMode = TRAINING.challenger_mode,
     challenger_split: float = TRAINING.challenger_split,
     ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
     days: int = TRAINING.days,
@@ -59,6 +60,7 @@ def daily_incremental_flow(
         "flow daily-incremental",
         challenger_split if auto_challenger else None,
         ab_test_plan,
+        challenger_mode,
     )
     logger = get_run_logger()
     if result.fell_back_to_full:

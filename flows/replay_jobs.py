@@ -31,6 +31,7 @@ def replay_jobs(params: ReplayParams) -> dict[str, Job]:
         "batch_size": model.batch_size,
         "seed": params.seed,
         "auto_challenger": True,
+        "challenger_mode": params.challenger_mode,
         "challenger_split": params.challenger_split,
         "ab_test_plan": params.test_plan(),
         "days": model.days,

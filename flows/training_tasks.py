@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import Settings, git_commit
 from aifx_ml.db.engine import engine_for, ensure_schema
-from aifx_ml.domain import TrainingStatus, TrainingType
+from aifx_ml.domain import TestMode, TrainingStatus, TrainingType
 from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
@@ -74,6 +74,7 @@ def training_steps(
     actor: str,
     challenger_split: float | None,
     test_plan: dict[str, Any] | None = None,
+    challenger_mode: str = TestMode.SPLIT,
 ) -> TrainingResult:
     """The steps both training flows take: reconcile, read every series (mapped), train,
     offer the new version as a challenger, relay the events."""
@@ -91,7 +92,7 @@ def training_steps(
         assert result.version is not None
         # Passes the offline gate: tried live against Production (or becomes the first one).
         result.challenger = challenger_task(
-            settings, result.version, as_of, challenger_split, actor, test_plan
+            settings, result.version, as_of, challenger_split, actor, test_plan, challenger_mode
         )
     alerts_task(settings, as_of)  # a failed run, or a second skip in a row, reaches people
     relay_task(settings)

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
-from aifx_ml.domain import TrainingType
+from aifx_ml.domain import TestMode, TrainingType
 from aifx_ml.training.config import TRAINING, TrainingResult, training_config
 from flows.training_tasks import training_steps
 
@@ -29,6 +29,7 @@ def weekly_full_flow(
     learning_rate: float = TRAINING.learning_rate,
     as_of: datetime | None = None,
     auto_challenger: bool = TRAINING.auto_challenger,
+    challenger_mode: TestMode = TRAINING.challenger_mode,
     challenger_split: float = TRAINING.challenger_split,
     ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
 ) -> TrainingResult:
@@ -56,6 +57,7 @@ def weekly_full_flow(
         "flow weekly-full",
         challenger_split if auto_challenger else None,
         ab_test_plan,
+        challenger_mode,
     )
     get_run_logger().info(
         "weekly full training %s: %s", result.status, result.version or result.reason

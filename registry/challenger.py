@@ -1,33 +1,65 @@
-"""The automatic challenger: a new Staging version that passes the offline gate is tried live
-against Production in an A/B test (or, with no Production version yet, becomes it)."""
+"""The automatic challenger: what becomes of a new version.
+
+- With no Production version yet, one that passes the offline gate becomes it.
+- A fresh full training **refreshes** a Production version older than the refresh age when
+  the holdout does not show it worse than Production, nor than the best baseline, by more
+  than the refresh margin (`aifx_ml.evaluation.refresh`): in a drifting market a fresher
+  model is the better bet unless the data say otherwise. A test still running against the
+  old Production version is cancelled, its challenger superseded.
+- Otherwise a version that passes the gate is tried live against Production: a shadow test
+  by default (it answers every request unseen), or a split test; unless a test of its model
+  type already runs, and then it waits.
+- Either way the Staging hygiene runs (`registry.hygiene`): losers of ended tests and the
+  candidates beyond the newest few are archived, with the reason.
+
+Refreshes and the hygiene are built and tested but not yet on by default (the flows do not
+pass them): turning them on changes what the replays and the demo decide, which is measured
+and tuned with them in the next step of this work.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from aifx_ml.abtest.store import DEFAULT_SPLIT, TestPlan, active_test, create_test
-from aifx_ml.domain import ModelStatus
+from aifx_ml.abtest.store import DEFAULT_SPLIT, TestPlan, active_test, cancel_test, create_test
+from aifx_ml.db.models import ModelABTest
+from aifx_ml.domain import ModelStatus, TestMode
 from aifx_ml.evaluation.gate import DEFAULT_MARGIN, DEFAULT_MIN_SAMPLES, GateDecision
-from aifx_ml.models.versions import get_version
+from aifx_ml.evaluation.refresh import DEFAULT_LEVEL, DEFAULT_REFRESH_AGE, RefreshDecision
+from aifx_ml.evaluation.refresh import DEFAULT_MARGIN as DEFAULT_REFRESH_MARGIN
+from aifx_ml.models.versions import get_version, production_version
+from aifx_ml.training.config import TRAINING
 from registry.abtest import mark_challenger
+from registry.hygiene import Retired, retire_stale_candidates
 from registry.mlflow_store import MlflowModelStore
-from registry.promotion import evaluate_candidate
+from registry.promotion import CandidateEvaluation, evaluate_candidate
 from registry.stages import change_stage
 
 
 @dataclass(frozen=True)
+class RefreshPolicy:
+    """When a fresh full training may replace Production without winning a test."""
+
+    age: timedelta | None = DEFAULT_REFRESH_AGE  # None: never refresh
+    margin: float = DEFAULT_REFRESH_MARGIN
+    level: float = DEFAULT_LEVEL
+
+
+@dataclass(frozen=True)
 class ChallengerOutcome:
-    """What became of a new version: promoted, tried in a test, or neither (and why)."""
+    """What became of a new version: promoted, refreshed in, tried in a test, or neither."""
 
     version: str
-    action: str  # promoted | ab_test_started | test_running | refused
+    action: str  # promoted | refreshed | ab_test_started | test_running | refused
     decision: GateDecision | None
     ab_test_id: uuid.UUID | None = None
     detail: str = ""
+    refresh: RefreshDecision | None = None
+    retired: tuple[Retired, ...] = field(default=())
 
 
 def offer_challenger(
@@ -41,18 +73,64 @@ def offer_challenger(
     margin: float = DEFAULT_MARGIN,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     plan: TestPlan | None = None,
+    mode: TestMode | str = TRAINING.challenger_mode,
+    refresh: RefreshPolicy | None = None,
+    keep_waiting: int | None = None,
 ) -> ChallengerOutcome:
-    """Gate `version`; on a pass start an A/B test against Production (split to the new one),
-    unless a test of its model type is already running."""
+    """Decide what becomes of `version` (see the module docstring), then tidy Staging.
+
+    `refresh` (a `RefreshPolicy`) turns refresh promotions on and `keep_waiting` (e.g.
+    `DEFAULT_KEEP_WAITING`) the Staging hygiene; both are off unless given.
+    """
+    outcome = _offer(
+        engine, store, version, as_of, actor, split, margin, min_samples, plan, mode,
+        refresh or RefreshPolicy(age=None),
+    )  # fmt: skip
+    if keep_waiting is None:
+        return outcome
+    retired = retire_stale_candidates(
+        engine, store, get_version(engine, version).model_type,
+        as_of=as_of, actor=actor, keep=keep_waiting,
+    )  # fmt: skip
+    return ChallengerOutcome(**{**outcome.__dict__, "retired": tuple(retired)})
+
+
+def _offer(
+    engine: Engine,
+    store: MlflowModelStore,
+    version: str,
+    as_of: datetime,
+    actor: str,
+    split: float,
+    margin: float,
+    min_samples: int,
+    plan: TestPlan | None,
+    mode: TestMode | str,
+    refresh: RefreshPolicy,
+) -> ChallengerOutcome:
     row = get_version(engine, version)
     running = active_test(engine, row.model_type)
+    current = production_version(engine, row.model_type)
+    evaluation: CandidateEvaluation | None = None
+    full_training = row.parent_version is None
+    if (
+        refresh.age is not None
+        and current is not None
+        and full_training
+        and as_of - current.created_at >= refresh.age
+    ):
+        evaluation = _evaluate(engine, store, version, as_of, margin, min_samples)
+        check = evaluation.refresh(refresh.margin, refresh.level)
+        if check.passed:
+            return _refresh(engine, store, version, current.version, evaluation, check,
+                            running, as_of, actor)  # fmt: skip
     if running is not None:
         return ChallengerOutcome(
             version, "test_running", None, running.id, f"A/B test {running.test_name!r} runs"
         )
-    decision, production = evaluate_candidate(
-        engine, store, version, as_of, margin=margin, min_samples=min_samples
-    )
+    if evaluation is None:
+        evaluation = _evaluate(engine, store, version, as_of, margin, min_samples)
+    decision, production = evaluation.decision, evaluation.production
     if not decision.passed:
         return ChallengerOutcome(version, "refused", decision, None, "; ".join(decision.reasons))
     if production is None:
@@ -67,14 +145,70 @@ def offer_challenger(
             details={"gate": decision.as_dict()},
         )
         return ChallengerOutcome(version, "promoted", decision)
+    shadow = mode == TestMode.SHADOW
     test = create_test(
         engine,
         name=f"{version} vs {production}",
         model_a_version=production,
         model_b_version=version,
-        traffic_split=split,
+        traffic_split=None if shadow else split,
         as_of=as_of,
         plan=plan,
+        mode=mode,
     )
     mark_challenger(engine, store, test)
     return ChallengerOutcome(version, "ab_test_started", decision, test.id)
+
+
+def _evaluate(
+    engine: Engine,
+    store: MlflowModelStore,
+    version: str,
+    as_of: datetime,
+    margin: float,
+    min_samples: int,
+) -> CandidateEvaluation:
+    return evaluate_candidate(engine, store, version, as_of, margin=margin, min_samples=min_samples)
+
+
+def _refresh(
+    engine: Engine,
+    store: MlflowModelStore,
+    version: str,
+    production: str,
+    evaluation: CandidateEvaluation,
+    check: RefreshDecision,
+    running: ModelABTest | None,
+    as_of: datetime,
+    actor: str,
+) -> ChallengerOutcome:
+    """Promote `version` with reason `refresh`, ending a test of the version it replaces."""
+    gap = check.production
+    reason = (
+        f"refresh: {production} is older than the refresh age and {version} is not shown worse "
+        f"(accuracy {gap.difference:+.4f} vs Production, upper {check.level:.0%} bound "
+        f"{gap.upper:+.4f} >= -{check.margin:.4f}, on {gap.samples} holdout samples)"
+    )
+    test_id = None
+    if running is not None:
+        test_id = running.id
+        why = f"superseded: {version} refreshed {production}"
+        cancel_test(engine, test_id, as_of=as_of, reason=why)
+        if running.model_b_version != version:  # its challenger will not be tried again
+            change_stage(
+                engine, store, running.model_b_version, ModelStatus.ARCHIVED,
+                as_of=as_of, reason=f"{why} during its test", actor=actor, ab_test_id=test_id,
+            )  # fmt: skip
+    change_stage(
+        engine,
+        store,
+        version,
+        ModelStatus.PRODUCTION,
+        as_of=as_of,
+        reason=reason,
+        actor=actor,
+        details={"refresh": check.as_dict(), "gate": evaluation.decision.as_dict()},
+    )
+    return ChallengerOutcome(
+        version, "refreshed", evaluation.decision, test_id, reason, refresh=check
+    )

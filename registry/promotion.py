@@ -18,7 +18,9 @@ from aifx_ml.evaluation.gate import (
     GateDecision,
     promotion_gate,
 )
-from aifx_ml.evaluation.holdout import score_on_holdout
+from aifx_ml.evaluation.holdout import HoldoutScores, score_on_holdout
+from aifx_ml.evaluation.refresh import DEFAULT_LEVEL, RefreshDecision, refresh_decision
+from aifx_ml.evaluation.refresh import DEFAULT_MARGIN as DEFAULT_REFRESH_MARGIN
 from aifx_ml.models.store import ModelStore
 from aifx_ml.models.versions import get_version, production_version
 from aifx_ml.training.config import training_config
@@ -41,6 +43,33 @@ class PromotionOutcome:
     stage: StageResult | None = None
 
 
+@dataclass(frozen=True)
+class CandidateEvaluation:
+    """The gate's decision for a candidate and what it was computed from: the holdout scores
+    of the candidate, the Production version (if any) and the baselines, sample by sample."""
+
+    candidate: str
+    production: str | None
+    decision: GateDecision
+    scores: HoldoutScores
+
+    def refresh(
+        self, margin: float = DEFAULT_REFRESH_MARGIN, level: float = DEFAULT_LEVEL
+    ) -> RefreshDecision:
+        """Would the candidate refresh Production (`aifx_ml.evaluation.refresh`)?"""
+        if self.production is None:
+            raise RegistryError("a refresh replaces a Production version: there is none")
+        return refresh_decision(
+            self.scores.correct[self.candidate],
+            self.scores.correct[self.production],
+            self.scores.baseline_correct,
+            self.scores.clusters,
+            margin=margin,
+            level=level,
+            min_samples=self.decision.min_samples,
+        )
+
+
 def evaluate_candidate(
     engine: Engine,
     store: ModelStore,
@@ -49,7 +78,7 @@ def evaluate_candidate(
     *,
     margin: float = DEFAULT_MARGIN,
     min_samples: int = DEFAULT_MIN_SAMPLES,
-) -> tuple[GateDecision, str | None]:
+) -> CandidateEvaluation:
     """The gate decision for `version` against the current Production version, as of `as_of`.
 
     The holdout starts where the newer of the two stopped learning (each version's own
@@ -80,7 +109,9 @@ def evaluate_candidate(
         min_samples=min_samples,
         holdout=scores.holdout,
     )
-    return decision, current.version if current is not None else None
+    return CandidateEvaluation(
+        version, current.version if current is not None else None, decision, scores
+    )
 
 
 def promote(
@@ -100,9 +131,10 @@ def promote(
     change is stamped by `clock` when it commits (see `registry.stages.commit_stamp`)."""
     if force_reason is not None and not force_reason.strip():
         raise RegistryError('a forced promotion needs a reason: --force --reason "..."')
-    decision, current = evaluate_candidate(
+    evaluation = evaluate_candidate(
         engine, store, version, as_of, margin=margin, min_samples=min_samples
     )
+    decision, current = evaluation.decision, evaluation.production
     outcome = PromotionOutcome(version, decision, current, promoted=False, forced=False)
     if not decision.passed and force_reason is None:
         return outcome

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from aifx_ml.abtest.paired import evaluate_paired
 from aifx_ml.abtest.stats import ArmStats, SequentialDecision, arm_summary, evaluate
 from aifx_ml.abtest.store import (
     TestPlan,
@@ -22,7 +23,8 @@ from aifx_ml.abtest.store import (
     record_evaluation,
 )
 from aifx_ml.db.engine import session_factory
-from aifx_ml.db.models import ModelABTest, TradingSignal
+from aifx_ml.db.models import ModelABTest, ShadowSignal, TradingSignal
+from aifx_ml.domain import TestMode
 
 
 @dataclass(frozen=True)
@@ -81,19 +83,71 @@ def test_outcomes(engine: Engine, test: ModelABTest) -> pd.DataFrame:
     )
 
 
+def shadow_outcomes(engine: Engine, test: ModelABTest) -> pd.DataFrame:
+    """Every request a shadow test mirrored, one row per answer: A's served signal and B's
+    unseen one, joined by `request` (the served signal's id), clustered like `test_outcomes`."""
+    with session_factory(engine)() as session:
+        served = session.execute(
+            select(
+                TradingSignal.id,
+                TradingSignal.actual_outcome,
+                TradingSignal.actual_pnl_percent,
+                TradingSignal.pair,
+                TradingSignal.created_at,
+            ).where(
+                TradingSignal.ab_test_id == test.id,
+                TradingSignal.model_version == test.model_a_version,
+                TradingSignal.verified,
+            )
+        ).all()
+        shadow = session.execute(
+            select(
+                ShadowSignal.served_signal_id,
+                ShadowSignal.actual_outcome,
+                ShadowSignal.actual_pnl_percent,
+                ShadowSignal.pair,
+                ShadowSignal.created_at,
+            ).where(
+                ShadowSignal.ab_test_id == test.id,
+                ShadowSignal.model_version == test.model_b_version,
+            )
+        ).all()
+    columns = ["request", "outcome", "pnl", "pair", "created_at"]
+    frame = pd.concat(
+        [
+            pd.DataFrame(served, columns=columns).assign(variant="a"),
+            pd.DataFrame(shadow, columns=columns).assign(variant="b"),
+        ],
+        ignore_index=True,
+    )
+    day = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d")
+    return pd.DataFrame(
+        {
+            "variant": frame["variant"].astype(object),
+            "outcome": frame["outcome"].astype(object),
+            "pnl": frame["pnl"].astype("float64"),
+            "cluster": (frame["pair"] + "|" + day).astype(object),
+            "request": frame["request"].astype(str).astype(object),
+        }
+    )
+
+
 def look(engine: Engine, test: ModelABTest, now: datetime) -> TestLook:
     """The test's numbers and the sequential decision as of `now` (nothing is changed)."""
     plan = TestPlan.from_dict(test.config)
-    outcomes = test_outcomes(engine, test)
     previous = (test.metrics or {}).get("decision", {}).get("p_value")
     expired = now - test.created_at > timedelta(days=plan.max_days)
-    decision = evaluate(
-        outcomes,
-        test.traffic_split,
-        plan.sequential(),
-        previous_p=float(previous) if isinstance(previous, int | float) else 1.0,
-        expired=expired,
-    )
+    previous_p = float(previous) if isinstance(previous, int | float) else 1.0
+    if test.mode == TestMode.SHADOW:
+        outcomes = shadow_outcomes(engine, test)
+        decision = evaluate_paired(
+            outcomes, plan.sequential(), previous_p=previous_p, expired=expired
+        )
+    else:
+        outcomes = test_outcomes(engine, test)
+        decision = evaluate(
+            outcomes, test.traffic_split, plan.sequential(), previous_p=previous_p, expired=expired
+        )
     return TestLook(test.id, arm_summary(outcomes), decision, now)
 
 

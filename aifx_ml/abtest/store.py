@@ -20,12 +20,14 @@ from sqlalchemy.orm import Session
 
 from aifx_ml.abtest import stats
 from aifx_ml.db.engine import session_factory, transaction
-from aifx_ml.db.models import AB_STATUSES, ModelABTest, ModelVersion
+from aifx_ml.db.models import AB_MODES, AB_STATUSES, ModelABTest, ModelVersion
+from aifx_ml.domain import TestMode
 from aifx_ml.errors import ConflictError, InvalidInputError, NotFoundError
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, ABTestPlan
 
 DEFAULT_SPLIT = 0.2  # share of requests routed to B (the challenger) unless told otherwise
+DEFAULT_MODE = TestMode.SPLIT  # what `aifx ab create` and the API start unless told otherwise
 # Bounds of a plan (a comparison NaN fails, so NaN and infinities are refused with them).
 MAX_DAYS = 365.0
 MAX_DECIDED_PER_ARM = 1_000_000
@@ -127,20 +129,33 @@ def create_test(
     name: str,
     model_a_version: str,
     model_b_version: str,
-    traffic_split: float,
+    traffic_split: float | None,
     as_of: datetime,
     plan: TestPlan | None = None,
+    mode: TestMode | str = TestMode.SPLIT,
 ) -> ModelABTest:
-    """Start a test: A (usually Production) against B, `traffic_split` of requests to B.
+    """Start a test: A (usually Production) against B.
 
+    A split test sends `traffic_split` of requests to B; a shadow test (`mode="shadow"`) has
+    A answer every request and B answer the same ones unseen, so it takes no split (None or 0).
     Refused: an unknown or archived version, two versions of different types or the same one,
-    a split outside (0, 1) — InvalidInputError; a second active test of the model type —
-    ConflictError.
+    an unknown mode, a split outside (0, 1) for a split test or a split for a shadow test —
+    InvalidInputError; a second active test of the model type — ConflictError.
     """
     name = name.strip()
     if not name or len(name) > 128:
         raise InvalidInputError("invalid test_name: expected 1 to 128 characters")
-    if not 0 < traffic_split < 1:
+    if mode not in AB_MODES:
+        raise InvalidInputError(f"invalid mode {mode!r}: expected one of {AB_MODES}")
+    mode = TestMode(mode)
+    if mode == TestMode.SHADOW:
+        if traffic_split:
+            raise InvalidInputError(
+                f"invalid traffic_split {traffic_split}: a shadow test sends no traffic to B "
+                "(it answers every request unseen); leave the split out"
+            )
+        traffic_split = 0.0
+    elif traffic_split is None or not 0 < traffic_split < 1:
         raise InvalidInputError(
             f"invalid traffic_split {traffic_split}: expected a share of traffic in (0, 1)"
         )
@@ -149,7 +164,7 @@ def create_test(
     plan = plan or TestPlan()
     try:
         return _insert_test(
-            engine, name, model_a_version, model_b_version, traffic_split, as_of, plan
+            engine, name, model_a_version, model_b_version, traffic_split, as_of, plan, mode
         )
     except IntegrityError as exc:
         # Another create of the same model type committed between our check and our insert.
@@ -169,6 +184,7 @@ def _insert_test(
     traffic_split: float,
     as_of: datetime,
     plan: TestPlan,
+    mode: TestMode,
 ) -> ModelABTest:
     with transaction(engine) as session:
         versions = {
@@ -212,6 +228,7 @@ def _insert_test(
             model_type=model_type,
             model_a_version=model_a_version,
             model_b_version=model_b_version,
+            mode=mode.value,
             traffic_split=float(traffic_split),
             status="active",
             config=plan.as_dict(),
@@ -323,6 +340,7 @@ def describe(test: ModelABTest) -> dict[str, Any]:
         "model_type": test.model_type,
         "model_a_version": test.model_a_version,
         "model_b_version": test.model_b_version,
+        "mode": test.mode,
         "traffic_split": test.traffic_split,
         "status": test.status,
         "winner": test.winner,
@@ -359,6 +377,7 @@ def _event_fields(test: ModelABTest) -> dict[str, Any]:
         "model_type": test.model_type,
         "model_a_version": test.model_a_version,
         "model_b_version": test.model_b_version,
+        "mode": test.mode,
         "traffic_split": test.traffic_split,
         "created_at": test.created_at,
         "config": ABTestPlan.model_validate(test.config),

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from aifx_ml.abtest.evaluation import evaluate_test, look
 from aifx_ml.abtest.store import (
+    DEFAULT_MODE,
     DEFAULT_PLAN,
     DEFAULT_SPLIT,
     TestPlan,
@@ -22,6 +23,8 @@ from aifx_ml.abtest.store import (
 )
 from aifx_ml.cli.common import AppContext, app_context, console, frame_table, model_store
 from aifx_ml.db.models import ModelABTest
+from aifx_ml.domain import TestMode
+from aifx_ml.errors import InvalidInputError
 
 app = typer.Typer(help="A/B tests between model versions.", no_args_is_help=True)
 
@@ -32,7 +35,16 @@ def create_cmd(
     name: Annotated[str, typer.Option(help="A name people will recognise.")],
     model_a: Annotated[str, typer.Option("--a", help="Version A (usually Production).")],
     model_b: Annotated[str, typer.Option("--b", help="Version B (the challenger).")],
-    split: Annotated[float, typer.Option(help="Share of traffic to B.")] = DEFAULT_SPLIT,
+    mode: Annotated[
+        TestMode,
+        typer.Option(
+            help="split: a share of requests is answered by B. shadow: A answers every request "
+            "and B the same ones unseen; decides with far fewer requests."
+        ),
+    ] = DEFAULT_MODE,
+    split: Annotated[
+        float, typer.Option(help="Share of traffic to B (split tests only).")
+    ] = DEFAULT_SPLIT,
     min_decided: Annotated[
         int, typer.Option(help="Decided signals per arm before deciding.")
     ] = DEFAULT_PLAN.min_decided_per_arm,
@@ -43,8 +55,12 @@ def create_cmd(
         float, typer.Option(help="Longest the test may run.")
     ] = DEFAULT_PLAN.max_days,
 ) -> None:
-    """Start an A/B test: requests are split between A and B by a hash of their routing key."""
+    """Start an A/B test: requests are split between A and B by a hash of their routing key
+    (split), or A answers all of them and B answers the same ones unseen (shadow)."""
     app_ctx = app_context(ctx)
+    source = ctx.get_parameter_source("split")
+    if mode == TestMode.SHADOW and source is not None and source.name == "COMMANDLINE":
+        raise InvalidInputError("a shadow test takes no --split: B answers every request unseen")
     plan = TestPlan(
         min_decided_per_arm=min_decided, max_decided_per_arm=max_decided, max_days=max_days
     )
@@ -53,15 +69,18 @@ def create_cmd(
         name=name,
         model_a_version=model_a,
         model_b_version=model_b,
-        traffic_split=split,
+        traffic_split=None if mode == TestMode.SHADOW else split,
         as_of=app_ctx.now(),
         plan=plan,
+        mode=mode,
     )
     store = model_store(app_ctx)
     _mark(app_ctx, store, test)
+    how = (
+        "shadow: B answers every request unseen" if mode == TestMode.SHADOW else f"{split:.0%} to B"
+    )
     console.print(
-        f"[green]started[/] A/B test {test.test_name!r} ({test.id}): "
-        f"{model_a} vs {model_b}, {split:.0%} to B"
+        f"[green]started[/] A/B test {test.test_name!r} ({test.id}): {model_a} vs {model_b}, {how}"
     )
 
 
@@ -82,6 +101,7 @@ def list_cmd(
                 "name": t.test_name,
                 "A": t.model_a_version,
                 "B": t.model_b_version,
+                "mode": t.mode,
                 "split to B": t.traffic_split,
                 "status": t.status,
                 "winner": t.winner,

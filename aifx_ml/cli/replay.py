@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from aifx_ml.cli.common import app_context, console, parse_list, parse_time
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ReplayRun
+from aifx_ml.domain import TestMode
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.replay.loop import Progress as Step
 from aifx_ml.replay.plan import SYNTHETIC, ModelParams, ReplayParams, with_change_point
@@ -64,8 +65,15 @@ def replay_cmd(
     ab_max_days: Annotated[
         float, typer.Option(help="Longest an A/B test may run.")
     ] = ReplayParams.ab_max_days,
+    challenger_mode: Annotated[
+        TestMode,
+        typer.Option(
+            help="How challengers are tried live: shadow (they answer every request unseen) "
+            "or split (a share of requests is theirs)."
+        ),
+    ] = ReplayParams.challenger_mode,
     challenger_split: Annotated[
-        float, typer.Option(help="Share of requests routed to the challenger.")
+        float, typer.Option(help="Share of requests routed to the challenger (split tests).")
     ] = ReplayParams.challenger_split,
     epochs: Annotated[
         int, typer.Option(help="Most epochs of a full training.")
@@ -100,6 +108,7 @@ def replay_cmd(
             ab_look_hours=ab_look_hours,
             ab_min_decided=ab_min_decided,
             ab_max_days=ab_max_days,
+            challenger_mode=challenger_mode,
             challenger_split=challenger_split,
             model=ModelParams(epochs=epochs, window=window),
             train=training,

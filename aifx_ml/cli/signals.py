@@ -39,6 +39,11 @@ def label_cmd(
         f"labeled {report.labeled:,} of {report.examined:,} pending signal(s) ({outcomes}); "
         f"{report.still_pending:,} still pending"
     )
+    if report.shadow_labeled or report.shadow_pending:
+        console.print(
+            f"shadow tests: labeled {report.shadow_labeled:,} unseen answer(s); "
+            f"{report.shadow_pending:,} still pending"
+        )
 
 
 @app.command("baseline")

@@ -34,6 +34,7 @@ from aifx_ml.domain import (
     OUTCOMES,
     SIGNALS,
     ModelStatus,
+    TestMode,
     TestStatus,
     TrainingStatus,
     TrainingType,
@@ -52,6 +53,7 @@ TRAINING_TYPES: tuple[str, ...] = tuple(t.value for t in TrainingType)
 TRAINING_STATUSES: tuple[str, ...] = tuple(s.value for s in TrainingStatus)
 VERSION_STATUSES: tuple[str, ...] = tuple(s.value for s in ModelStatus)
 AB_STATUSES: tuple[str, ...] = tuple(s.value for s in TestStatus)
+AB_MODES: tuple[str, ...] = tuple(m.value for m in TestMode)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -133,6 +135,46 @@ class TradingSignal(Base):
     routing_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # False: computed on candles a caller sent, so it decides nothing (A/B, live performance).
     verified: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
+
+
+class ShadowSignal(Base):
+    """A challenger's answer to a request Production answered during a shadow test (0010).
+
+    Never returned to the caller and never counted as served: it mirrors the served signal
+    `served_signal_id` (same pair, moment and entry price) and is labeled by the same rules,
+    so the two versions can be compared request by request.
+    """
+
+    __tablename__ = "shadow_signals"
+    __table_args__ = (
+        CheckConstraint(PAIR_CHECK, name="pair_format"),
+        CheckConstraint(_in("timeframe", TIMEFRAMES), name="timeframe_valid"),
+        CheckConstraint(_in("signal", SIGNALS), name="signal_valid"),
+        CheckConstraint(_in("actual_outcome", OUTCOMES), name="outcome_valid"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+        CheckConstraint("entry_price > 0", name="entry_positive"),
+        Index("ix_shadow_signals_pending", "actual_outcome", "pair", "timeframe", "created_at"),
+        Index("ix_shadow_signals_ab_test_id", "ab_test_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    served_signal_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("trading_signals.id", ondelete="CASCADE"), unique=True
+    )
+    ab_test_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_ab_test.id", ondelete="CASCADE")
+    )
+    model_version: Mapped[str] = mapped_column(String(64))
+    pair: Mapped[str] = mapped_column(String(7))
+    timeframe: Mapped[str] = mapped_column(String(5))
+    signal: Mapped[str] = mapped_column(String(4))
+    confidence: Mapped[float] = mapped_column(Double)
+    probability: Mapped[float | None] = mapped_column(Double, nullable=True)
+    entry_price: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actual_outcome: Mapped[str] = mapped_column(String(9), default="pending")
+    actual_pnl_percent: Mapped[float | None] = mapped_column(Double, nullable=True)
+    labeled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ModelTrainingLog(Base):
@@ -237,13 +279,21 @@ class ModelABTest(Base):
             postgresql_where=text("status = 'active'"),
             sqlite_where=text("status = 'active'"),
         ),
-        CheckConstraint("traffic_split > 0 AND traffic_split < 1", name="traffic_split_range"),
+        # A split test sends a share of requests to B; a shadow test sends none (B only
+        # answers unseen), so its split is 0 (0010).
+        CheckConstraint(
+            "(mode = 'split' AND traffic_split > 0 AND traffic_split < 1) "
+            "OR (mode = 'shadow' AND traffic_split = 0)",
+            name="traffic_split_range",
+        ),
         CheckConstraint("model_a_version <> model_b_version", name="distinct_versions"),
+        CheckConstraint(_in("mode", AB_MODES), name="mode_valid"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     test_name: Mapped[str] = mapped_column(String(128))
     model_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mode: Mapped[str] = mapped_column(String(6), server_default="split", default="split")
     model_a_version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"))
     model_b_version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"))
     traffic_split: Mapped[float] = mapped_column(Double)

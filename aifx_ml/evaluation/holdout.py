@@ -8,7 +8,7 @@ baselines are fit on the samples whose labels were known before the holdout bega
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,12 @@ import numpy.typing as npt
 import pandas as pd
 
 from aifx_ml.errors import InvalidInputError
-from aifx_ml.evaluation.metrics import HoldoutMetrics, baseline_scores, holdout_metrics
+from aifx_ml.evaluation.metrics import (
+    HoldoutMetrics,
+    baseline_probabilities,
+    baseline_scores,
+    holdout_metrics,
+)
 from aifx_ml.features.dataset import Dataset, build_dataset, naive_utc
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.predict import predict_proba
@@ -32,6 +37,15 @@ class HoldoutScores:
     models: dict[str, HoldoutMetrics]
     baselines: dict[str, HoldoutMetrics]
     holdout: dict[str, Any]
+    # Per holdout sample (the same samples for all): 1.0 where the call was right, and the
+    # sample's series|day cluster code, for paired comparisons (`evaluation.refresh`).
+    correct: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict, compare=False)
+    baseline_correct: dict[str, npt.NDArray[np.float64]] = field(
+        default_factory=dict, compare=False
+    )
+    clusters: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, np.int64), compare=False
+    )
 
 
 def score_on_holdout(
@@ -57,13 +71,14 @@ def score_on_holdout(
     if not holdout_keys:
         raise InvalidInputError(f"no samples to score since {holdout_start.isoformat()}")
     common = np.array(sorted(holdout_keys))
-    scores = {}
+    scores, correct = {}, {}
     for name, (model, card) in models.items():
         dataset = datasets[card.window]
         windows = card.windows(dataset, f"model {name}")
         rows = _positions(keys[card.window], common)
         p = predict_proba(model, windows, dataset.samples.rows[rows])
         scores[name] = holdout_metrics(dataset.samples.target[rows], p)
+        correct[name] = _right(dataset.samples.target[rows], p)
     # Baselines from one dataset, the same whatever order the models came in.
     window = max(datasets)
     s = datasets[window].samples
@@ -72,13 +87,30 @@ def score_on_holdout(
     baselines = baseline_scores(
         s.target[held], s.target[train], s.last_move[train], s.last_move[held]
     )
+    baseline_p = baseline_probabilities(
+        s.target[train], s.last_move[train], s.last_move[held], len(held)
+    )
+    series_day = [key.rsplit("@", 1)[0] + "|" + key.rsplit("@", 1)[1][:10] for key in common]
     holdout = {
         "start": pd.Timestamp(s.time[held].min(), tz="UTC").isoformat(),
         "end": pd.Timestamp(s.time[held].max(), tz="UTC").isoformat(),
         "samples": int(len(held)),
         "baseline_train_samples": int(len(train)),
     }
-    return HoldoutScores(scores, baselines, holdout)
+    return HoldoutScores(
+        scores,
+        baselines,
+        holdout,
+        correct,
+        {name: _right(s.target[held], p) for name, p in baseline_p.items()},
+        pd.factorize(pd.Series(series_day))[0].astype(np.int64),
+    )
+
+
+def _right(y: npt.ArrayLike, p_up: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """1.0 where P(up) >= 0.5 called the move (as `holdout_metrics` counts accuracy)."""
+    right = (np.asarray(p_up) >= 0.5) == (np.asarray(y) == 1.0)
+    return np.asarray(right, dtype=np.float64)
 
 
 def _keys(dataset: Dataset) -> npt.NDArray[np.str_]:

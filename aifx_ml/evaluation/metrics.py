@@ -119,10 +119,23 @@ def baseline_scores(
     """Every baseline, fit on the training part, scored on the holdout."""
     y = np.asarray(y_holdout, dtype=np.float64)
     return {
-        "majority": holdout_metrics(y, majority_baseline(y_train, len(y))),
-        "persistence": holdout_metrics(
-            y, persistence_baseline(y_train, last_move_train, last_move_holdout)
-        ),
+        name: holdout_metrics(y, p)
+        for name, p in baseline_probabilities(
+            y_train, last_move_train, last_move_holdout, len(y)
+        ).items()
+    }
+
+
+def baseline_probabilities(
+    y_train: npt.ArrayLike,
+    last_move_train: npt.ArrayLike,
+    last_move_holdout: npt.ArrayLike,
+    n: int,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Every baseline's P(up) for the `n` holdout samples, fit on the training part."""
+    return {
+        "majority": majority_baseline(y_train, n),
+        "persistence": persistence_baseline(y_train, last_move_train, last_move_holdout),
     }
 
 

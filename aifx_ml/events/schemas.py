@@ -260,16 +260,23 @@ class _ABTest(EventPayload):
     model_type: ModelType = Field(description="The model type both versions are of.")
     model_a_version: VersionLabel = Field(description="Arm A, usually the Production version.")
     model_b_version: VersionLabel = Field(description="Arm B, the challenger.")
-    traffic_split: FiniteFloat = Field(gt=0, lt=1, description="Share of requests routed to B.")
+    mode: Literal["split", "shadow"] = Field(
+        description="`split`: a share of requests is answered by B; `shadow`: A answers every "
+        "request and B answers the same ones unseen (compared request by request)."
+    )
+    traffic_split: FiniteFloat = Field(
+        ge=0, lt=1, description="Share of requests answered by B (0 in a shadow test)."
+    )
     created_at: UTCTimestamp = Field(description="When the test started (UTC).")
     config: ABTestPlan = Field(description="The plan the test was started with.")
 
 
 class ABTestCreated(_ABTest):
-    """An A/B test started: requests of its model type are split between two versions."""
+    """An A/B test started: requests of its model type are split between two versions, or
+    answered by Production and shadowed by the challenger."""
 
     channel: ClassVar[Channel] = "ml:ab_test_created"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2  # 2: `mode`, and a split of 0 for shadow tests
 
     status: Literal["active"] = Field(description="Always `active`: the test has just started.")
     winner: None = Field(description="Always null: nothing is decided yet.")
@@ -281,7 +288,7 @@ class ABTestCompleted(_ABTest):
     """An A/B test ended: with a winner (promoted to Production), without one, or cancelled."""
 
     channel: ClassVar[Channel] = "ml:ab_test_completed"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2  # 2: `mode`, and a split of 0 for shadow tests
 
     status: Literal["completed", "cancelled"] = Field(
         description="`completed`: decided, inconclusive, stopped by the pnl guardrail, or "

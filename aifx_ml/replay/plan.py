@@ -15,6 +15,7 @@ import pandas as pd
 from aifx_ml.data.reader import read_candles_csv, series_from_filename
 from aifx_ml.data.synth import synthesize_candles
 from aifx_ml.data.validation import validate_candles
+from aifx_ml.domain import TestMode
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import expected_grid, step_offset, validate_pair, validate_timeframe
 
@@ -66,7 +67,8 @@ class ReplayParams:
     sell_threshold: float = 0.45
     ab_look_hours: int = 6  # look at an active A/B test every this many scheduled hours
     train: bool = True  # False: only serve, label and evaluate what is already registered
-    challenger_split: float = 0.5
+    challenger_mode: TestMode = TestMode.SPLIT  # how challengers are tried live
+    challenger_split: float = 0.5  # share of requests to the challenger in a split test
     ab_min_decided: int = 60  # the A/B plan of every challenger test (see test_plan)
     ab_max_days: float = 14.0
     model: ModelParams = field(default_factory=ModelParams)

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, select
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
-from aifx_ml.domain import ModelStatus, TestStatus
+from aifx_ml.domain import ModelStatus, TestMode, TestStatus
 from aifx_ml.errors import AifxError, NotFoundError
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.models.card import ModelCard
@@ -83,12 +83,14 @@ class ServingModel:
 
 @dataclass(frozen=True)
 class Assignment:
-    """Who serves a model type right now: Production, or the two arms of a test."""
+    """Who serves a model type right now: Production, or the two arms of a test (in a shadow
+    test arm A answers every request and arm B answers the same ones unseen)."""
 
     model_type: str
     production: ServingModel | None
     test_id: uuid.UUID | None = None
     test_split: float = 0.0
+    test_mode: TestMode = TestMode.SPLIT
     arm_a: ServingModel | None = None
     arm_b: ServingModel | None = None
     unavailable: str | None = None  # why no model answers (see ModelUnavailableError)
@@ -274,6 +276,7 @@ class ModelServer:
                 production=serving,
                 test_id=test.id if routed and test is not None else None,
                 test_split=float(test.traffic_split) if routed and test is not None else 0.0,
+                test_mode=TestMode(test.mode) if test is not None else TestMode.SPLIT,
                 arm_a=arm_a if routed else None,
                 arm_b=arm_b if routed else None,
                 unavailable=unavailable,

@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from aifx_ml.abtest.routing import assign_variant
-from aifx_ml.domain import SignalPolicy, decide
+from aifx_ml.domain import SignalPolicy, TestMode, decide
 from aifx_ml.errors import NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
 from aifx_ml.serving.inference import (
@@ -37,7 +37,7 @@ from aifx_ml.serving.inputs import (
     stored_close,
 )
 from aifx_ml.serving.signal_writer import RejectedRow, SignalWriter
-from aifx_ml.signals import check_storable_text
+from aifx_ml.signals import SHADOW, check_storable_text
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,41 @@ def staleness(
     return None
 
 
-def pick(assignment: Assignment, routing_key: str) -> tuple[ServingModel, str | None]:
-    """The model that answers: an arm of the active test by hash, else Production."""
+@dataclass(frozen=True)
+class Pick:
+    """Who answers a request: the model the caller hears, its arm of an active test ('a' or
+    'b'; None outside a test) and, in a shadow test, the challenger answering it unseen."""
+
+    model: ServingModel
+    variant: str | None = None
+    shadow: ServingModel | None = None
+
+
+def pick(assignment: Assignment, routing_key: str) -> Pick:
+    """The model that answers: an arm of the active split test by hash; arm A, shadowed by
+    arm B, in a shadow test; else Production."""
     if assignment.test_id is not None and assignment.arm_a and assignment.arm_b:
+        if assignment.test_mode == TestMode.SHADOW:
+            return Pick(assignment.arm_a, "a", assignment.arm_b)
         variant = assign_variant(routing_key, assignment.test_id, assignment.test_split)
-        return (assignment.arm_b if variant == "b" else assignment.arm_a), variant
+        return Pick(assignment.arm_b if variant == "b" else assignment.arm_a, variant)
     if assignment.production is None and assignment.unavailable is not None:
         raise ModelUnavailableError(assignment.unavailable)
     if assignment.production is None:
         raise NotFoundError(f"no Production {assignment.model_type} model to serve")
-    return assignment.production, None
+    return Pick(assignment.production)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One request ready to answer."""
+
+    model: ServingModel
+    inputs: InputWindow
+    variant: str | None
+    test_id: uuid.UUID | None
+    shadow: ServingModel | None = None
+    shadow_inputs: InputWindow | None = None
 
 
 class PredictionService:
@@ -133,46 +158,84 @@ class PredictionService:
         (`wait`) nor kept until the database takes them."""
         now = self.now()
         plans = [self._plan(request, now) for request in requests]
-        by_model: dict[str, list[int]] = {}
-        for i, (model, _, _, _) in enumerate(plans):
-            by_model.setdefault(model.version, []).append(i)
-        p_up: dict[int, float] = {}
-        for indices in by_model.values():
-            model = plans[indices[0]][0]
-            windows = [
-                model.scaler.transform(plans[i][1].features).astype(np.float32) for i in indices
-            ]
-            for i, p in zip(indices, model.p_up_each(windows), strict=True):
-                p_up[i] = p
-        answers = []
-        for i, (request, (model, inputs, variant, test_id)) in enumerate(
-            zip(requests, plans, strict=True)
-        ):
-            reason = staleness(model, inputs, request.timeframe, now, self.policy)
+        p_up = self._p_up([(p.model, p.inputs) for p in plans])
+        shadowed = [i for i, p in enumerate(plans) if p.shadow is not None]
+        shadow_p = self._p_up(
+            [(plans[i].shadow, plans[i].shadow_inputs) for i in shadowed]  # type: ignore[misc]
+        )
+        answers, rows = [], []
+        for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
+            reason = staleness(plan.model, plan.inputs, request.timeframe, now, self.policy)
             signal, confidence = ("hold", 0.0) if reason else decide(p_up[i], self.policy)
-            answers.append(
-                Prediction(
-                    signal_id=uuid.uuid4(),
-                    pair=request.pair,
-                    timeframe=request.timeframe,
-                    signal=signal,
-                    confidence=float(np.clip(confidence, 0.0, 1.0)),
-                    probability=p_up[i],
-                    entry_price=inputs.entry_price,
-                    created_at=now,
-                    model_version=model.version,
-                    ab_test_id=test_id,
-                    variant=variant,
-                    reason=reason,
-                    verified=request.candles is None,
-                )
+            answer = Prediction(
+                signal_id=uuid.uuid4(),
+                pair=request.pair,
+                timeframe=request.timeframe,
+                signal=signal,
+                confidence=float(np.clip(confidence, 0.0, 1.0)),
+                probability=p_up[i],
+                entry_price=plan.inputs.entry_price,
+                created_at=now,
+                model_version=plan.model.version,
+                ab_test_id=plan.test_id,
+                variant=plan.variant,
+                reason=reason,
+                verified=request.candles is None,
             )
-        rows = [_row(a, r.routing_key) for a, r in zip(answers, requests, strict=True)]
+            answers.append(answer)
+            rows.append(_row(answer, request.routing_key))
+        for j, i in enumerate(shadowed):
+            plan, request = plans[i], requests[i]
+            assert plan.shadow is not None and plan.shadow_inputs is not None
+            rows[i][SHADOW] = self._shadow_row(
+                plan.shadow, plan.shadow_inputs, shadow_p[j], answers[i], request, now
+            )
         if wait:
             self.writer.write_now(rows)
         else:
             self.writer.enqueue(rows)
         return answers
+
+    def _p_up(self, calls: Sequence[tuple[ServingModel, InputWindow]]) -> list[float]:
+        """P(up) of each (model, inputs), one batched call per model version."""
+        by_model: dict[str, list[int]] = {}
+        for i, (model, _) in enumerate(calls):
+            by_model.setdefault(model.version, []).append(i)
+        out = [0.0] * len(calls)
+        for indices in by_model.values():
+            model = calls[indices[0]][0]
+            windows = [
+                model.scaler.transform(calls[i][1].features).astype(np.float32) for i in indices
+            ]
+            for i, p in zip(indices, model.p_up_each(windows), strict=True):
+                out[i] = p
+        return out
+
+    def _shadow_row(
+        self,
+        model: ServingModel,
+        inputs: InputWindow,
+        p_up: float,
+        served: Prediction,
+        request: PredictRequest,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The challenger's answer to the served request, by the same rules (a stale model or
+        stale inputs hold), for `shadow_signals`."""
+        reason = staleness(model, inputs, request.timeframe, now, self.policy)
+        signal, confidence = ("hold", 0.0) if reason else decide(p_up, self.policy)
+        return {
+            "id": uuid.uuid4(),
+            "ab_test_id": served.ab_test_id,
+            "model_version": model.version,
+            "pair": served.pair,
+            "timeframe": served.timeframe,
+            "signal": signal,
+            "confidence": float(np.clip(confidence, 0.0, 1.0)),
+            "probability": p_up,
+            "entry_price": served.entry_price,
+            "created_at": now,
+        }
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every answered prediction is committed (False: `timeout` passed)."""
@@ -182,15 +245,15 @@ class PredictionService:
         """Commit what waits (or spill it, the database being away), then stop the writer."""
         self.writer.close()
 
-    def _plan(
-        self, request: PredictRequest, now: datetime
-    ) -> tuple[ServingModel, InputWindow, str | None, uuid.UUID | None]:
+    def _plan(self, request: PredictRequest, now: datetime) -> _Plan:
         validate_pair(request.pair)
         validate_timeframe(request.timeframe)
         check_storable_text("model_type", request.model_type)
         check_storable_text("routing_key", request.routing_key)
         assignment = self.server.assignment(request.model_type)
-        model, variant = pick(assignment, request.routing_key or uuid.uuid4().hex)
+        chosen = pick(assignment, request.routing_key or uuid.uuid4().hex)
+        model = chosen.model
+        test_id = assignment.test_id if chosen.variant else None
         if request.candles is not None:
             check_request_candles(request.candles, request.pair, request.timeframe, now)
             inputs = request_window(request.candles, request.timeframe, model.window)
@@ -198,9 +261,17 @@ class PredictionService:
             close = stored_close(self.engine, request.pair, request.timeframe, inputs.last_open)
             if close is not None:
                 inputs = replace(inputs, entry_price=close)
-        else:
-            inputs = self.windows.get(request.pair, request.timeframe, model.window, now)
-        return model, inputs, variant, assignment.test_id if variant else None
+            # Candles a caller sent decide nothing (verified = false): no shadow answer either.
+            return _Plan(model, inputs, chosen.variant, test_id)
+        inputs = self.windows.get(request.pair, request.timeframe, model.window, now)
+        shadow, shadow_inputs = chosen.shadow, None
+        if shadow is not None:
+            shadow_inputs = (
+                inputs
+                if shadow.window == model.window
+                else self.windows.get(request.pair, request.timeframe, shadow.window, now)
+            )
+        return _Plan(model, inputs, chosen.variant, test_id, shadow, shadow_inputs)
 
 
 def _row(answer: Prediction, routing_key: str | None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from aifx_ml.db.engine import DATABASE_UNAVAILABLE, transaction
 from aifx_ml.errors import StoreUnavailableError
 from aifx_ml.monitoring.health import error_line
 from aifx_ml.monitoring.queries import Family
-from aifx_ml.signals import insert_absent_signal_rows
+from aifx_ml.signals import SHADOW, insert_absent_signal_rows
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class SignalWriter:
         handled, unavailable = 0, None
         for row in rows:
             try:
-                self._commit([row])
+                self._commit_alone(row)
             except DATABASE_UNAVAILABLE as exc:
                 unavailable = error_line(exc)
                 break
@@ -252,6 +252,19 @@ class SignalWriter:
                     log.exception("reporting %d rejected signal(s) failed", len(rejected))
             self._count(rejected=len(rejected))
         return handled, unavailable
+
+    def _commit_alone(self, row: Row) -> None:
+        """Commit one row; if its shadow answer is what the database refuses, the served row
+        (what a caller was answered) is committed without it, and the shadow logged."""
+        try:
+            self._commit([row])
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:
+            if row.get(SHADOW) is None:
+                raise
+            self._commit([{k: v for k, v in row.items() if k != SHADOW}])
+            log.warning("signal %s stored without its shadow answer (%s)", row["id"], exc)
 
     def _commit(self, rows: Sequence[Row]) -> None:
         """One transaction for the rows (and their ml:new_prediction events).
@@ -377,11 +390,18 @@ def _complete(line: bytes) -> bool:
 
 def _row(line: bytes) -> Row:
     row: Row = orjson.loads(line)
+    _typed(row)
+    if row.get(SHADOW) is not None:
+        _typed(row[SHADOW])
+    return row
+
+
+def _typed(row: Row) -> None:
+    """The ids and moments of a row read back from JSON, as the tables take them."""
     row["id"] = uuid.UUID(row["id"])
     row["created_at"] = datetime.fromisoformat(row["created_at"])
     if row.get("ab_test_id") is not None:
         row["ab_test_id"] = uuid.UUID(row["ab_test_id"])
-    return row
 
 
 def _count_lines(path: Path) -> int:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from aifx_ml.abtest.store import DEFAULT_SPLIT
 from aifx_ml.config import Settings
-from aifx_ml.domain import TrainingStatus
+from aifx_ml.domain import TestMode, TrainingStatus
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.markets import validate_pair, validate_timeframe
 from aifx_ml.models.lstm import MODEL_TYPE, LSTMConfig
@@ -142,7 +142,8 @@ class TrainingParams:
     include_signals: bool = _DESIGN.include_signals
     lock_timeout: float = _DESIGN.lock_timeout  # `aifx train --wait`
     auto_challenger: bool = True  # gate the new version; on a pass, A/B test it
-    challenger_split: float = DEFAULT_SPLIT  # share of traffic to the challenger
+    challenger_mode: TestMode = TestMode.SPLIT  # how the challenger is tried live
+    challenger_split: float = DEFAULT_SPLIT  # share of traffic to the challenger (split)
     ab_test_plan: dict[str, Any] | None = None  # TestPlan fields; None: the library's plan
 
 

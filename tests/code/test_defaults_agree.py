@@ -23,7 +23,7 @@ from prefect.tasks import Task
 from prefect.utilities.callables import parameter_schema
 from prefect.utilities.schema_tools.validation import ValidationError, validate
 
-from aifx_ml.abtest.store import DEFAULT_PLAN, DEFAULT_SPLIT
+from aifx_ml.abtest.store import DEFAULT_MODE, DEFAULT_PLAN, DEFAULT_SPLIT
 from aifx_ml.cli.main import app
 from aifx_ml.evaluation.monthly import Thresholds
 from aifx_ml.evaluation.params import EVALUATION
@@ -244,7 +244,7 @@ PLACES = [
         "aifx ab create",
         lambda: option_defaults("ab", "create"),
         "DEFAULT_PLAN",
-        PLAN_DEFAULTS | {"split": DEFAULT_SPLIT},
+        PLAN_DEFAULTS | {"split": DEFAULT_SPLIT, "mode": DEFAULT_MODE},
         rename={"min_decided": "min_decided_per_arm", "max_decided": "max_decided_per_arm"},
     ),
     Place(
@@ -256,9 +256,10 @@ PLACES = [
     Place(
         "registry offer_challenger",
         lambda: signature_defaults(offer_challenger),
-        "DEFAULT_SPLIT",
-        {"split": DEFAULT_SPLIT},
-        own=frozenset({"margin", "min_samples", "plan"}),
+        "DEFAULT_SPLIT and TRAINING",
+        {"split": DEFAULT_SPLIT, "mode": TRAINING.challenger_mode},
+        # Policies off unless given (None): the flows decide whether to pass them.
+        own=frozenset({"margin", "min_samples", "plan", "refresh", "keep_waiting"}),
     ),
     Place(
         "flow label-signals",

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from aifx_ml.abtest.routing import assign_variant, bucket
-from aifx_ml.domain import SignalPolicy, decide
+from aifx_ml.domain import SignalPolicy, TestMode, decide
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.serving.inference import Assignment, ServingModel
 from aifx_ml.serving.inputs import WARMUP, InputWindow, request_window
-from aifx_ml.serving.predict import pick, staleness
+from aifx_ml.serving.predict import Pick, pick, staleness
 from tests.conftest import hourly_candles
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -96,16 +96,24 @@ def test_stale_model_and_stale_inputs_are_named() -> None:
 
 def test_production_serves_without_a_test_and_arms_split_with_one() -> None:
     a, b = model("lstm-v1"), model("lstm-v2")
-    assert pick(Assignment("lstm", production=a), "k") == (a, None)
+    assert pick(Assignment("lstm", production=a), "k") == Pick(a)
     test = Assignment(
         "lstm", production=a, test_id=uuid.UUID(int=3), test_split=0.5, arm_a=a, arm_b=b
     )
-    chosen = {pick(test, f"k{i}")[1] for i in range(50)}
+    chosen = {pick(test, f"k{i}").variant for i in range(50)}
     assert chosen == {"a", "b"}
     key = next(f"k{i}" for i in range(50) if assign_variant(f"k{i}", uuid.UUID(int=3), 0.5) == "b")
-    assert pick(test, key) == (b, "b")
+    assert pick(test, key) == Pick(b, "b")
     with pytest.raises(Exception, match="no Production lstm model"):
         pick(Assignment("lstm", production=None), "k")
+
+
+def test_in_a_shadow_test_a_answers_every_request_and_b_shadows_it() -> None:
+    a, b = model("lstm-v1"), model("lstm-v2")
+    test = Assignment(
+        "lstm", production=a, test_id=uuid.UUID(int=3), test_mode=TestMode.SHADOW, arm_a=a, arm_b=b
+    )
+    assert all(pick(test, f"k{i}") == Pick(a, "a", b) for i in range(50))
 
 
 def test_request_candles_need_a_warm_up_and_give_the_newest_window() -> None:

@@ -8,13 +8,14 @@ Versions live in the in-memory model store (MLflow is not what these tests test)
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from aifx_ml.abtest import store as abtest_store
 from aifx_ml.abtest.store import cancel_test, complete_test, create_test, get_test
@@ -110,16 +111,14 @@ def test_the_migration_refuses_two_active_tests_of_one_type(pg: Engine) -> None:
     downgrade(pg, "0008")
     for name in ("a", "b"):
         with transaction(pg) as session:
-            session.add(
-                ModelABTest(
-                    test_name=name,
-                    model_type="lstm",
-                    model_a_version=v1,
-                    model_b_version=v2,
-                    traffic_split=0.5,
-                    status="active",
-                    created_at=T0,
-                )
+            # Plain SQL, with the columns of revision 0008 (the model has later ones).
+            session.execute(
+                text(
+                    "INSERT INTO model_ab_test (id, test_name, model_type, model_a_version, "
+                    "model_b_version, traffic_split, status, created_at) "
+                    "VALUES (:id, :name, 'lstm', :a, :b, 0.5, 'active', :at)"
+                ),
+                {"id": uuid.uuid4(), "name": name, "a": v1, "b": v2, "at": T0},
             )
     with pytest.raises(RuntimeError, match="2 active lstm tests"):
         upgrade(pg)

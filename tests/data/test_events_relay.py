@@ -101,7 +101,7 @@ def test_relay_publishes_on_channels_and_stream_in_order(
         "ml:model_deployed",
     ]
     assert mine[2].payload == model_deployed(7) and mine[2].timestamp == as_of.isoformat()
-    assert all(e.schema_version == 1 for e in mine)
+    assert all(e.schema_version == type(e.payload).schema_version for e in mine)
 
     entries = client.xrange(stream)
     assert [fields[b"id"].decode() for _, fields in entries] == expected

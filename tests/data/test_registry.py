@@ -399,9 +399,11 @@ def passing(decision: Any) -> Any:
 def test_a_new_version_that_passes_the_gate_is_tried_live(
     reg: tuple[Engine, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dataclasses import replace as dc_replace
+
     from aifx_ml.abtest.store import list_tests
     from registry import challenger
-    from registry.challenger import offer_challenger
+    from registry.challenger import RefreshPolicy, offer_challenger
 
     engine, uri = reg
     store = store_for(uri)
@@ -412,16 +414,21 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
     assert statuses(engine)["lstm-v1"] == "staging"
 
     real = challenger.evaluate_candidate
-    monkeypatch.setattr(
-        challenger,
-        "evaluate_candidate",
-        lambda *a, **k: (passing(real(*a, **k)[0]), real(*a, **k)[1]),
-    )
+
+    def pass_the_gate(*a: Any, **k: Any) -> Any:
+        evaluation = real(*a, **k)
+        return dc_replace(evaluation, decision=passing(evaluation.decision))
+
+    monkeypatch.setattr(challenger, "evaluate_candidate", pass_the_gate)
     first = offer_challenger(engine, store, "lstm-v1", as_of=TRAIN_AS_OF, actor="flow weekly-full")
     assert first.action == "promoted"  # nothing to test against: the first model serves
     assert statuses(engine)["lstm-v1"] == "production"
 
-    second = offer_challenger(engine, store, "lstm-v2", as_of=LATER, actor="flow weekly-full")
+    # Refreshes are tested on their own (tests/data/test_refresh.py): here, the live test.
+    no_refresh = RefreshPolicy(age=None)
+    second = offer_challenger(
+        engine, store, "lstm-v2", as_of=LATER, actor="flow weekly-full", refresh=no_refresh
+    )
     assert second.action == "ab_test_started" and second.ab_test_id is not None
     (test,) = list_tests(engine, "active")
     assert (test.model_a_version, test.model_b_version, test.traffic_split) == (
@@ -432,5 +439,7 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
     assert str(store.client.get_registered_model("aifx-lstm").aliases["challenger"]) == "2"
     assert statuses(engine)["lstm-v2"] == "staging"  # it has to win live first
 
-    third = offer_challenger(engine, store, "lstm-v3", as_of=LATER, actor="flow weekly-full")
+    third = offer_challenger(
+        engine, store, "lstm-v3", as_of=LATER, actor="flow weekly-full", refresh=no_refresh
+    )
     assert third.action == "test_running" and third.ab_test_id == test.id

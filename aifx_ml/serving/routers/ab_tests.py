@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from aifx_ml.abtest.evaluation import evaluate_test, look
 from aifx_ml.abtest.store import (
+    DEFAULT_MODE,
     DEFAULT_PLAN,
     MAX_DAYS,
     MAX_DECIDED_PER_ARM,
@@ -24,6 +25,7 @@ from aifx_ml.abtest.store import (
     list_tests,
 )
 from aifx_ml.db.models import ModelABTest
+from aifx_ml.domain import TestMode
 from aifx_ml.serving.deps import ServicesDep, WriteAccess, WriteRate
 from aifx_ml.serving.errors import error_responses
 from aifx_ml.serving.fields import Identifier, text
@@ -53,7 +55,16 @@ class CreateIn(BaseModel):
     test_name: Annotated[str, text(128, min_length=1)]
     model_a_version: Version
     model_b_version: Version
-    traffic_split: Annotated[Share, Field(description="Share of requests routed to model B.")]
+    mode: TestMode = Field(
+        default=DEFAULT_MODE,
+        description="`split`: `traffic_split` of requests is answered by B. `shadow`: A answers "
+        "every request and B answers the same ones unseen, compared request by request "
+        "(decides with far fewer requests); no `traffic_split`.",
+    )
+    traffic_split: Annotated[
+        Share | None,
+        Field(description="Share of requests routed to model B (split tests only)."),
+    ] = None
     plan: PlanIn | None = None
 
 
@@ -72,6 +83,7 @@ class TestOut(BaseModel):
     model_type: str | None
     model_a_version: str
     model_b_version: str
+    mode: TestMode
     traffic_split: float
     status: str
     winner: str | None
@@ -96,7 +108,8 @@ class ListOut(BaseModel):
     responses=error_responses(400, 401, 403, 409, 413, 422, 429),
 )
 def create(body: CreateIn, svc: ServicesDep) -> TestOut:
-    """Start a test (409 if the model type already has an active one)."""
+    """Start a test (409 if the model type already has an active one). A split test needs
+    `traffic_split`; a shadow test refuses one."""
     plan = TestPlan(**body.plan.model_dump()) if body.plan else TestPlan()
     test = create_test(
         svc.engine,
@@ -106,6 +119,7 @@ def create(body: CreateIn, svc: ServicesDep) -> TestOut:
         traffic_split=body.traffic_split,
         as_of=svc.now(),
         plan=plan,
+        mode=body.mode,
     )
     svc.mark_challenger(test)
     svc.predictions.server.invalidate(test.model_type)  # route to the arms from now on

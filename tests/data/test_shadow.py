@@ -1,0 +1,242 @@
+"""Shadow tests on both databases: the challenger answers every request unseen, its answers
+are recorded in `shadow_signals` and labeled like served ones, the paired test decides, and
+a shadow winner is promoted through the registry exactly like a split test's.
+
+Constant models in the in-memory store (MLflow is not what is tested here); candles that
+rise 0.2 % an hour, so within the 4-hour horizon a buy wins and a sell loses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from aifx_ml.abtest.evaluation import evaluate_test, look
+from aifx_ml.abtest.store import create_test, get_test
+from aifx_ml.config import load_settings
+from aifx_ml.data.importer import import_frame
+from aifx_ml.db.models import ModelStageHistory, ModelVersion, ShadowSignal, TradingSignal
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, NewPrediction, SignalOutcome
+from aifx_ml.labeling.store import label_pending
+from aifx_ml.serving.app import create_app
+from aifx_ml.serving.deps import RegistryActions
+from aifx_ml.serving.inference import ModelServer
+from aifx_ml.serving.predict import PredictionService, PredictRequest
+from registry.abtest import complete_with_winner
+from tests.event_payloads import announced
+from tests.memory_registry import T0, TOKEN, World
+from tests.serving_helpers import trending_candles
+
+pytestmark = pytest.mark.integration
+HISTORY = 24 * 14
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    """Candles up to 11 days after T0 and two constant versions: A (Production) says sell,
+    B (Staging) says buy."""
+    start = T0 - timedelta(hours=HISTORY)
+    frame = trending_candles(str(start.date()), HISTORY + 24 * 11)
+    import_frame(engine, frame, "EUR/USD", "1h", T0 + timedelta(days=11), source="test")
+    return World(engine)
+
+
+def arms(world: World) -> tuple[str, str]:
+    a, b = world.register(0.3), world.register(0.8)
+    world.promote(a)
+    return a, b
+
+
+def shadow_test(world: World, a: str, b: str) -> Any:
+    return create_test(
+        world.engine, name="shadow", model_a_version=a, model_b_version=b,
+        traffic_split=None, as_of=T0, mode="shadow",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def api(
+    world: World, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    monkeypatch.setenv("AIFX_DATABASE_URL", db_url)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("AIFX_API_TOKEN", TOKEN)
+    monkeypatch.chdir(tmp_path)
+
+    def complete(engine: Engine, test: Any, winner: str, **kwargs: Any) -> Any:
+        return complete_with_winner(engine, world.store, test, winner, **kwargs)
+
+    app = create_app(
+        load_settings(),
+        store=world.store,
+        registry=RegistryActions(complete_with_winner=complete, mark_challenger=lambda e, t: None),
+        engine=world.engine,
+        now=lambda: T0 + timedelta(hours=1),
+        refresh_seconds=0,
+    )
+    with TestClient(app) as client:
+        yield client
+
+
+def rows(engine: Engine, model: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(model).order_by(model.created_at, model.id)))
+
+
+def test_the_caller_hears_production_and_the_challenger_answers_unseen(
+    world: World, api: TestClient
+) -> None:
+    a, b = arms(world)
+    test = shadow_test(world, a, b)
+    answers = [
+        api.post(
+            "/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h", "routing_key": f"k{i}"}
+        ).json()
+        for i in range(6)
+    ]
+    batch = api.post(
+        "/api/v1/predict/batch",
+        json={"requests": [{"pair": "EUR/USD", "timeframe": "1h"} for _ in range(4)]},
+    ).json()["predictions"]
+    api.app.state.services.predictions.flush()  # type: ignore[attr-defined]
+    for answer in answers + batch:
+        assert (answer["model_version"], answer["signal"], answer["variant"]) == (a, "sell", "a")
+        assert answer["ab_test_id"] == str(test.id)
+        assert b not in str(answer) and "shadow" not in str(answer)  # nothing of B leaks
+    served, shadows = rows(world.engine, TradingSignal), rows(world.engine, ShadowSignal)
+    assert len(served) == len(shadows) == 10
+    by_served = {s.served_signal_id: s for s in shadows}
+    for row in served:
+        shadow = by_served[row.id]
+        assert (shadow.model_version, shadow.signal, shadow.actual_outcome) == (b, "buy", "pending")
+        assert shadow.ab_test_id == test.id == row.ab_test_id
+        assert (shadow.pair, shadow.created_at, shadow.entry_price) == (
+            row.pair,
+            row.created_at,
+            row.entry_price,
+        )
+        assert shadow.probability == pytest.approx(0.8, abs=1e-5)
+    # Only what was served is announced.
+    assert {e.model_version for e in announced(world.engine, NewPrediction)} == {a}
+    assert len(announced(world.engine, NewPrediction)) == 10
+
+
+def test_candles_a_caller_sends_get_no_shadow_answer(world: World, api: TestClient) -> None:
+    a, b = arms(world)
+    shadow_test(world, a, b)
+    candles = trending_candles(str((T0 - timedelta(hours=100)).date()), 100)
+    candles = candles[candles["timestamp"] < T0 + timedelta(hours=1)]
+    body = {
+        "pair": "EUR/USD",
+        "timeframe": "1h",
+        "candles": [
+            {**r, "timestamp": r["timestamp"].isoformat()} for r in candles.to_dict("records")
+        ],
+    }
+    response = api.post("/api/v1/predict", json=body)
+    assert response.status_code == 200, response.text
+    api.app.state.services.predictions.flush()  # type: ignore[attr-defined]
+    (served,) = rows(world.engine, TradingSignal)
+    assert served.verified is False
+    assert rows(world.engine, ShadowSignal) == []  # unverified: it decides nothing
+
+
+def test_shadow_answers_are_labeled_the_paired_test_decides_and_the_winner_is_promoted(
+    world: World,
+) -> None:
+    a, b = arms(world)
+    test = shadow_test(world, a, b)
+    clock = [T0]
+    server = ModelServer(world.engine, world.store, refresh_seconds=0)
+    service = PredictionService(world.engine, server, lambda: clock[0])
+    try:
+        for hour in range(1, 24 * 9):  # one request an hour for nine days
+            clock[0] = T0 + timedelta(hours=hour)
+            service.predict([PredictRequest("EUR/USD", "1h", routing_key=f"k{hour}")])
+    finally:
+        service.close()
+    end = T0 + timedelta(days=9, hours=5)
+    report = label_pending(world.engine, end)
+    assert report.labeled == report.shadow_labeled == 24 * 9 - 1
+    assert report.still_pending == report.shadow_pending == 0
+    assert {(s.signal, s.actual_outcome) for s in rows(world.engine, ShadowSignal)} == {
+        ("buy", "win")
+    }
+    # Labeling a shadow answer is not news for anyone: only served outcomes are announced.
+    outcomes = announced(world.engine, SignalOutcome)
+    assert len(outcomes) == 24 * 9 - 1 and {o.model_version for o in outcomes} == {a}
+
+    seen = look(world.engine, get_test(world.engine, test.id), end)
+    assert seen.decision.srm is None
+    assert (seen.decision.decided_a, seen.decision.decided_b) == (24 * 9 - 1, 24 * 9 - 1)
+    assert seen.arms["a"].win_rate == 0.0 and seen.arms["b"].win_rate == 1.0
+
+    promote = partial(complete_with_winner, world.engine, world.store, actor="flow")
+    evaluated = evaluate_test(world.engine, test.id, end, promote)
+    assert (evaluated.decision.status, evaluated.decision.winner) == ("winner", "b")
+    done = get_test(world.engine, test.id)
+    assert (done.status, done.winner, done.mode) == ("completed", b, "shadow")
+    with world.engine.connect() as conn:
+        statuses = dict(conn.execute(select(ModelVersion.version, ModelVersion.status)).all())
+        history = conn.execute(
+            select(ModelStageHistory.version, ModelStageHistory.to_status).where(
+                ModelStageHistory.ab_test_id == test.id
+            )
+        ).all()
+    assert statuses == {a: "archived", b: "production"}
+    assert (b, "production") in history
+    (completed,) = announced(world.engine, ABTestCompleted)
+    assert (completed.mode, completed.traffic_split, completed.winner) == ("shadow", 0.0, b)
+
+
+def test_a_shadow_test_takes_no_split_and_a_split_test_needs_one(world: World) -> None:
+    a, b = arms(world)
+    with pytest.raises(InvalidInputError, match="a shadow test sends no traffic"):
+        create_test(
+            world.engine, name="t", model_a_version=a, model_b_version=b,
+            traffic_split=0.2, as_of=T0, mode="shadow",
+        )  # fmt: skip
+    with pytest.raises(InvalidInputError, match="invalid traffic_split None"):
+        create_test(
+            world.engine, name="t", model_a_version=a, model_b_version=b,
+            traffic_split=None, as_of=T0,
+        )  # fmt: skip
+    with pytest.raises(InvalidInputError, match="invalid mode 'mirror'"):
+        create_test(
+            world.engine, name="t", model_a_version=a, model_b_version=b,
+            traffic_split=None, as_of=T0, mode="mirror",
+        )  # fmt: skip
+    test = shadow_test(world, a, b)
+    assert (test.mode, test.traffic_split) == ("shadow", 0.0)
+    (created,) = announced(world.engine, ABTestCreated)
+    assert (created.mode, created.traffic_split) == ("shadow", 0.0)
+
+
+def test_the_api_creates_either_kind(world: World, api: TestClient) -> None:
+    a, b = arms(world)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"test_name": "s", "model_a_version": a, "model_b_version": b, "mode": "shadow"}
+    refused = api.post("/api/v1/ml/ab-tests", json={**body, "traffic_split": 0.3}, headers=auth)
+    assert refused.status_code == 422 and "shadow test sends no traffic" in refused.text
+    created = api.post("/api/v1/ml/ab-tests", json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    assert (created.json()["mode"], created.json()["traffic_split"]) == ("shadow", 0.0)
+    test_id = created.json()["id"]
+    metrics = api.get(f"/api/v1/ml/ab-tests/{test_id}/metrics").json()
+    assert metrics["decision"]["srm"] is None and metrics["decision"]["status"] == "continue"
+    api.post(f"/api/v1/ml/ab-tests/{test_id}/cancel", json={}, headers=auth)
+    split = api.post(
+        "/api/v1/ml/ab-tests", json={**body, "mode": "split", "traffic_split": 0.3}, headers=auth
+    )
+    assert split.status_code == 201 and split.json()["mode"] == "split"
+    assert uuid.UUID(split.json()["id"])
