@@ -5,7 +5,9 @@ A uvicorn server (its own process) serves two registered versions of the DESIGN.
 PostgreSQL is reachable, which the report says). Concurrent clients send a fixed number of
 requests with fresh routing keys; the report gives p50 / p99 latency and requests/s, and the
 bare `tf.function` call of the same model on the same input. Prints one JSON object.
-Targets on a 2-core machine: p50 <= 2 x bare, p99 <= 25 ms, >= 150 requests/s.
+Then, in the same run, one client's latency with Production alone and with the challenger
+shadowing every request (a shadow test). Targets on a 2-core machine: p50 <= 2 x bare,
+p99 <= 25 ms, >= 150 requests/s; with a shadow test, p50 <= 1.3 x Production alone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ from aifx_ml.data.synth import synthesize_candles  # noqa: E402
 from aifx_ml.db.engine import make_engine, upgrade  # noqa: E402
 
 SERVER_MS: list[float] = []  # the server's own time in the handler (Server-Timing)
-TARGETS = {"p50_vs_bare_max": 2.0, "p99_ms_max": 25.0, "requests_per_s_min": 150.0}
+TARGETS = {
+    "p50_vs_bare_max": 2.0,
+    "p99_ms_max": 25.0,
+    "requests_per_s_min": 150.0,
+    "shadow_p50_vs_champion_only_max": 1.3,
+}
 ADMIN_DSN = os.environ.get(
     "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
 )
@@ -82,6 +89,36 @@ def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
     )
     engine.dispose()
     return a, b
+
+
+def set_test(db_url: str, a: str, b: str, mode: str | None) -> None:
+    """End the active test; with `mode`, start a test of that mode (A = a, B = b)."""
+    from aifx_ml.abtest.store import active_test, cancel_test, create_test  # noqa: PLC0415
+
+    engine = make_engine(db_url)
+    running = active_test(engine, "lstm")
+    if running is not None:
+        cancel_test(engine, running.id, as_of=NOW, reason="bench: next phase")
+    if mode is not None:
+        create_test(
+            engine, name=f"bench {mode}", model_a_version=a, model_b_version=b,
+            traffic_split=None if mode == "shadow" else 0.5, as_of=NOW, mode=mode,
+        )  # fmt: skip
+    engine.dispose()
+
+
+def single_client(port: int, requests: int, warmup: int) -> dict[str, float]:
+    """p50 / p99 of one client after a warm-up (new models load on the first requests)."""
+    load(port, warmup, 1)
+    latencies, wall, errors = load(port, requests, 1)
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "requests_per_s": round(len(latencies) / wall, 1),
+        "errors": errors,
+    }
 
 
 def bare_call(db_url: str, mlflow_uri: str, artifacts: str, version: str, repeat: int) -> float:
@@ -175,7 +212,7 @@ def main() -> None:
     try:
         mlflow_uri = f"sqlite:///{work / 'mlflow.db'}"
         artifacts = str(work / "artifacts")
-        a, _ = prepare(db_url, mlflow_uri, artifacts)
+        a, b = prepare(db_url, mlflow_uri, artifacts)
         bare = bare_call(db_url, mlflow_uri, artifacts, a, 300)
         port = free_port()
         env = {
@@ -206,6 +243,14 @@ def main() -> None:
         single, single_wall, single_errors = load(port, args.latency_requests, 1)
         handler_p50 = float(np.nanpercentile(SERVER_MS, 50))
         latencies, wall, errors = load(port, args.requests, args.clients)
+        # The shadow's cost, in the same run: Production alone, then Production with B
+        # shadowing every request (the server re-reads who serves every 2 s).
+        paths = {}
+        for phase, mode in (("champion_only", None), ("shadow", "shadow")):
+            set_test(db_url, a, b, mode)
+            time.sleep(3)
+            paths[phase] = single_client(port, args.latency_requests, args.warmup)
+        shadow_ratio = paths["shadow"]["p50_ms"] / paths["champion_only"]["p50_ms"]
         one = np.array(single) * 1000
         ms = np.array(latencies) * 1000
         p50, p99 = float(np.percentile(one, 50)), float(np.percentile(one, 99))
@@ -232,13 +277,19 @@ def main() -> None:
                 "p50_ms": round(float(np.percentile(ms, 50)), 3),
                 "p99_ms": round(float(np.percentile(ms, 99)), 3),
             },
-            "errors": errors + single_errors,
+            "shadow": {
+                **paths,
+                "p50_shadow_vs_champion_only": round(shadow_ratio, 3),
+            },
+            "errors": errors + single_errors + sum(int(p["errors"]) for p in paths.values()),
             "targets": TARGETS,
             "pass": {
                 "p50_vs_bare_max": p50 / (bare * 1000) <= TARGETS["p50_vs_bare_max"],
                 "p99_ms_max": p99 <= TARGETS["p99_ms_max"],
                 "requests_per_s_min": rps >= TARGETS["requests_per_s_min"],
-                "no_errors": errors + single_errors == 0,
+                "shadow_p50_vs_champion_only_max": shadow_ratio
+                <= TARGETS["shadow_p50_vs_champion_only_max"],
+                "no_errors": errors + single_errors + sum(p["errors"] for p in paths.values()) == 0,
             },
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         }

@@ -80,6 +80,14 @@ class ServingModel:
             return [float(p) for p in self.p_up(np.stack(windows))]
         return self._batcher.submit_many(windows)
 
+    def p_up_later(self, windows: Sequence[npt.NDArray[np.float32]]) -> Callable[[], list[float]]:
+        """`p_up_each`, started on the model's own worker thread: returns what waits for it,
+        so the caller can run another model meanwhile (a shadow test's two versions)."""
+        futures = None if self._batcher is None else self._batcher.enqueue(windows)
+        if futures is None:
+            return lambda: self.p_up_each(windows)
+        return lambda: [f.result() for f in futures]
+
 
 @dataclass(frozen=True)
 class Assignment:

@@ -240,3 +240,35 @@ def test_the_api_creates_either_kind(world: World, api: TestClient) -> None:
     )
     assert split.status_code == 201 and split.json()["mode"] == "split"
     assert uuid.UUID(split.json()["id"])
+
+
+def test_a_shadow_answer_the_database_refuses_never_costs_the_served_row(world: World) -> None:
+    from aifx_ml.serving.signal_writer import SignalWriter
+    from aifx_ml.signals import SHADOW
+
+    a, b = arms(world)
+    test = shadow_test(world, a, b)
+    served_id = uuid.uuid4()
+    served = {
+        "id": served_id, "pair": "EUR/USD", "timeframe": "1h", "signal": "sell",
+        "confidence": 0.4, "probability": 0.3, "entry_price": 1.1, "created_at": T0,
+        "actual_outcome": "pending", "model_version": a, "ab_test_id": test.id,
+        "routing_key": None, "verified": True,
+    }  # fmt: skip
+    bad_shadow = {
+        "id": uuid.uuid4(), "ab_test_id": test.id, "model_version": b, "pair": "EUR/USD",
+        "timeframe": "1h", "signal": "maybe", "confidence": 0.6, "probability": 0.8,
+        "entry_price": 1.1, "created_at": T0,
+    }  # fmt: skip
+    good = {**served, "id": uuid.uuid4(), SHADOW: {**bad_shadow, "signal": "buy"}}
+    writer = SignalWriter(world.engine)
+    try:
+        writer.enqueue([{**served, SHADOW: bad_shadow}, good])
+        assert writer.flush(timeout=30)
+        status = writer.status()
+    finally:
+        writer.close()
+    assert {r.id for r in rows(world.engine, TradingSignal)} == {served_id, good["id"]}
+    (kept,) = rows(world.engine, ShadowSignal)  # the sound one; the refused one is logged
+    assert kept.served_signal_id == good["id"] and kept.signal == "buy"
+    assert (status.rejected, status.committed) == (0, 2)
