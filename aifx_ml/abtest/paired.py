@@ -29,11 +29,11 @@ import pandas as pd
 from aifx_ml.abtest.stats import (
     DECIDED,
     LABELED,
-    VARIANTS,
     ClusterSums,
     Difference,
     SequentialDecision,
     SequentialPlan,
+    checked_outcomes,
     cr1,
     decide,
     floored_variance,
@@ -41,7 +41,6 @@ from aifx_ml.abtest.stats import (
     quadratic,
     sums_from_table,
 )
-from aifx_ml.domain import OUTCOMES
 from aifx_ml.errors import InvalidInputError
 
 F64 = npt.NDArray[np.float64]
@@ -145,27 +144,17 @@ def evaluate_paired(
 
 def paired_outcome_sums(frame: pd.DataFrame) -> tuple[PairedSums, PairedSums]:
     """The paired sums of wins over decided signals and of pnl over labeled ones."""
-    missing = [c for c in ("variant", "outcome", "pnl", "cluster", "request") if c not in frame]
-    if missing:
-        raise InvalidInputError(f"shadow test outcomes lack column(s) {', '.join(missing)}")
-    variant = frame["variant"].astype(str).to_numpy()
-    outcome = frame["outcome"].astype(str).to_numpy()
-    for name, values, allowed in (("variant", variant, VARIANTS), ("outcome", outcome, OUTCOMES)):
-        unknown = set(values.tolist()) - set(allowed)
-        if unknown:
-            raise InvalidInputError(f"unknown {name}(s) {sorted(unknown)}: expected {allowed}")
+    variant, outcome, cluster, pnl = checked_outcomes(
+        frame, "shadow test outcomes", extra=("request",)
+    )
     request = pd.factorize(frame["request"])[0].astype(np.int64)
     if (request < 0).any():
         raise InvalidInputError("every answer of a shadow test needs its request")
     if pd.DataFrame({"r": request, "v": variant}).duplicated().any():
         raise InvalidInputError("a request of a shadow test has two answers from one arm")
-    cluster = pd.factorize(frame["cluster"])[0].astype(np.int64)
-    if (cluster < 0).any():
-        raise InvalidInputError("every signal needs a cluster (e.g. pair|day)")
     # A request's cluster is its first row's: both answers are given at the same moment.
     per_request = np.full(int(request.max()) + 1 if request.size else 0, -1, dtype=np.int64)
     per_request[request[::-1]] = cluster[::-1]
-    pnl = pd.to_numeric(frame["pnl"], errors="coerce").to_numpy(dtype=np.float64)
     is_b = variant == "b"
     decided = np.isin(outcome, DECIDED)
     labeled = np.isin(outcome, LABELED) & np.isfinite(pnl)

@@ -378,9 +378,21 @@ def _outcome_sums(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[Any], ClusterSums, ClusterSums]:
     """Arm flags, outcomes, and the cluster sums of wins over decided signals and of pnl over
     labeled ones (a pending signal has no pnl; a labeled one without pnl is left out)."""
-    missing = [c for c in ("variant", "outcome", "pnl", "cluster") if c not in frame]
+    variant, outcome, codes, pnl = checked_outcomes(frame, "A/B outcomes")
+    is_b, decided = variant == "b", np.isin(outcome, DECIDED)
+    labeled = np.isin(outcome, LABELED) & np.isfinite(pnl)
+    wins = cluster_sums(is_b[decided], outcome[decided] == "win", codes[decided])
+    return is_b, outcome, wins, cluster_sums(is_b[labeled], pnl[labeled], codes[labeled])
+
+
+def checked_outcomes(
+    frame: pd.DataFrame, what: str, extra: tuple[str, ...] = ()
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.int64], F64]:
+    """Variants, outcomes, cluster codes and pnl of an outcomes frame, checked (columns
+    variant, outcome, pnl, cluster and `extra`; known variants and outcomes; a cluster each)."""
+    missing = [c for c in ("variant", "outcome", "pnl", "cluster", *extra) if c not in frame]
     if missing:
-        raise InvalidInputError(f"A/B outcomes lack column(s) {', '.join(missing)}")
+        raise InvalidInputError(f"{what} lack column(s) {', '.join(missing)}")
     variant = frame["variant"].astype(str).to_numpy()
     outcome = frame["outcome"].astype(str).to_numpy()
     for name, values, allowed in (("variant", variant, VARIANTS), ("outcome", outcome, OUTCOMES)):
@@ -391,10 +403,7 @@ def _outcome_sums(
     if (codes < 0).any():
         raise InvalidInputError("every signal needs a cluster (e.g. pair|day)")
     pnl = pd.to_numeric(frame["pnl"], errors="coerce").to_numpy(dtype=np.float64)
-    is_b, decided = variant == "b", np.isin(outcome, DECIDED)
-    labeled = np.isin(outcome, LABELED) & np.isfinite(pnl)
-    wins = cluster_sums(is_b[decided], outcome[decided] == "win", codes[decided])
-    return is_b, outcome, wins, cluster_sums(is_b[labeled], pnl[labeled], codes[labeled])
+    return variant, outcome, codes, pnl
 
 
 def _assigned(frame: pd.DataFrame, is_b: npt.NDArray[np.bool_]) -> tuple[int, int]:
