@@ -42,7 +42,7 @@ def upgrade() -> None:
     if doubled:
         found = ", ".join(f"{n} active {t} tests" for t, n in doubled)
         raise RuntimeError(
-            f"cannot upgrade to 0008: {found}; keep one per model type "
+            f"cannot upgrade to 0009: {found}; keep one per model type "
             "(`aifx ab list --status active`, then `aifx ab cancel ID`) and upgrade again"
         )
     op.create_index(
