@@ -15,8 +15,8 @@ from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.config import Settings, git_commit
 from aifx_ml.db.engine import engine_for, ensure_schema
-from aifx_ml.domain import TestMode, TrainingStatus, TrainingType
-from aifx_ml.training.config import Stores, TrainingConfig, TrainingResult
+from aifx_ml.domain import TrainingStatus, TrainingType
+from aifx_ml.training.config import TRAINING, Stores, TrainingConfig, TrainingResult
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
 from flows.common import IO_RETRIES, alerts_task, challenger_task, reconcile_task, relay_task
@@ -74,7 +74,7 @@ def training_steps(
     actor: str,
     challenger_split: float | None,
     test_plan: dict[str, Any] | None = None,
-    challenger_mode: str = TestMode.SPLIT,
+    challenger_mode: str = TRAINING.challenger_mode,
 ) -> TrainingResult:
     """The steps both training flows take: reconcile, read every series (mapped), train,
     offer the new version as a challenger, relay the events."""

@@ -6,9 +6,9 @@
   than the refresh margin (`aifx_ml.evaluation.refresh`): in a drifting market a fresher
   model is the better bet unless the data say otherwise. A test still running against the
   old Production version is cancelled, its challenger superseded.
-- Otherwise a version that passes the gate is tried live against Production: a shadow test
-  by default (it answers every request unseen), or a split test; unless a test of its model
-  type already runs, and then it waits.
+- Otherwise a version that passes the gate is tried live against Production: in a split
+  test (`TRAINING.challenger_mode`, the default) or a shadow test (it answers every request
+  unseen); unless a test of its model type already runs, and then it waits.
 - Either way the Staging hygiene runs (`registry.hygiene`): losers of ended tests and the
   candidates beyond the newest few are archived, with the reason.
 
@@ -20,7 +20,7 @@ and tuned with them in the next step of this work.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -92,7 +92,7 @@ def offer_challenger(
         engine, store, get_version(engine, version).model_type,
         as_of=as_of, actor=actor, keep=keep_waiting,
     )  # fmt: skip
-    return ChallengerOutcome(**{**outcome.__dict__, "retired": tuple(retired)})
+    return replace(outcome, retired=tuple(retired))
 
 
 def _offer(
@@ -119,7 +119,9 @@ def _offer(
         and full_training
         and as_of - current.created_at >= refresh.age
     ):
-        evaluation = _evaluate(engine, store, version, as_of, margin, min_samples)
+        evaluation = evaluate_candidate(
+            engine, store, version, as_of, margin=margin, min_samples=min_samples
+        )
         check = evaluation.refresh(refresh.margin, refresh.level)
         if check.passed:
             return _refresh(engine, store, version, current.version, evaluation, check,
@@ -129,7 +131,9 @@ def _offer(
             version, "test_running", None, running.id, f"A/B test {running.test_name!r} runs"
         )
     if evaluation is None:
-        evaluation = _evaluate(engine, store, version, as_of, margin, min_samples)
+        evaluation = evaluate_candidate(
+            engine, store, version, as_of, margin=margin, min_samples=min_samples
+        )
     decision, production = evaluation.decision, evaluation.production
     if not decision.passed:
         return ChallengerOutcome(version, "refused", decision, None, "; ".join(decision.reasons))
@@ -158,17 +162,6 @@ def _offer(
     )
     mark_challenger(engine, store, test)
     return ChallengerOutcome(version, "ab_test_started", decision, test.id)
-
-
-def _evaluate(
-    engine: Engine,
-    store: MlflowModelStore,
-    version: str,
-    as_of: datetime,
-    margin: float,
-    min_samples: int,
-) -> CandidateEvaluation:
-    return evaluate_candidate(engine, store, version, as_of, margin=margin, min_samples=min_samples)
 
 
 def _refresh(

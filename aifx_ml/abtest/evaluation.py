@@ -70,13 +70,12 @@ def test_outcomes(engine: Engine, test: ModelABTest) -> pd.DataFrame:
     frame = pd.DataFrame(
         rows, columns=["version", "outcome", "pnl", "pair", "created_at", "routing_key"]
     )
-    day = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d")
     return pd.DataFrame(
         {
             "variant": np.where(frame["version"] == test.model_b_version, "b", "a").astype(object),
             "outcome": frame["outcome"].astype(object),
             "pnl": frame["pnl"].astype("float64"),
-            "cluster": (frame["pair"] + "|" + day).astype(object),
+            "cluster": _pair_day(frame),
             # Routing is sticky per key: the sample-ratio check counts keys, not signals.
             "routing_key": frame["routing_key"].astype(object),
         }
@@ -120,16 +119,21 @@ def shadow_outcomes(engine: Engine, test: ModelABTest) -> pd.DataFrame:
         ],
         ignore_index=True,
     )
-    day = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d")
     return pd.DataFrame(
         {
             "variant": frame["variant"].astype(object),
             "outcome": frame["outcome"].astype(object),
             "pnl": frame["pnl"].astype("float64"),
-            "cluster": (frame["pair"] + "|" + day).astype(object),
+            "cluster": _pair_day(frame),
             "request": frame["request"].astype(str).astype(object),
         }
     )
+
+
+def _pair_day(frame: pd.DataFrame) -> pd.Series:
+    """Each signal's cluster, "pair|UTC day": signals of one pair on one day share a market."""
+    day = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d")
+    return (frame["pair"] + "|" + day).astype(object)
 
 
 def look(engine: Engine, test: ModelABTest, now: datetime) -> TestLook:

@@ -79,7 +79,6 @@ class Paths:
 
     split: SequentialPath
     shadow: SequentialPath
-    split_n_b: F64  # decided signals of B in the split test at each look (runs, looks)
 
 
 def draw(
@@ -136,7 +135,7 @@ def simulate(rng: np.random.Generator, runs: int, stream: Stream, plan: Sequenti
     split_path = sequential_path(
         difference(split_sums), split_first[..., 0], split_first[..., 2], plan
     )
-    return Paths(split_path, shadow_path, split_first[..., 2])
+    return Paths(split_path, shadow_path)
 
 
 def power_by_day(path: SequentialPath, days: int) -> F64:
