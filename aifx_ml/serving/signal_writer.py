@@ -314,12 +314,7 @@ class SignalWriter:
         with self._spill_lock:
             try:
                 if self._spill_file is None:
-                    name = f"spill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
-                    self._spill_file = (self._spill_dir / name).open("ab")
-                    log.warning("the database is behind: signals spill to %s", name)
-                    # Held while this process appends: a replayer (here or in another
-                    # worker process) leaves a file alone until it is complete.
-                    fcntl.flock(self._spill_file, fcntl.LOCK_EX)
+                    self._spill_file = _new_spill_file(self._spill_dir)
                 self._spill_file.write(data)
                 self._spill_file.flush()  # in the OS: survives this process being killed
             except OSError as exc:
@@ -357,6 +352,28 @@ class SignalWriter:
                 with self._cond:
                     self._spilled = left
                     self._replay_at = time.monotonic() + 1.0
+
+
+def _new_spill_file(spill_dir: Path) -> IO[bytes]:
+    """A new spill file, locked before replayers can see it.
+
+    The lock is held while this process appends: a replayer (here or in another worker
+    process) leaves a file alone until it is complete. The file is made under a hidden name
+    and renamed once locked; made under its final name, a replayer could take it in the
+    moment between its creation and the lock, find it empty and remove it, and the rows
+    then written to it would be lost.
+    """
+    name = f"spill-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.jsonl"
+    hidden = spill_dir / f".{name}.new"
+    handle = hidden.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        hidden.rename(spill_dir / name)
+    except OSError:
+        handle.close()
+        raise
+    log.warning("the database is behind: signals spill to %s", name)
+    return handle
 
 
 @contextlib.contextmanager

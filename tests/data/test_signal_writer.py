@@ -4,6 +4,7 @@ file is replayed once, even after a crash in the middle of a replay."""
 
 from __future__ import annotations
 
+import fcntl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.db.models import TradingSignal
 from aifx_ml.events.schemas import NewPrediction
+from aifx_ml.serving import signal_writer
 from aifx_ml.serving.signal_writer import RejectedRow, SignalWriter
 from tests.conftest import _postgres_database
 from tests.event_payloads import announced
@@ -106,6 +108,36 @@ def test_a_spill_file_is_replayed_once_even_after_a_crash_mid_replay(
     assert sorted(map(str, stored_ids(engine))) == sorted(every)
     assert sorted(map(str, announced_ids(engine))) == sorted(every)  # one event each
     assert not list(tmp_path.glob("spill-*.jsonl"))
+
+
+def test_a_spill_file_being_made_is_left_alone_by_a_replayer(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's writer replays the spill folder at the worst moment: while this
+    one has just made its spill file and not yet locked it. No row may be lost."""
+    other = SignalWriter(engine, spill_dir=tmp_path)
+    real_flock = signal_writer.fcntl.flock
+    replays: list[list[str]] = []
+
+    def flock_after_a_replay(handle: Any, operation: int) -> None:
+        if operation == fcntl.LOCK_EX:  # the spilling writer locking its new file
+            replays.append(sorted(p.name for p in tmp_path.glob(signal_writer.SPILL_GLOB)))
+            other._replay()  # noqa: SLF001  (the moment a replayer could strike)
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(signal_writer.fcntl, "flock", flock_after_a_replay)
+    writer = SignalWriter(engine, spill_dir=tmp_path, max_buffer=0)  # every row spills
+    rows = [signal_row(i) for i in range(7)]
+    try:
+        writer.enqueue(rows)
+        monkeypatch.setattr(signal_writer.fcntl, "flock", real_flock)
+        assert writer.status().spilled == len(rows)
+        assert writer.flush(timeout=30)
+    finally:
+        writer.close()
+        other.close()
+    assert sorted(map(str, stored_ids(engine))) == sorted(str(r["id"]) for r in rows)
+    assert replays == [[]]  # the replayer saw no file to take
 
 
 @pytest.fixture
