@@ -116,7 +116,7 @@ def test_a_spill_file_being_made_is_left_alone_by_a_replayer(
     """Another process's writer replays the spill folder at the worst moment: while this
     one has just made its spill file and not yet locked it. No row may be lost."""
     other = SignalWriter(engine, spill_dir=tmp_path)
-    real_flock = signal_writer.fcntl.flock
+    real_flock = fcntl.flock
     replays: list[list[str]] = []
 
     def flock_after_a_replay(handle: Any, operation: int) -> None:
@@ -125,12 +125,12 @@ def test_a_spill_file_being_made_is_left_alone_by_a_replayer(
             other._replay()  # noqa: SLF001  (the moment a replayer could strike)
         real_flock(handle, operation)
 
-    monkeypatch.setattr(signal_writer.fcntl, "flock", flock_after_a_replay)
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_replay)
     writer = SignalWriter(engine, spill_dir=tmp_path, max_buffer=0)  # every row spills
     rows = [signal_row(i) for i in range(7)]
     try:
         writer.enqueue(rows)
-        monkeypatch.setattr(signal_writer.fcntl, "flock", real_flock)
+        monkeypatch.setattr(fcntl, "flock", real_flock)
         assert writer.status().spilled == len(rows)
         assert writer.flush(timeout=30)
     finally:
