@@ -16,6 +16,7 @@ from aifx_ml.alerts.rules import ab_decided_alert
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from aifx_ml.domain import TestStatus
+from aifx_ml.training.config import TRAINING
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
 from registry.abtest import complete_with_winner
 from registry.hygiene import retire_stale_candidates
@@ -56,13 +57,18 @@ def evaluate_task(
 
 
 @flow(name="ab-evaluation", log_prints=False)
-def ab_evaluation_flow(as_of: datetime | None = None) -> dict[str, Any]:
-    """Evaluate every active A/B test as of `as_of` (default: now, UTC)."""
+def ab_evaluation_flow(
+    as_of: datetime | None = None, keep_waiting: int | None = TRAINING.keep_waiting
+) -> dict[str, Any]:
+    """Evaluate every active A/B test as of `as_of` (default: now, UTC); a challenger that
+    did not win leaves Staging, and at most `keep_waiting` candidates wait (None: Staging is
+    left as it is)."""
     settings = load_settings()
     moment = as_of or datetime.now(UTC)
     reconcile_task(settings, "flow ab-evaluation")
     looks = {
-        test_id: evaluate_task(settings, test_id, moment) for test_id in active_tests_task(settings)
+        test_id: evaluate_task(settings, test_id, moment, keep_waiting)
+        for test_id in active_tests_task(settings)
     }
     decided = [
         look["test"] for look in looks.values() if look["test"]["status"] != TestStatus.ACTIVE

@@ -13,9 +13,8 @@ from aifx_ml.abtest.store import TestPlan
 from aifx_ml.alerts.notify import check_and_alert, raise_alert_safely
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema
-from aifx_ml.domain import TestMode
 from aifx_ml.events.relay import relay_outbox
-from aifx_ml.training.config import ChallengerOffer
+from aifx_ml.training.config import ChallengerOffer, ChallengerPolicy
 from registry.challenger import offer_challenger
 from registry.mlflow_store import MlflowModelStore
 from registry.reconcile import reconcile
@@ -56,17 +55,10 @@ def relay_task(settings: Settings) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def challenger_task(
-    settings: Settings,
-    version: str,
-    as_of: datetime,
-    split: float,
-    actor: str,
-    plan: dict[str, Any] | None = None,
-    mode: str = TestMode.SPLIT,
+    settings: Settings, version: str, as_of: datetime, actor: str, policy: ChallengerPolicy
 ) -> ChallengerOffer:
-    """Gate a new version; on a pass it is tried against Production in a test of `mode`
-    (split or shadow) run to `plan` (TestPlan fields; default: the library's pre-registered
-    plan)."""
+    """Gate a new version, then as `policy` says: it refreshes an old Production version, or
+    is tried against Production (a shadow or split test), or waits; Staging is tidied."""
     with engine_for(settings.db_url) as engine:
         outcome = offer_challenger(
             engine,
@@ -74,9 +66,11 @@ def challenger_task(
             version,
             as_of=as_of,
             actor=actor,
-            split=split,
-            plan=TestPlan.from_dict(plan) if plan else None,
-            mode=mode,
+            split=policy.split,
+            plan=TestPlan.from_dict(policy.plan) if policy.plan else None,
+            mode=policy.mode,
+            refresh=policy.refresh,
+            keep_waiting=policy.keep_waiting,
         )
     get_run_logger().info("challenger %s: %s %s", version, outcome.action, outcome.detail)
     return ChallengerOffer(

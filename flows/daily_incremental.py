@@ -11,7 +11,12 @@ from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
 from aifx_ml.domain import TestMode, TrainingType
-from aifx_ml.training.config import TRAINING, TrainingResult, training_config
+from aifx_ml.training.config import (
+    TRAINING,
+    ChallengerPolicy,
+    TrainingResult,
+    training_config,
+)
 from flows.training_tasks import training_steps
 
 
@@ -27,6 +32,8 @@ def daily_incremental_flow(
     challenger_mode: TestMode = TRAINING.challenger_mode,
     challenger_split: float = TRAINING.challenger_split,
     ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
+    refresh_days: float = TRAINING.refresh_days,
+    keep_waiting: int = TRAINING.keep_waiting,
     days: int = TRAINING.days,
     full_epochs: int = TRAINING.epochs,
     window: int = TRAINING.window,
@@ -52,15 +59,20 @@ def daily_incremental_flow(
         dense_units=dense_units,
         learning_rate=learning_rate,
     )
+    challenger = (
+        ChallengerPolicy(
+            challenger_mode, challenger_split, ab_test_plan, refresh_days, keep_waiting
+        )
+        if auto_challenger
+        else None
+    )
     result = training_steps(
         settings,
         config,
         TrainingType.INCREMENTAL,
         moment,
         "flow daily-incremental",
-        challenger_split if auto_challenger else None,
-        ab_test_plan,
-        challenger_mode,
+        challenger,
     )
     logger = get_run_logger()
     if result.fell_back_to_full:

@@ -33,6 +33,8 @@ def replay_jobs(params: ReplayParams) -> dict[str, Job]:
         "auto_challenger": True,
         "challenger_mode": params.challenger_mode,
         "challenger_split": params.challenger_split,
+        "refresh_days": params.refresh_days,
+        "keep_waiting": params.keep_waiting,
         "ab_test_plan": params.test_plan(),
         "days": model.days,
         "window": model.window,
@@ -52,7 +54,7 @@ def replay_jobs(params: ReplayParams) -> dict[str, Job]:
         )
 
     def ab(at: datetime) -> Mapping[str, Any]:
-        return {"looks": ab_evaluation_flow(as_of=at)}
+        return {"looks": ab_evaluation_flow(as_of=at, keep_waiting=params.keep_waiting)}
 
     def monthly(at: datetime) -> Mapping[str, Any]:
         # The deployment starts `weekly-full` through the Prefect API when the verdict is

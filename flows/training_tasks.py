@@ -7,7 +7,6 @@ retry, the training itself does not (a failed run is recorded, not repeated blin
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 from prefect import task, unmapped
@@ -16,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from aifx_ml.config import Settings, git_commit
 from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.domain import TrainingStatus, TrainingType
-from aifx_ml.training.config import TRAINING, Stores, TrainingConfig, TrainingResult
+from aifx_ml.training.config import ChallengerPolicy, Stores, TrainingConfig, TrainingResult
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
 from flows.common import IO_RETRIES, alerts_task, challenger_task, reconcile_task, relay_task
@@ -72,12 +71,10 @@ def training_steps(
     training_type: str,
     as_of: datetime,
     actor: str,
-    challenger_split: float | None,
-    test_plan: dict[str, Any] | None = None,
-    challenger_mode: str = TRAINING.challenger_mode,
+    challenger: ChallengerPolicy | None,
 ) -> TrainingResult:
     """The steps both training flows take: reconcile, read every series (mapped), train,
-    offer the new version as a challenger, relay the events."""
+    offer the new version as a challenger (unless `challenger` is None), relay the events."""
     reconcile_task(settings, actor)
     series, start = plan_task(settings, config, training_type, as_of)
     frames = load_series_task.map(
@@ -88,12 +85,10 @@ def training_steps(
         unmapped(as_of),
     )
     result = train_task(settings, config, training_type, as_of, frames.result())
-    if challenger_split is not None and result.status == TrainingStatus.COMPLETED:
+    if challenger is not None and result.status == TrainingStatus.COMPLETED:
         assert result.version is not None
         # Passes the offline gate: tried live against Production (or becomes the first one).
-        result.challenger = challenger_task(
-            settings, result.version, as_of, challenger_split, actor, test_plan, challenger_mode
-        )
+        result.challenger = challenger_task(settings, result.version, as_of, actor, challenger)
     alerts_task(settings, as_of)  # a failed run, or a second skip in a row, reaches people
     relay_task(settings)
     return result

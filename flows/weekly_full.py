@@ -11,7 +11,12 @@ from prefect import flow, get_run_logger
 
 from aifx_ml.config import load_settings
 from aifx_ml.domain import TestMode, TrainingType
-from aifx_ml.training.config import TRAINING, TrainingResult, training_config
+from aifx_ml.training.config import (
+    TRAINING,
+    ChallengerPolicy,
+    TrainingResult,
+    training_config,
+)
 from flows.training_tasks import training_steps
 
 
@@ -32,6 +37,8 @@ def weekly_full_flow(
     challenger_mode: TestMode = TRAINING.challenger_mode,
     challenger_split: float = TRAINING.challenger_split,
     ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
+    refresh_days: float = TRAINING.refresh_days,
+    keep_waiting: int = TRAINING.keep_waiting,
 ) -> TrainingResult:
     """Train from scratch as of `as_of` (default: now, UTC) on every series asked for; every
     other default is TRAINING's (aifx_ml/training/config.py)."""
@@ -49,15 +56,20 @@ def weekly_full_flow(
         learning_rate=learning_rate,
         seed=seed,
     )
+    challenger = (
+        ChallengerPolicy(
+            challenger_mode, challenger_split, ab_test_plan, refresh_days, keep_waiting
+        )
+        if auto_challenger
+        else None
+    )
     result = training_steps(
         settings,
         config,
         TrainingType.FULL,
         moment,
         "flow weekly-full",
-        challenger_split if auto_challenger else None,
-        ab_test_plan,
-        challenger_mode,
+        challenger,
     )
     get_run_logger().info(
         "weekly full training %s: %s", result.status, result.version or result.reason

@@ -6,22 +6,22 @@
   than the refresh margin (`aifx_ml.evaluation.refresh`): in a drifting market a fresher
   model is the better bet unless the data say otherwise. A test still running against the
   old Production version is cancelled, its challenger superseded.
-- Otherwise a version that passes the gate is tried live against Production: in a split
-  test (`TRAINING.challenger_mode`, the default) or a shadow test (it answers every request
-  unseen); unless a test of its model type already runs, and then it waits.
+- Otherwise a version that passes the gate is tried live against Production: in a shadow
+  test (`TRAINING.challenger_mode`, the default: it answers every request unseen, compared
+  pair by pair) or a split test; unless a test of its model type already runs, and then it
+  waits.
 - Either way the Staging hygiene runs (`registry.hygiene`): losers of ended tests and the
-  candidates beyond the newest few are archived, with the reason.
+  candidates beyond the newest `keep_waiting` are archived, with the reason.
 
-Refreshes and the hygiene are built and tested but not yet on by default (the flows do not
-pass them): turning them on changes what the replays and the demo decide, which is measured
-and tuned with them in the next step of this work.
+Refreshes (`refresh=RefreshPolicy(age=None)`) and the hygiene (`keep_waiting=None`) can be
+turned off; they are on by default, as in the flows.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -29,8 +29,7 @@ from aifx_ml.abtest.store import DEFAULT_SPLIT, TestPlan, active_test, cancel_te
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.domain import ModelStatus, TestMode
 from aifx_ml.evaluation.gate import DEFAULT_MARGIN, DEFAULT_MIN_SAMPLES, GateDecision
-from aifx_ml.evaluation.refresh import DEFAULT_LEVEL, DEFAULT_REFRESH_AGE, RefreshDecision
-from aifx_ml.evaluation.refresh import DEFAULT_MARGIN as DEFAULT_REFRESH_MARGIN
+from aifx_ml.evaluation.refresh import RefreshDecision, RefreshPolicy
 from aifx_ml.models.versions import get_version, production_version
 from aifx_ml.training.config import TRAINING
 from registry.abtest import mark_challenger
@@ -38,15 +37,6 @@ from registry.hygiene import Retired, retire_stale_candidates
 from registry.mlflow_store import MlflowModelStore
 from registry.promotion import CandidateEvaluation, evaluate_candidate
 from registry.stages import change_stage
-
-
-@dataclass(frozen=True)
-class RefreshPolicy:
-    """When a fresh full training may replace Production without winning a test."""
-
-    age: timedelta | None = DEFAULT_REFRESH_AGE  # None: never refresh
-    margin: float = DEFAULT_REFRESH_MARGIN
-    level: float = DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -74,18 +64,14 @@ def offer_challenger(
     min_samples: int = DEFAULT_MIN_SAMPLES,
     plan: TestPlan | None = None,
     mode: TestMode | str = TRAINING.challenger_mode,
-    refresh: RefreshPolicy | None = None,
-    keep_waiting: int | None = None,
+    refresh: RefreshPolicy = RefreshPolicy(),  # noqa: B008  (frozen: one shared default)
+    keep_waiting: int | None = TRAINING.keep_waiting,
 ) -> ChallengerOutcome:
-    """Decide what becomes of `version` (see the module docstring), then tidy Staging.
-
-    `refresh` (a `RefreshPolicy`) turns refresh promotions on and `keep_waiting` (e.g.
-    `DEFAULT_KEEP_WAITING`) the Staging hygiene; both are off unless given.
-    """
+    """Decide what becomes of `version` (see the module docstring), then tidy Staging
+    (`keep_waiting=None`: leave Staging as it is)."""
     outcome = _offer(
-        engine, store, version, as_of, actor, split, margin, min_samples, plan, mode,
-        refresh or RefreshPolicy(age=None),
-    )  # fmt: skip
+        engine, store, version, as_of, actor, split, margin, min_samples, plan, mode, refresh
+    )
     if keep_waiting is None:
         return outcome
     retired = retire_stale_candidates(

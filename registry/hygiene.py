@@ -21,9 +21,10 @@ from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelABTest, ModelVersion
 from aifx_ml.domain import ModelStatus, TestStatus
 from aifx_ml.models.store import ModelStore
+from aifx_ml.training.config import TRAINING
 from registry.stages import Clock, change_stage
 
-DEFAULT_KEEP_WAITING = 3
+DEFAULT_KEEP_WAITING = TRAINING.keep_waiting
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ from aifx_ml.replay.plan import ReplayParams, with_change_point
 # its habit (momentum turns into mean reversion): the first model, trained on the 30 days before
 # the start, learned mostly the old one; the weekly retrain's 30-day window holds mostly the new
 # habit from mid-January on. (Six weeks, not eight: the suite's longest fixture, ~25 % shorter.)
+# Challengers are tried in shadow tests (the default); refreshes are off, so that the weekly
+# versions that pass the gate are tried live too (with them on, each would refresh Production
+# instead: tests/data/test_refresh.py and the demo show refreshes).
 SHORT = ReplayParams(
     pairs=("EUR/USD", "GBP/USD", "USD/JPY"),
     timeframes=("1h",),
@@ -39,7 +42,7 @@ SHORT = ReplayParams(
     ab_look_hours=6,
     ab_min_decided=30,
     ab_max_days=10.0,
-    challenger_split=0.5,
+    refresh_days=0.0,
 )
 
 

@@ -75,6 +75,23 @@ def replay_cmd(
     challenger_split: Annotated[
         float, typer.Option(help="Share of requests routed to the challenger (split tests).")
     ] = ReplayParams.challenger_split,
+    refresh_days: Annotated[
+        float,
+        typer.Option(
+            help="A full training may replace a Production version this many days old "
+            "without winning a test, when not shown worse (0: never)."
+        ),
+    ] = ReplayParams.refresh_days,
+    keep_waiting: Annotated[
+        int, typer.Option(help="Candidates left waiting in Staging per model type.")
+    ] = ReplayParams.keep_waiting,
+    pattern_strength: Annotated[
+        float,
+        typer.Option(
+            help="Synthetic market: how much each return leans on its recent past before "
+            "the change (after it, the opposite); 0 is a market with no pattern to learn."
+        ),
+    ] = ReplayParams.pattern_strength,
     epochs: Annotated[
         int, typer.Option(help="Most epochs of a full training.")
     ] = ModelParams.epochs,
@@ -110,6 +127,9 @@ def replay_cmd(
             ab_max_days=ab_max_days,
             challenger_mode=challenger_mode,
             challenger_split=challenger_split,
+            refresh_days=refresh_days,
+            keep_waiting=keep_waiting,
+            pattern_strength=pattern_strength,
             model=ModelParams(epochs=epochs, window=window),
             train=training,
         )

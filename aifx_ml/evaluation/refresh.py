@@ -38,6 +38,22 @@ F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
+class RefreshPolicy:
+    """When a fresh full training may replace Production without winning a test."""
+
+    age: timedelta | None = DEFAULT_REFRESH_AGE  # None: never refresh
+    margin: float = DEFAULT_MARGIN
+    level: float = DEFAULT_LEVEL
+
+    @classmethod
+    def after_days(cls, days: float) -> RefreshPolicy:
+        """The policy of a `refresh_days` parameter (flows, `aifx replay`): 0 never refreshes."""
+        if not days >= 0:
+            raise InvalidInputError(f"invalid refresh age {days} days: expected 0 (off) or more")
+        return cls(age=timedelta(days=days) if days > 0 else None)
+
+
+@dataclass(frozen=True)
 class GapBound:
     """accuracy(new) − accuracy(other) on common samples, with its one-sided upper bound."""
 

@@ -67,8 +67,10 @@ class ReplayParams:
     sell_threshold: float = 0.45
     ab_look_hours: int = 6  # look at an active A/B test every this many scheduled hours
     train: bool = True  # False: only serve, label and evaluate what is already registered
-    challenger_mode: TestMode = TestMode.SPLIT  # how challengers are tried live
+    challenger_mode: TestMode = TestMode.SHADOW  # how challengers are tried live
     challenger_split: float = 0.5  # share of requests to the challenger in a split test
+    refresh_days: float = 7.0  # a full training may refresh Production this old (0: never)
+    keep_waiting: int = 3  # candidates left waiting in Staging, newest first
     ab_min_decided: int = 60  # the A/B plan of every challenger test (see test_plan)
     ab_max_days: float = 14.0
     model: ModelParams = field(default_factory=ModelParams)
@@ -86,6 +88,10 @@ class ReplayParams:
             raise InvalidInputError(
                 f"invalid label threshold {self.label_threshold}: expected a fraction in (0, 1)"
             )
+        if not self.refresh_days >= 0:
+            raise InvalidInputError(f"invalid --refresh-days {self.refresh_days}: expected >= 0")
+        if self.keep_waiting < 0:
+            raise InvalidInputError(f"invalid --keep-waiting {self.keep_waiting}: expected >= 0")
         if self.ab_look_hours < 1 or 24 % self.ab_look_hours:
             raise InvalidInputError("--ab-look-hours must divide 24 (1, 2, 3, 4, 6, 8, 12, 24)")
 
@@ -108,9 +114,10 @@ class ReplayParams:
 
 def with_change_point(params: ReplayParams) -> ReplayParams:
     """A synthetic replay knows when its market changed: the close of the first candle after the
-    switch (of the first timeframe; the others switch at the same share of their candles)."""
-    if params.source != SYNTHETIC or params.change_at is not None:
-        return params
+    switch (of the first timeframe; the others switch at the same share of their candles). A
+    market with no pattern (`pattern_strength` 0) does not change."""
+    if params.source != SYNTHETIC or params.change_at is not None or not params.pattern_strength:
+        return params  # a file's market, a change point given, or no pattern to change
     timeframe = params.timeframes[0]
     grid = expected_grid(pd.Timestamp(params.history_start), pd.Timestamp(params.end), timeframe)
     at = min(round(params.pattern_switch * len(grid)), len(grid) - 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from aifx_ml.abtest.store import DEFAULT_SPLIT
 from aifx_ml.config import Settings
 from aifx_ml.domain import TestMode, TrainingStatus
 from aifx_ml.errors import AifxError, InvalidInputError
+from aifx_ml.evaluation.refresh import DEFAULT_REFRESH_AGE, RefreshPolicy
 from aifx_ml.markets import validate_pair, validate_timeframe
 from aifx_ml.models.lstm import MODEL_TYPE, LSTMConfig
 from aifx_ml.models.store import ModelStore
@@ -142,12 +144,41 @@ class TrainingParams:
     include_signals: bool = _DESIGN.include_signals
     lock_timeout: float = _DESIGN.lock_timeout  # `aifx train --wait`
     auto_challenger: bool = True  # gate the new version; on a pass, A/B test it
-    challenger_mode: TestMode = TestMode.SPLIT  # how the challenger is tried live
+    challenger_mode: TestMode = TestMode.SHADOW  # how the challenger is tried live
     challenger_split: float = DEFAULT_SPLIT  # share of traffic to the challenger (split)
     ab_test_plan: dict[str, Any] | None = None  # TestPlan fields; None: the library's plan
+    # A full training may replace a Production version this many days old without winning a
+    # test, when not shown worse (aifx_ml.evaluation.refresh); 0: never.
+    refresh_days: float = DEFAULT_REFRESH_AGE / timedelta(days=1)
+    keep_waiting: int = 3  # candidates left waiting in Staging per model type, newest first
 
 
 TRAINING = TrainingParams()
+
+
+@dataclass(frozen=True)
+class ChallengerPolicy:
+    """What the training flows do with a new version that completed: try it live against
+    Production (a test of `mode`, `split` for a split test, run to `plan`: TestPlan fields,
+    None for the library's), let it refresh a Production version `refresh_days` old (0:
+    never), and leave at most `keep_waiting` candidates waiting in Staging."""
+
+    mode: TestMode = TRAINING.challenger_mode
+    split: float = TRAINING.challenger_split
+    plan: dict[str, Any] | None = TRAINING.ab_test_plan
+    refresh_days: float = TRAINING.refresh_days
+    keep_waiting: int = TRAINING.keep_waiting
+
+    def __post_init__(self) -> None:
+        self.refresh  # noqa: B018  (checks refresh_days)
+        if self.keep_waiting < 0:
+            raise InvalidInputError(
+                f"invalid keep_waiting {self.keep_waiting}: expected 0 or more candidates"
+            )
+
+    @property
+    def refresh(self) -> RefreshPolicy:
+        return RefreshPolicy.after_days(self.refresh_days)
 
 
 def training_config(

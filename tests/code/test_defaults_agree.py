@@ -27,11 +27,13 @@ from aifx_ml.abtest.store import DEFAULT_MODE, DEFAULT_PLAN, DEFAULT_SPLIT
 from aifx_ml.cli.main import app
 from aifx_ml.evaluation.monthly import Thresholds
 from aifx_ml.evaluation.params import EVALUATION
+from aifx_ml.evaluation.refresh import RefreshPolicy
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.replay.loop import ReplaySettings
 from aifx_ml.replay.plan import ReplayParams
 from aifx_ml.serving.routers.ab_tests import PlanIn
 from aifx_ml.training.config import TRAINING, TrainingConfig, training_config
+from flows.ab_evaluation import ab_evaluation_flow
 from flows.common import IO_RETRIES
 from flows.daily_incremental import daily_incremental_flow
 from flows.label_signals import label_signals_flow
@@ -257,9 +259,19 @@ PLACES = [
         "registry offer_challenger",
         lambda: signature_defaults(offer_challenger),
         "DEFAULT_SPLIT and TRAINING",
-        {"split": DEFAULT_SPLIT, "mode": TRAINING.challenger_mode},
-        # Policies off unless given (None): the flows decide whether to pass them.
-        own=frozenset({"margin", "min_samples", "plan", "refresh", "keep_waiting"}),
+        {
+            "split": DEFAULT_SPLIT,
+            "mode": TRAINING.challenger_mode,
+            "keep_waiting": TRAINING.keep_waiting,
+            "refresh": RefreshPolicy.after_days(TRAINING.refresh_days),
+        },
+        own=frozenset({"margin", "min_samples", "plan"}),
+    ),
+    Place(
+        "flow ab-evaluation",
+        lambda: signature_defaults(ab_evaluation_flow),
+        "TRAINING",
+        TRAINING_DEFAULTS,
     ),
     Place(
         "flow label-signals",

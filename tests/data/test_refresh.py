@@ -21,10 +21,10 @@ from aifx_ml.db.models import ModelStageHistory, ModelVersion
 from aifx_ml.evaluation.gate import promotion_gate
 from aifx_ml.evaluation.holdout import HoldoutScores
 from aifx_ml.evaluation.metrics import holdout_metrics
+from aifx_ml.evaluation.refresh import RefreshPolicy
 from aifx_ml.events.schemas import ModelDeployed
 from registry import challenger
-from registry.challenger import RefreshPolicy, offer_challenger
-from registry.hygiene import DEFAULT_KEEP_WAITING
+from registry.challenger import offer_challenger
 from registry.promotion import CandidateEvaluation
 from tests.event_payloads import announced
 from tests.memory_registry import T0, World
@@ -87,9 +87,9 @@ def history(engine: Engine, version: str) -> list[Any]:
 
 
 def offer(world: World, version: str, as_of: datetime, **kw: Any) -> Any:
-    """offer_challenger with refreshes and the Staging hygiene on (their defaults)."""
-    policies = {"refresh": RefreshPolicy(), "keep_waiting": DEFAULT_KEEP_WAITING} | kw
-    return offer_challenger(world.engine, world.store, version, as_of=as_of, actor="t", **policies)
+    """offer_challenger as the flows call it: refreshes and the Staging hygiene on (their
+    defaults)."""
+    return offer_challenger(world.engine, world.store, version, as_of=as_of, actor="t", **kw)
 
 
 def test_a_fresh_version_not_shown_worse_refreshes_an_old_production(

@@ -402,8 +402,9 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
     from dataclasses import replace as dc_replace
 
     from aifx_ml.abtest.store import list_tests
+    from aifx_ml.evaluation.refresh import RefreshPolicy
     from registry import challenger
-    from registry.challenger import RefreshPolicy, offer_challenger
+    from registry.challenger import offer_challenger
 
     engine, uri = reg
     store = store_for(uri)
@@ -431,10 +432,12 @@ def test_a_new_version_that_passes_the_gate_is_tried_live(
     )
     assert second.action == "ab_test_started" and second.ab_test_id is not None
     (test,) = list_tests(engine, "active")
-    assert (test.model_a_version, test.model_b_version, test.traffic_split) == (
+    # By default a challenger is shadow-tested: it answers every request, none of them served.
+    assert (test.model_a_version, test.model_b_version, test.mode, test.traffic_split) == (
         "lstm-v1",
         "lstm-v2",
-        0.2,
+        "shadow",
+        0.0,
     )
     assert str(store.client.get_registered_model("aifx-lstm").aliases["challenger"]) == "2"
     assert statuses(engine)["lstm-v2"] == "staging"  # it has to win live first
