@@ -6,7 +6,7 @@ signal. Everything else (tables, events, the API, the replay) compares against t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from aifx_ml.errors import InvalidInputError
@@ -96,6 +96,38 @@ class SignalPolicy:
             raise InvalidInputError(
                 "invalid thresholds: need 0 <= sell_threshold <= buy_threshold <= 1"
             )
+
+    def ageing(self, trained_at: datetime, now: datetime, notice: timedelta) -> Ageing:
+        """Past `max_model_age` a model is stale (it answers hold); within `notice` of it,
+        ageing."""
+        age = now - trained_at
+        if age > self.max_model_age:
+            return Ageing.STALE
+        if age >= self.max_model_age - notice:
+            return Ageing.AGEING
+        return Ageing.OK
+
+
+class Ageing(StrEnum):
+    """A serving model's age against the staleness limit (`SignalPolicy.max_model_age`)."""
+
+    OK = "ok"
+    AGEING = "ageing"  # within the notice of the limit
+    STALE = "stale"  # past it: every answer is a forced hold
+
+
+AGEING_NOTICE = timedelta(days=2)  # Production this close to the limit raises an alert
+
+
+@dataclass(frozen=True)
+class ProductionAge:
+    """The Production version of a model type, when it was trained, and the challenger of its
+    running test if one runs (a candidate that passed the gate and may replace it)."""
+
+    model_type: str
+    version: str
+    trained_at: datetime
+    candidate: str | None = None
 
 
 def decide(p_up: float, policy: SignalPolicy) -> tuple[Signal, float]:

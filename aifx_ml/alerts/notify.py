@@ -30,6 +30,7 @@ from aifx_ml.alerts.queries import (
 )
 from aifx_ml.alerts.rules import (
     AlertDraft,
+    ageing_alerts,
     data_quality_alerts,
     find_stale_series,
     outbox_alert,
@@ -38,8 +39,10 @@ from aifx_ml.alerts.rules import (
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ALERT_STATUSES, Alert
+from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.events.relay import outbox_status
+from aifx_ml.models.versions import production_ages
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +199,7 @@ def check_and_alert(
 def current_drafts(engine: Engine, settings: Settings, now: datetime) -> list[AlertDraft]:
     """What the training, data-quality and outbox rules make of the database at `now`."""
     drafts = training_alerts(recent_training_runs(engine, now))
+    drafts += ageing_alerts(production_ages(engine), now, SignalPolicy())
     stale = find_stale_series(newest_candles(engine, now), now)
     drafts += data_quality_alerts(quarantine_counts(engine, now), stale, recent_gaps(engine, now))
     if settings.redis_url is not None:  # without Redis, events wait in the outbox by design

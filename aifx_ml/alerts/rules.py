@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from aifx_ml.data.validation import Gap
+from aifx_ml.domain import AGEING_NOTICE, Ageing, ProductionAge, SignalPolicy
 from aifx_ml.markets import missing_candles
 
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
@@ -31,6 +32,7 @@ KINDS: tuple[str, ...] = (
     "ab_decided",
     "signal_rejected",
     "model_refused",
+    "production_ageing",
     "test",
 )
 TRAINING_NAMES = {"full": "Weekly full", "incremental": "Daily incremental"}
@@ -360,6 +362,57 @@ def model_refused_alert(
             "serving_instead": serving_instead,
         },
     )
+
+
+def ageing_alerts(
+    serving: Sequence[ProductionAge],
+    now: datetime,
+    policy: SignalPolicy,
+    notice: timedelta = AGEING_NOTICE,
+) -> list[AlertDraft]:
+    """No silent ageing: a warning when a Production version comes within `notice` of the
+    staleness limit with no candidate under test to replace it; critical once it is past the
+    limit (every answer a forced hold), candidate or not."""
+    drafts = []
+    for model in serving:
+        state = policy.ageing(model.trained_at, now, notice)
+        if state == Ageing.OK or (state == Ageing.AGEING and model.candidate is not None):
+            continue
+        age = now - model.trained_at
+        limit = policy.max_model_age
+        if model.candidate is not None:
+            hope = f"{model.candidate} is under test against it"
+        else:
+            hope = "no candidate that passed the gate is under test"
+        if state == Ageing.STALE:
+            title = f"Production model {model.version} is stale: every answer is hold"
+            lead = f"was trained {_duration(age)} ago, past the {_duration(limit)} limit"
+        else:
+            title = f"Production model {model.version} turns stale in {_duration(limit - age)}"
+            lead = f"was trained {_duration(age)} ago; at {_duration(limit)} it answers hold"
+        drafts.append(
+            AlertDraft(
+                key=f"production-{state}:{model.version}",
+                kind="production_ageing",
+                severity="critical" if state == Ageing.STALE else "warning",
+                title=title,
+                body=(
+                    f"{model.model_type} {model.version} (Production) {lead}, and {hope}. "
+                    "Check that the training flows complete (the dashboard, or "
+                    "/api/v1/monitoring/training-history), or train one now: `aifx train weekly`."
+                ),
+                details={
+                    "version": model.version,
+                    "model_type": model.model_type,
+                    "trained_at": model.trained_at.isoformat(),
+                    "age_days": round(age / timedelta(days=1), 2),
+                    "limit_days": limit / timedelta(days=1),
+                    "candidate": model.candidate,
+                    "state": str(state),
+                },
+            )
+        )
+    return drafts
 
 
 def evaluation_alerts(summary: Mapping[str, Any]) -> list[AlertDraft]:

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.lookups import version_row
-from aifx_ml.db.models import ModelStageHistory, ModelVersion
-from aifx_ml.domain import ModelStatus
+from aifx_ml.db.models import ModelABTest, ModelStageHistory, ModelVersion
+from aifx_ml.domain import ModelStatus, ProductionAge, TestStatus
 from aifx_ml.errors import RegistryError
 
 
@@ -71,6 +71,29 @@ def get_version(engine: Engine, version: str) -> ModelVersion:
     if row is None:
         raise RegistryError(f"unknown model version {version!r}: see `aifx models list`")
     return row
+
+
+def production_ages(engine: Engine) -> list[ProductionAge]:
+    """Every Production version (by model type), when it was trained, and the challenger of
+    its model type's running test, if any."""
+    with session_factory(engine)() as session:
+        serving = session.execute(
+            select(ModelVersion.model_type, ModelVersion.version, ModelVersion.created_at)
+            .where(ModelVersion.status == ModelStatus.PRODUCTION.value)
+            .order_by(ModelVersion.model_type)
+        ).all()
+        challengers: dict[str | None, str] = {
+            model_type: challenger
+            for model_type, challenger in session.execute(
+                select(ModelABTest.model_type, ModelABTest.model_b_version).where(
+                    ModelABTest.status == TestStatus.ACTIVE.value
+                )
+            )
+        }
+    return [
+        ProductionAge(model_type, version, trained_at, challengers.get(model_type))
+        for model_type, version, trained_at in serving
+    ]
 
 
 def production_version(engine: Engine, model_type: str) -> ModelVersion | None:

@@ -21,10 +21,11 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from aifx_ml.db.models import TRAINING_TYPES, MarketData, ModelTrainingLog
-from aifx_ml.domain import TrainingStatus, TrainingType
+from aifx_ml.domain import AGEING_NOTICE, Ageing, SignalPolicy, TrainingStatus, TrainingType
 from aifx_ml.events.relay import outbox_status, redis_client
 from aifx_ml.markets import missing_candles
 from aifx_ml.models.store import ModelStore
+from aifx_ml.models.versions import production_ages
 
 Overall = Literal["healthy", "degraded", "unhealthy"]
 DependencyStatus = Literal["up", "down", "not_configured"]
@@ -100,6 +101,28 @@ class MarketDataFreshness:
     stale: tuple[StaleSeries, ...] = ()
 
 
+@dataclass(frozen=True)
+class ProductionFreshness:
+    """How close a Production version is to the staleness limit, past which it answers hold;
+    `candidate` is the challenger of its running test, if one runs."""
+
+    model_type: str
+    version: str
+    status: Ageing  # ok | ageing (within the notice of the limit) | stale (past it)
+    detail: str
+    max_age_seconds: float
+    trained_at: datetime
+    age_seconds: float
+    candidate: str | None
+
+    @property
+    def late(self) -> bool:
+        """Stale, or ageing with nothing under test to replace it: degrades health."""
+        return self.status == Ageing.STALE or (
+            self.status == Ageing.AGEING and self.candidate is None
+        )
+
+
 Check = DependencyCheck | TrainingFreshness | OutboxBacklog | MarketDataFreshness
 
 
@@ -115,14 +138,16 @@ class HealthReport:
     training: tuple[TrainingFreshness, ...]
     outbox: OutboxBacklog
     market_data: MarketDataFreshness
+    production: tuple[ProductionFreshness, ...] = ()
 
     @property
     def http_status(self) -> int:
         return 503 if self.status == "unhealthy" else 200
 
 
-def overall(checks: Iterable[Check]) -> Overall:
-    """`unhealthy` if a configured store is down; `degraded` if anything is late; else healthy.
+def overall(checks: Iterable[Check | ProductionFreshness]) -> Overall:
+    """`unhealthy` if a configured store is down; `degraded` if anything is late (a Production
+    model too: stale, or ageing with no candidate under test); else healthy.
 
     `unknown` (nothing to judge yet, or the database is away) and `not_configured` (no Redis:
     events wait in the outbox by design) change nothing.
@@ -130,7 +155,10 @@ def overall(checks: Iterable[Check]) -> Overall:
     seen = list(checks)
     if any(isinstance(c, DependencyCheck) and c.status == "down" for c in seen):
         return "unhealthy"
-    if any(c.status in ("stale", "backlog") for c in seen):
+    if any(
+        c.late if isinstance(c, ProductionFreshness) else c.status in ("stale", "backlog")
+        for c in seen
+    ):
         return "degraded"
     return "healthy"
 
@@ -302,6 +330,45 @@ def stale_market_data(
     return MarketDataFreshness("stale" if stale else "ok", detail, len(rows), stale)
 
 
+def production_freshness(
+    engine: Engine,
+    now: datetime,
+    policy: SignalPolicy | None = None,
+    notice: timedelta = AGEING_NOTICE,
+) -> tuple[ProductionFreshness, ...]:
+    """Each Production version's age against serving's staleness limit (`policy`)."""
+    policy = policy or SignalPolicy()
+    limit = policy.max_model_age
+    found = []
+    for model in production_ages(engine):
+        age = now - model.trained_at
+        state = policy.ageing(model.trained_at, now, notice)
+        detail = f"{model.version} trained {_hours(age.total_seconds())} ago"
+        if state == Ageing.STALE:
+            detail += f", past the {_hours(limit.total_seconds())} limit: every answer is hold"
+        else:
+            detail += f", stale in {_hours((limit - age).total_seconds())}"
+        if state != Ageing.OK:
+            detail += (
+                f"; {model.candidate} is under test against it"
+                if model.candidate
+                else "; no candidate under test"
+            )
+        found.append(
+            ProductionFreshness(
+                model.model_type,
+                model.version,
+                state,
+                detail,
+                limit.total_seconds(),
+                model.trained_at,
+                age.total_seconds(),
+                model.candidate,
+            )
+        )
+    return tuple(found)
+
+
 # --- all together --------------------------------------------------------------------------
 
 T = TypeVar("T")
@@ -318,7 +385,7 @@ def health_report(
 ) -> HealthReport:
     """Run every check side by side; one that has not answered by the deadline is `down`
     (a store) or `unknown` (a schedule), so the report never waits on a hung dependency."""
-    pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="aifx-health")
+    pool = ThreadPoolExecutor(max_workers=7, thread_name_prefix="aifx-health")
     try:
         database = pool.submit(check_database, engine)
         redis = pool.submit(check_redis, redis_url, timeout)
@@ -326,6 +393,7 @@ def health_report(
         training = pool.submit(training_freshness, engine, now)
         outbox = pool.submit(outbox_backlog, engine, now, relay_configured=redis_url is not None)
         market = pool.submit(stale_market_data, engine, now)
+        serving = pool.submit(production_freshness, engine, now)
         until = time.monotonic() + deadline
         checks = (
             _await(database, until, lambda why: DependencyCheck("database", "down", why)),
@@ -341,10 +409,13 @@ def health_report(
             ),
             _await(market, until, lambda why: MarketDataFreshness("unknown", why)),
         )
+        models = _await(serving, until, lambda why: ())  # unknown: the database check says why
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     db, rd, ml, tr, ob, md = checks
-    return HealthReport(overall([db, rd, ml, *tr, ob, md]), now, db, rd, ml, tr, ob, md)
+    return HealthReport(
+        overall([db, rd, ml, *tr, ob, md, *models]), now, db, rd, ml, tr, ob, md, models
+    )
 
 
 def _await(future: Future[T], until: float, fallback: Callable[[str], T]) -> T:

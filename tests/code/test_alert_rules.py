@@ -13,6 +13,7 @@ from aifx_ml.alerts.rules import (
     StaleSeries,
     TrainingRun,
     ab_decided_alert,
+    ageing_alerts,
     data_quality_alerts,
     evaluation_alerts,
     find_stale_series,
@@ -20,6 +21,7 @@ from aifx_ml.alerts.rules import (
     training_alerts,
 )
 from aifx_ml.data.validation import Gap
+from aifx_ml.domain import AGEING_NOTICE, Ageing, ProductionAge, SignalPolicy
 from aifx_ml.markets import missing_candles
 
 T0 = datetime(2026, 11, 16, 1, 0, tzinfo=UTC)  # a Monday
@@ -188,3 +190,37 @@ def test_evaluation_alerts_for_production_only() -> None:
 def test_a_draft_refuses_an_unknown_severity() -> None:
     with pytest.raises(ValueError, match="invalid severity 'urgent'"):
         AlertDraft("k", "test", "urgent", "t", "b")
+
+
+def test_a_model_ages_two_days_before_the_limit_and_is_stale_past_it() -> None:
+    policy, trained = SignalPolicy(), datetime(2026, 3, 1, tzinfo=UTC)
+
+    def state(days: float) -> Ageing:
+        return policy.ageing(trained, trained + timedelta(days=days), AGEING_NOTICE)
+
+    assert [state(d) for d in (0, 11.99, 12, 14)] == ["ok", "ok", "ageing", "ageing"]
+    assert state(14 + 1 / 86400) == "stale"  # a second past the 14 days serving allows
+
+
+def test_ageing_warns_only_without_a_candidate_and_staleness_is_critical() -> None:
+    policy, trained = SignalPolicy(), datetime(2026, 3, 1, tzinfo=UTC)
+    alone = ProductionAge("lstm", "lstm-v3", trained)
+    tried = ProductionAge("lstm", "lstm-v3", trained, candidate="lstm-v5")
+    assert ageing_alerts([alone, tried], trained + timedelta(days=11), policy) == []
+
+    at_12_5 = trained + timedelta(days=12.5)
+    (warning,) = ageing_alerts([alone], at_12_5, policy)
+    assert (warning.kind, warning.severity, warning.key) == (
+        "production_ageing",
+        "warning",
+        "production-ageing:lstm-v3",
+    )
+    assert "turns stale in 36 h" in warning.title
+    assert "no candidate that passed the gate is under test" in warning.body
+    assert warning.details["age_days"] == 12.5 and warning.details["limit_days"] == 14
+    assert ageing_alerts([tried], at_12_5, policy) == []  # a candidate is being tried
+
+    at_15 = trained + timedelta(days=15)
+    (stale,) = ageing_alerts([tried], at_15, policy)
+    assert (stale.severity, stale.key) == ("critical", "production-stale:lstm-v3")
+    assert "every answer is hold" in stale.title and "lstm-v5 is under test" in stale.body

@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.engine import make_url
 
+from aifx_ml.abtest.store import create_test
+from aifx_ml.alerts.notify import check_and_alert
 from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.db.engine import make_engine, transaction, upgrade
@@ -521,3 +523,59 @@ def test_health_follows_postgresql(
                 assert api.get("/metrics").status_code == 200
         finally:
             engine.dispose()
+
+
+def test_an_ageing_production_model_degrades_health_and_alerts(
+    api: TestClient, engine: Engine
+) -> None:
+    """Production two days from the staleness limit with nothing under test: health says so
+    (degraded) and an alert is raised; a candidate under test calms it; stale is critical."""
+    trained = NOW - timedelta(days=12, hours=12)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ModelVersion),
+            [
+                {"version": "lstm-v1", "model_type": "lstm", "status": "production",
+                 "created_at": trained},
+                {"version": "lstm-v2", "model_type": "lstm", "status": "staging",
+                 "created_at": NOW - timedelta(days=1)},
+            ],
+        )  # fmt: skip
+    settings = load_settings()
+
+    body = await_status(api, 200)
+    (production,) = body["checks"]["production"]
+    assert (production["version"], production["status"], production["candidate"]) == (
+        "lstm-v1",
+        "ageing",
+        None,
+    )
+    assert production["age_seconds"] == 12.5 * 86400
+    assert "no candidate under test" in production["detail"]
+    assert body["status"] == "degraded"
+    raised = check_and_alert(engine, settings, NOW)
+    assert [(a.kind, a.severity, a.alert_key) for a in raised] == [
+        ("production_ageing", "warning", "production-ageing:lstm-v1")
+    ]
+
+    test = create_test(
+        engine,
+        name="v2 vs v1",
+        model_a_version="lstm-v1",
+        model_b_version="lstm-v2",
+        traffic_split=None,
+        as_of=NOW,
+        mode="shadow",
+    )
+    body = await_status(api, 200)
+    (production,) = body["checks"]["production"]
+    assert (production["status"], production["candidate"]) == ("ageing", "lstm-v2")
+    assert body["status"] == "healthy"  # a candidate may replace it in time
+    assert check_and_alert(engine, settings, NOW) == []
+
+    later = NOW + timedelta(days=2)
+    stale = check_and_alert(engine, settings, later)
+    assert [(a.kind, a.severity, a.alert_key) for a in stale] == [
+        ("production_ageing", "critical", "production-stale:lstm-v1")
+    ]
+    assert f"{test.model_b_version} is under test" in stale[0].body

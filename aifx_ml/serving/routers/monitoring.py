@@ -197,6 +197,19 @@ class MarketDataOut(Out):
     stale: list[StaleSeriesOut]
 
 
+class ProductionFreshnessOut(Out):
+    """A Production version against the staleness limit (past it, every answer is hold)."""
+
+    model_type: str
+    version: str
+    status: Literal["ok", "ageing", "stale"]
+    detail: str
+    max_age_seconds: float
+    trained_at: datetime
+    age_seconds: float
+    candidate: str | None
+
+
 class ChecksOut(Out):
     database: DependencyOut
     redis: DependencyOut
@@ -204,6 +217,7 @@ class ChecksOut(Out):
     training: list[TrainingFreshnessOut]
     outbox: OutboxOut
     market_data: MarketDataOut
+    production: list[ProductionFreshnessOut]
 
 
 class SignalWriterOut(Out):
@@ -251,8 +265,10 @@ def get_health(
     svc: ServicesDep, response: Response, full: Annotated[bool, Depends(has_token)]
 ) -> HealthOut:
     """Database, Redis and MLflow reachable; daily and weekly training, the event outbox and
-    every market-data series on time; answered signals waiting for the database (a backlog
-    degrades); every version that should serve loaded. 503 when unhealthy or when a version
+    every market-data series on time; each Production version short of the staleness limit
+    (stale, or within two days of it with no candidate under test, degrades); answered
+    signals waiting for the database (a backlog degrades); every version that should serve
+    loaded. 503 when unhealthy or when a version
     was refused; 200 when healthy, degraded by a backlog, or only late. Without the API
     token, what a failing store said (host, port) is left out."""
     report = health_report(svc.engine, svc.settings.redis_url, svc.store, svc.now())
