@@ -39,6 +39,7 @@ from aifx_ml.replay.report import (
     Timeline,
     compare,
     majority_call,
+    operations,
     production_spans,
     serving_versions,
 )
@@ -88,6 +89,17 @@ def build_report(
         change_at=change_at,
         coverage={**coverage, "majority_call": majority},
     )
+    versions, tests = _versions(engine, model_type), _ab_tests(engine, model_type)
+    ran = operations(
+        comparison.scored,
+        versions,
+        history,
+        tests,
+        start=start,
+        end=end,
+        change_at=change_at,
+        max_model_age=policy.max_model_age,
+    )
     return ReplayReport(
         title=title,
         start=start,
@@ -99,16 +111,17 @@ def build_report(
         label_threshold=label_threshold,
         policy={"buy_threshold": policy.buy_threshold, "sell_threshold": policy.sell_threshold},
         timeline=Timeline(
-            _versions(engine, model_type),
+            versions,
             history[STAGE_COLUMNS].assign(
                 changed_at=lambda h: pd.to_datetime(h["changed_at"], utc=True)
             ),
             spans,
         ),
-        ab_tests=_ab_tests(engine, model_type),
+        ab_tests=tests,
         evaluations=_evaluations(engine, model_type),
         comparison=comparison,
         verdict=verdict,
+        operations=ran,
     )
 
 

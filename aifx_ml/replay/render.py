@@ -67,6 +67,8 @@ def render_html(report: ReplayReport) -> str:
         f'<p class="muted">{_e(_coverage_text(coverage))}</p>',
         "<h2>Continuous minus the others (paired, cluster bootstrap by pair and UTC day)</h2>",
         _verdict_table(report),
+        "<h2>How the loop ran</h2>",
+        _operations_table(report),
         "<h2>Model versions</h2>",
         _table(timeline.versions),
         "<h2>Stage changes</h2>",
@@ -189,6 +191,10 @@ def mlflow_metrics(report: ReplayReport) -> dict[str, float]:
             if name in block:
                 out[f"{name}_{suffix}"] = float(block[name])
                 out[f"{name}_{suffix}_lo"], out[f"{name}_{suffix}_hi"] = map(float, block[ci])
+    for period, ops in report.operations.items():
+        for key in ("stale_share", "max_days_since_promotion", "promotions", "refreshes",
+                    "tests_started", "staging_at_end"):  # fmt: skip
+            out[f"{key}_{SUFFIX[period]}"] = float(ops[key])
     return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
@@ -245,6 +251,27 @@ def _verdict_table(report: ReplayReport) -> str:
                     "requests / clusters": f"{block['requests']} / {block['clusters']}",
                 }
             )
+    return _table(pd.DataFrame(rows))
+
+
+def _operations_table(report: ReplayReport) -> str:
+    rows = [
+        {
+            "period": period.replace("_", " "),
+            "requests answered stale": f"{ops['stale_requests']} ({percent(ops['stale_share'])})",
+            "days since a promotion: most / at the end": (
+                f"{ops['max_days_since_promotion']:.1f} / {ops['days_since_promotion_at_end']:.1f}"
+            ),
+            "promotions (refreshes)": f"{ops['promotions']} ({ops['refreshes']})",
+            "tests started": ops["tests_started"],
+            "tests ended: challenger won / Production kept / no winner": (
+                f"{ops['tests_challenger_won']} / {ops['tests_production_kept']} / "
+                f"{ops['tests_without_winner']}"
+            ),
+            "versions in Staging at the end": ops["staging_at_end"],
+        }
+        for period, ops in report.operations.items()
+    ]
     return _table(pd.DataFrame(rows))
 
 

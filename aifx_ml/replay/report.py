@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,13 @@ from aifx_ml.markets import horizon, iter_series, step_offset
 F64 = npt.NDArray[np.float64]
 SERIES: tuple[str, ...] = ("continuous", "frozen", "persistence", "majority")
 MODEL_SERIES: tuple[str, ...] = ("continuous", "frozen")
+BASELINES: tuple[str, ...] = ("persistence", "majority")
+SERIES_NAMES = {
+    "continuous": "the Production model of the moment",
+    "frozen": "the frozen first version",
+    "persistence": "the persistence baseline",
+    "majority": "the majority baseline",
+}
 Z95 = 1.959963984540054
 DRAWS = 2000
 SEED = 7
@@ -92,6 +99,8 @@ class ReplayReport:
     evaluations: pd.DataFrame
     comparison: Comparison
     verdict: dict[str, Any]
+    # How the loop ran, per period (see `operations`).
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def headline(self) -> str:
@@ -359,6 +368,89 @@ def compare(
     return comparison, verdict(scored, change_at, seed)
 
 
+def period_bounds(
+    start: datetime, end: datetime, change_at: datetime | None
+) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """[from, to) of each period of `period_masks`."""
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    bounds = {"overall": (lo, hi)}
+    if change_at is not None:
+        cut = pd.Timestamp(change_at)
+        bounds.update(before_change=(lo, cut), after_change=(cut, hi))
+    return bounds
+
+
+def operations(
+    scored: pd.DataFrame,
+    versions: pd.DataFrame,
+    history: pd.DataFrame,
+    ab_tests: pd.DataFrame,
+    *,
+    start: datetime,
+    end: datetime,
+    change_at: datetime | None,
+    max_model_age: timedelta,
+) -> dict[str, dict[str, Any]]:
+    """How the loop ran, per period: the share of requests the Production model of the moment
+    answered while stale (trained longer than `max_model_age` before: serving forced a hold),
+    days since the last promotion of any kind (the most, and at the period's end), promotions
+    and refreshes, tests started and ended (the challenger won, Production kept, or no winner)
+    and the versions left in Staging at the period's end.
+
+    `versions`: version, trained_as_of, created_at; `history`: the stage changes (changed_at,
+    version, to_status, reason); `ab_tests`: created_at, completed_at, status, winner,
+    model_a_version, model_b_version.
+    """
+    trained = pd.to_datetime(
+        versions["trained_as_of"].fillna(versions["created_at"]), utc=True
+    ).set_axis(versions["version"].to_numpy(object))
+    changes = history.assign(changed_at=pd.to_datetime(history["changed_at"], utc=True))
+    into = changes[changes["to_status"] == "production"]
+    promoted_at = np.sort(_ns(into["changed_at"]))
+    served = scored[scored["series"] == "continuous"]
+    out: dict[str, dict[str, Any]] = {}
+    for period, (lo, hi) in period_bounds(start, end, change_at).items():
+        rows = served[(served["time"] >= lo) & (served["time"] < hi)]
+        age = rows["time"] - pd.to_datetime(rows["version"].map(trained), utc=True)
+        stale = (age > pd.Timedelta(max_model_age)).to_numpy(bool)
+        since = _days_since(promoted_at, _ns(rows["time"]))
+        at_end = _days_since(promoted_at, _ns(pd.DatetimeIndex([hi])))
+        inside = into[(into["changed_at"] >= lo) & (into["changed_at"] < hi)]
+        ended = ab_tests[(ab_tests["completed_at"] >= lo) & (ab_tests["completed_at"] < hi)]
+        out[period] = {
+            "requests": int(len(rows)),
+            "stale_requests": int(stale.sum()),
+            "stale_share": float(stale.mean()) if len(rows) else float("nan"),
+            "max_days_since_promotion": float(np.nanmax(since)) if len(rows) else float("nan"),
+            "days_since_promotion_at_end": float(at_end[0]),
+            "promotions": int(len(inside)),
+            "refreshes": int(inside["reason"].astype(str).str.startswith("refresh").sum()),
+            "tests_started": int(
+                ((ab_tests["created_at"] >= lo) & (ab_tests["created_at"] < hi)).sum()
+            ),
+            "tests_challenger_won": int((ended["winner"] == ended["model_b_version"]).sum()),
+            "tests_production_kept": int((ended["winner"] == ended["model_a_version"]).sum()),
+            "tests_without_winner": int(ended["winner"].isna().sum()),
+            "staging_at_end": _staging_at(changes, hi),
+        }
+    return out
+
+
+def _days_since(events_ns: npt.NDArray[np.int64], at_ns: npt.NDArray[np.int64]) -> F64:
+    """Days from the last event at or before each moment (NaN before the first)."""
+    i = np.searchsorted(events_ns, at_ns, side="right") - 1
+    last = np.where(i >= 0, events_ns[np.clip(i, 0, None)] if len(events_ns) else 0, 0)
+    days = (at_ns - last) / 86_400e9
+    return np.where(i >= 0, days, np.nan).astype(np.float64)
+
+
+def _staging_at(changes: pd.DataFrame, moment: pd.Timestamp) -> int:
+    """Versions whose last stage change before `moment` left them in Staging."""
+    before = changes[changes["changed_at"] < moment]
+    last = before.groupby("version", sort=False)["to_status"].last()
+    return int((last == "staging").sum())
+
+
 def headline_of(report: ReplayReport) -> str:
     """The key question answered in one sentence, with the numbers and their intervals."""
     scope = report.verdict.get("scope", "overall")
@@ -378,8 +470,66 @@ def headline_of(report: ReplayReport) -> str:
         f"{100 * block['continuous_minus_frozen_accuracy']:+.1f} points (95% CI {100 * lo:+.1f} "
         f"to {100 * hi:+.1f}) on the same {block['requests']} requests, and "
         f"{block['continuous_minus_frozen_mean_pnl']:+.3f} pnl % per signal (95% CI {plo:+.3f} "
-        f"to {phi:+.3f}): {CONCLUSIONS[block['conclusion']]}."
+        f"to {phi:+.3f}): {CONCLUSIONS[block['conclusion']]}. "
+        + " ".join(_best_and_edge(report.comparison.periods[scope], block))
+        + _staleness_text(report.operations.get(scope))
     )
+
+
+def _best_and_edge(metrics: Mapping[str, SeriesMetrics], block: Mapping[str, Any]) -> list[str]:
+    """Which series did best on win rate and on pnl (a baseline named plainly when it beat
+    the models), and whether the Production model of the moment had an edge over the best
+    baseline (its paired accuracy difference and 95% CI)."""
+    lines = []
+    rated = [s for s in metrics if np.isfinite(metrics[s].win_rate)]
+    best_rate = max(rated, key=lambda s: metrics[s].win_rate) if rated else None
+    if best_rate is not None:
+        m = metrics[best_rate]
+        lines.append(
+            f"Best win rate: {SERIES_NAMES[best_rate]}, {percent(m.win_rate)} of "
+            f"{m.wins + m.losses} decided signals ({_ci(m.win_rate_ci)})."
+        )
+    best_pnl = max(metrics, key=lambda s: metrics[s].cum_pnl)
+    own = (
+        ""
+        if best_pnl == "continuous"
+        else "; the model of the moment's: " + (f"{metrics['continuous'].cum_pnl:+.1f}%")
+    )
+    lines.append(
+        f"Best pnl: {SERIES_NAMES[best_pnl]}, {metrics[best_pnl].cum_pnl:+.1f}% cumulative{own}."
+    )
+    baseline = max(BASELINES, key=lambda s: _finite(metrics[s].accuracy))
+    versus = block["versus"][baseline]["accuracy"]
+    lo, hi = versus["ci"]
+    gap = (
+        f"{100 * versus['estimate']:+.1f} accuracy points (95% CI {100 * lo:+.1f} to "
+        f"{100 * hi:+.1f})"
+    )
+    if lo > 0:
+        lines.append(f"The model of the moment beat the best baseline, {baseline}: {gap}.")
+    elif hi < 0:
+        lines.append(f"The best baseline, {baseline}, beat the model of the moment: {gap}.")
+    else:
+        lines.append(f"The models showed no edge over the best baseline, {baseline}: {gap}.")
+    beaten = [
+        what for what, best in (("win rate", best_rate), ("pnl", best_pnl)) if best in BASELINES
+    ]
+    if beaten:
+        lines.append(f"A naive baseline did better than the models on {' and '.join(beaten)}.")
+    return lines
+
+
+def _staleness_text(ops: Mapping[str, Any] | None) -> str:
+    if not ops or not ops.get("stale_requests"):
+        return ""
+    return (
+        f" Production was stale (answers forced to hold) on {ops['stale_requests']} of "
+        f"{ops['requests']} requests ({percent(ops['stale_share'])})."
+    )
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else float("-inf")
 
 
 def _jsonable(value: Any) -> Any:

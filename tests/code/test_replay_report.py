@@ -4,7 +4,7 @@ the verdict, the weekly series and the JSON."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from aifx_ml.replay.report import (
     compare,
     majority_call,
     model_signals,
+    operations,
     production_spans,
     score_requests,
     serving_versions,
@@ -295,3 +296,101 @@ def test_headline_and_json_carry_the_same_numbers() -> None:
     page = render_html(report)
     assert page == render_html(report)  # the same report renders to the same bytes
     assert page.count("<svg") == 3 and "<script" not in page
+
+
+def test_how_the_loop_ran_per_period_by_hand() -> None:
+    """Six days of hourly requests; lstm-v1 (trained 20 days before) serves three days, stale,
+    then lstm-v2 refreshes it at the change; a test ends without a winner, another starts; two
+    newer candidates wait in Staging."""
+    day = pd.Timedelta(days=1)
+    times = MONDAY + pd.to_timedelta(np.arange(144), unit="h")
+    change = MONDAY + 3 * day
+    scored = pd.DataFrame(
+        {
+            "series": "continuous",
+            "time": times,
+            "version": np.where(times < change, "lstm-v1", "lstm-v2"),
+        }
+    )
+    versions = pd.DataFrame(
+        {
+            "version": ["lstm-v1", "lstm-v2", "lstm-v3", "lstm-v4"],
+            "trained_as_of": [MONDAY - 20 * day, MONDAY + 2 * day, None, None],
+            "created_at": [MONDAY - 20 * day, MONDAY + 2 * day, MONDAY + 4 * day, MONDAY + 5 * day],
+        }
+    )
+    history = pd.DataFrame(
+        [
+            (MONDAY - 20 * day, "lstm-v1", "production", "first model"),
+            (MONDAY + 2 * day, "lstm-v2", "staging", "registered"),
+            (change, "lstm-v2", "production", "refresh: lstm-v1 is older than the refresh age"),
+            (change, "lstm-v1", "archived", "replaced"),
+            (MONDAY + 4 * day, "lstm-v3", "staging", "registered"),
+            (MONDAY + 5 * day, "lstm-v4", "staging", "registered"),
+        ],
+        columns=["changed_at", "version", "to_status", "reason"],
+    )
+    tests = pd.DataFrame(
+        {
+            "created_at": [MONDAY + day, MONDAY + 4 * day],
+            "completed_at": [MONDAY + 2 * day, pd.NaT],
+            "status": ["completed", "active"],
+            "winner": [None, None],
+            "model_a_version": ["lstm-v1", "lstm-v2"],
+            "model_b_version": ["lstm-v0", "lstm-v3"],
+        }
+    )
+    ran = operations(
+        scored,
+        versions,
+        history,
+        tests,
+        start=MONDAY.to_pydatetime(),
+        end=(MONDAY + 6 * day).to_pydatetime(),
+        change_at=change.to_pydatetime(),
+        max_model_age=timedelta(days=14),
+    )
+    overall, before, after = ran["overall"], ran["before_change"], ran["after_change"]
+    assert (overall["requests"], overall["stale_requests"], overall["stale_share"]) == (
+        144,
+        72,
+        0.5,
+    )
+    assert (before["stale_share"], after["stale_share"]) == (1.0, 0.0)
+    assert before["max_days_since_promotion"] == pytest.approx(23 - 1 / 24)  # 20 d + 71 h
+    assert before["days_since_promotion_at_end"] == 0.0  # refreshed at that very moment
+    assert after["days_since_promotion_at_end"] == 3.0
+    assert (overall["promotions"], overall["refreshes"]) == (1, 1)  # v1's was before the start
+    assert (before["tests_started"], before["tests_without_winner"]) == (1, 1)
+    assert (after["tests_started"], after["tests_without_winner"]) == (1, 0)
+    assert (before["staging_at_end"], after["staging_at_end"]) == (1, 2)  # v2; then v3, v4
+
+
+def test_the_headline_names_the_best_series_and_says_when_a_model_has_no_edge() -> None:
+    """Models that call a coin flip against a market the persistence baseline reads: the
+    headline says the models had no edge and that a baseline did better."""
+    requests, candles, change = _replay(hours=24 * 6)
+    rng = np.random.default_rng(3)
+    coin = np.where(rng.random(len(requests)) < 0.5, 0.9, 0.1)
+    requests = requests.assign(p_continuous=coin, p_frozen=coin)
+    comparison, verdict = compare(
+        requests,
+        candles,
+        policy=POLICY,
+        threshold=0.005,
+        majority="buy",
+        change_at=None,
+        coverage={"frozen_version": "lstm-v1"},
+    )
+    report = _report(comparison, verdict, None)
+    metrics = comparison.periods["overall"]
+    majority = metrics["majority"]
+    assert majority.win_rate == max(m.win_rate for m in metrics.values())  # 4 of 6
+    assert majority.cum_pnl == max(m.cum_pnl for m in metrics.values())
+    text = report.headline
+    assert "Best win rate: the majority baseline, 66.7% of 6 decided signals" in text
+    assert f"Best pnl: the majority baseline, {majority.cum_pnl:+.1f}% cumulative" in text
+    lo, hi = verdict["overall"]["versus"]["majority"]["accuracy"]["ci"]
+    assert lo < 0 < hi
+    assert "The models showed no edge over the best baseline, majority" in text
+    assert "A naive baseline did better than the models on win rate and pnl." in text
