@@ -19,7 +19,13 @@ from nbformat import NotebookNode
 from sqlalchemy import Engine, func, select
 
 from aifx_ml.db.engine import make_engine, upgrade
-from aifx_ml.db.models import ModelABTest, ModelEvaluation, ModelVersion, TradingSignal
+from aifx_ml.db.models import (
+    ModelABTest,
+    ModelEvaluation,
+    ModelVersion,
+    ShadowSignal,
+    TradingSignal,
+)
 from aifx_ml.features.engineering import FEATURE_NAMES
 from aifx_ml.models.store import registered_name
 from registry.mlflow_store import MLFLOW_STAGES
@@ -200,14 +206,21 @@ def test_ab_test_recomputes_the_recorded_decision(replay_store: ReplayStore) -> 
         looked = [t for t in tests if t.metrics]
         assert looked, "the store holds no A/B test with a recorded look: nothing to analyse"
         test = looked[0]
-        counts = conn.execute(
-            select(TradingSignal.model_version, TradingSignal.actual_outcome, func.count())
-            .where(TradingSignal.ab_test_id == test.id)
-            .group_by(TradingSignal.model_version, TradingSignal.actual_outcome)
-        ).all()
+        # A shadow test's B answers every request unseen: its answers are shadow signals.
+        tables = [TradingSignal, ShadowSignal] if test.mode == "shadow" else [TradingSignal]
+        counts = [
+            row
+            for table in tables
+            for row in conn.execute(
+                select(table.model_version, table.actual_outcome, func.count())
+                .where(table.ab_test_id == test.id)
+                .group_by(table.model_version, table.actual_outcome)
+            )
+        ]
     engine.dispose()
     assert summary["tests"] == len(tests)
     assert (summary["test_name"], summary["test_id"]) == (test.test_name, str(test.id))
+    assert summary["mode"] == test.mode == "shadow"  # the replay's challengers are shadowed
     assert (summary["status"], summary["winner"]) == (test.status, test.winner)
     for arm, version in (("a", test.model_a_version), ("b", test.model_b_version)):
         mine = {outcome: n for v, outcome, n in counts if v == version}
