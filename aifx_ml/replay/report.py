@@ -456,6 +456,15 @@ def headline_of(report: ReplayReport) -> str:
     scope = report.verdict.get("scope", "overall")
     block = report.verdict.get(scope) or {}
     if not block.get("requests"):
+        trained = len(report.timeline.versions)
+        if trained and report.timeline.production.empty:
+            return (
+                f"None of the {trained} {report.model_type} versions trained from "
+                f"{utc_text(report.start)} to {utc_text(report.end)} reached Production: none "
+                "passed the promotion gate, which needs a first model to beat the naive "
+                "baselines on data it did not train on. The models showed no edge, and there "
+                "was nothing to compare."
+            )
         return (
             f"No {report.model_type} version was in Production on a labeled request from "
             f"{utc_text(report.start)} to {utc_text(report.end)}: nothing to compare."

@@ -4,6 +4,7 @@ the verdict, the weekly series and the JSON."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -274,6 +275,11 @@ def test_json_has_no_nan_even_without_requests() -> None:
     text = json.dumps(report.as_dict(), allow_nan=False)  # raises on NaN
     assert json.loads(text)["comparison"]["periods"]["overall"]["continuous"]["accuracy"] is None
     assert "nothing to compare" in report.headline
+    # Versions were trained and none reached Production: the headline says they had no edge.
+    versions = pd.DataFrame({"version": ["lstm-v1", "lstm-v2", "lstm-v3"]})
+    unpromoted = replace(report, timeline=replace(report.timeline, versions=versions))
+    assert unpromoted.headline.startswith("None of the 3 lstm versions trained from")
+    assert "The models showed no edge" in unpromoted.headline
     assert "<svg" in render_html(report)
 
 
