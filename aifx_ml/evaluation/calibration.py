@@ -1,0 +1,178 @@
+"""Calibrated probabilities and a version's own buy / sell thresholds, fit on validation.
+
+**Calibration: Platt scaling**, P = σ(a · logit(p) + b), fit by maximum likelihood with
+Platt's smoothed targets. Chosen over isotonic regression because (1) the validation split of
+a weekly training holds a few hundred samples, where isotonic regression's step function
+overfits and its flat steps tie many requests at one probability, so a threshold moved by a
+hair changes a whole step of signals; (2) a network's sigmoid output is mostly off by a scale
+and a shift in logit space (over- or under-confident), which is exactly what Platt fits with
+two numbers; (3) it is strictly increasing, so it keeps the model's ranking (its AUC) and only
+moves where the thresholds cut.
+
+**Thresholds: the least extreme that beats the best baseline.** On validation, for buys: the
+lowest t in 0.50, 0.51, … 0.80 such that at least `min_signals` calibrated probabilities are
+≥ t and the share of them that went up is at least the best baseline's buy precision plus
+`margin` — the best of always buying (the up rate) and each naive baseline's own buy calls.
+Sells mirror it (P ≤ 1 − t, the share that went down). No such t: that direction is never
+signalled; a model with no edge then says hold *because* it has no edge.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aifx_ml.errors import InvalidInputError
+
+F64 = npt.NDArray[np.float64]
+EPS = 1e-6
+GRID = tuple(round(0.50 + i / 100, 2) for i in range(31))  # 0.50 … 0.80
+DEFAULT_MARGIN = 0.02  # precision points over the best baseline
+DEFAULT_MIN_SIGNALS = 30  # validation signals a threshold must give to be judged
+
+
+@dataclass(frozen=True)
+class Platt:
+    """P = σ(a · logit(p) + b); the identity is a = 1, b = 0."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def __call__(self, p: npt.ArrayLike) -> F64:
+        z = _logit(np.asarray(p, dtype=np.float64))
+        return 1.0 / (1.0 + np.exp(-(self.a * z + self.b)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": "platt", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Platt:
+        if data.get("method") != "platt":
+            raise InvalidInputError(f"unknown calibration {data.get('method')!r}")
+        return cls(float(data["a"]), float(data["b"]))
+
+
+def fit_platt(p: npt.ArrayLike, y: npt.ArrayLike, iterations: int = 100) -> Platt:
+    """Platt scaling of probabilities `p` to outcomes `y` (1 up, 0 down): Newton's method on
+    the log-loss with Platt's targets (N₊ + 1) / (N₊ + 2) and 1 / (N₋ + 2), which keep a
+    separable or tiny sample from pushing the fit to infinity."""
+    z = _logit(np.asarray(p, dtype=np.float64))
+    outcome = np.asarray(y, dtype=np.float64)
+    if z.shape != outcome.shape or z.ndim != 1:
+        raise InvalidInputError("calibration needs one probability per outcome")
+    if len(z) < 2:
+        raise InvalidInputError("calibration needs at least 2 validation samples")
+    ups = float(outcome.sum())
+    t = np.where(outcome > 0.5, (ups + 1) / (ups + 2), 1 / (len(outcome) - ups + 2))
+    x = np.column_stack([z, np.ones_like(z)])
+    w = np.zeros(2)
+    for _ in range(iterations):
+        q = 1.0 / (1.0 + np.exp(-(x @ w)))
+        gradient = x.T @ (q - t)
+        hessian = x.T @ (x * (q * (1 - q))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if float(np.abs(step).max()) < 1e-10:
+            break
+    return Platt(float(w[0]), float(w[1]))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A version's own thresholds on calibrated P(up): buy at or above `buy`, sell at or below
+    `sell`; None: that direction is never signalled (no threshold beat the baselines)."""
+
+    buy: float | None
+    sell: float | None
+    buy_precision: float | None  # on validation, at the chosen threshold
+    sell_precision: float | None
+    buy_reference: float  # the best baseline's buy precision on validation
+    sell_reference: float
+    margin: float
+    min_signals: int
+    samples: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
+        return cls(**data)
+
+
+def choose_thresholds(
+    p_calibrated: npt.ArrayLike,
+    y: npt.ArrayLike,
+    baseline_p: dict[str, npt.ArrayLike],
+    *,
+    margin: float = DEFAULT_MARGIN,
+    min_signals: int = DEFAULT_MIN_SIGNALS,
+) -> Thresholds:
+    """The thresholds of the module docstring's rule, on validation: `p_calibrated` the
+    model's calibrated P(up), `y` the outcomes, `baseline_p` each naive baseline's P(up) on
+    the same samples (its buys are P ≥ 0.5, its sells P < 0.5)."""
+    p = np.asarray(p_calibrated, dtype=np.float64)
+    up = np.asarray(y, dtype=np.float64)
+    if p.shape != up.shape or p.ndim != 1:
+        raise InvalidInputError("thresholds need one probability per outcome")
+    if not 0 <= margin < 1 or min_signals < 1:
+        raise InvalidInputError(f"invalid margin {margin} or min_signals {min_signals}")
+    down = 1.0 - up
+    calls = [np.asarray(b, dtype=np.float64) for b in baseline_p.values()]
+    buy_ref = _reference(up, [b >= 0.5 for b in calls], min_signals)
+    sell_ref = _reference(down, [b < 0.5 for b in calls], min_signals)
+    buy, buy_precision = _least_extreme([p >= t for t in GRID], up, buy_ref + margin, min_signals)
+    sell, sell_precision = _least_extreme(
+        [p <= round(1 - t, 2) for t in GRID], down, sell_ref + margin, min_signals
+    )
+    return Thresholds(
+        buy=buy,
+        sell=None if sell is None else round(1 - sell, 2),
+        buy_precision=buy_precision,
+        sell_precision=sell_precision,
+        buy_reference=buy_ref,
+        sell_reference=sell_ref,
+        margin=margin,
+        min_signals=min_signals,
+        samples=int(len(p)),
+    )
+
+
+def _reference(hit: F64, calls: list[npt.NDArray[np.bool_]], min_signals: int) -> float:
+    """The best baseline's precision in one direction: always calling it (the base rate), or
+    a baseline's own calls when it makes at least `min_signals` of them."""
+    best = float(hit.mean()) if len(hit) else 0.0
+    for called in calls:
+        if int(called.sum()) >= min_signals:
+            best = max(best, float(hit[called].mean()))
+    return best
+
+
+def _least_extreme(
+    masks: list[npt.NDArray[np.bool_]], hit: F64, needed: float, min_signals: int
+) -> tuple[float | None, float | None]:
+    for t, called in zip(GRID, masks, strict=True):
+        n = int(called.sum())
+        if n < min_signals:
+            break  # more extreme thresholds give fewer signals still
+        precision = float(hit[called].mean())
+        if precision >= needed - 1e-12:
+            return t, precision
+    return None, None
+
+
+def _logit(p: F64) -> F64:
+    q = np.clip(p, EPS, 1 - EPS)
+    out: F64 = np.log(q / (1 - q))
+    return out
+
+
+def log_loss(p: npt.ArrayLike, y: npt.ArrayLike) -> float:
+    """Mean binary cross-entropy (for judging a calibration)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+    t = np.asarray(y, dtype=np.float64)
+    return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q))) if len(t) else math.nan

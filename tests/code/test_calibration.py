@@ -1,0 +1,111 @@
+"""Platt calibration of a version's P(up) and its own thresholds, chosen on validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aifx_ml.errors import InvalidInputError
+from aifx_ml.evaluation.calibration import (
+    GRID,
+    Platt,
+    Thresholds,
+    choose_thresholds,
+    fit_platt,
+    log_loss,
+)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def test_an_overconfident_toy_model_gets_calibrated() -> None:
+    """True chances in 0.3–0.7; the model says σ(3·logit(q) + 0.4): too sure and leaning up.
+    Platt finds a ≈ 1/3 and b ≈ −0.4/3, and the calibrated probabilities match the rates."""
+    rng = np.random.default_rng(5)
+    q = rng.uniform(0.3, 0.7, 20_000)
+    y = (rng.random(q.size) < q).astype(float)
+    p = 1 / (1 + np.exp(-(3 * _logit(q) + 0.4)))
+    platt = fit_platt(p, y)
+    assert platt.a == pytest.approx(1 / 3, abs=0.03)
+    assert platt.b == pytest.approx(-0.4 / 3, abs=0.03)
+    calibrated = platt(p)
+    assert log_loss(calibrated, y) < log_loss(p, y) - 0.02
+    bins = np.digitize(calibrated, [0.4, 0.5, 0.6])
+    for b in range(4):
+        inside = bins == b
+        assert abs(calibrated[inside].mean() - y[inside].mean()) < 0.02, b
+    # Strictly increasing: the ranking (and so the AUC) is kept.
+    order = np.argsort(p)
+    assert np.all(np.diff(calibrated[order]) >= 0)
+
+
+def test_a_calibrated_model_is_left_about_as_it_is_and_the_fit_is_stable() -> None:
+    rng = np.random.default_rng(6)
+    q = rng.uniform(0.2, 0.8, 20_000)
+    y = (rng.random(q.size) < q).astype(float)
+    platt = fit_platt(q, y)
+    assert (platt.a, platt.b) == pytest.approx((1.0, 0.0), abs=0.05)
+    # Separable data: Platt's smoothed targets keep the fit finite.
+    separable = fit_platt([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
+    assert np.isfinite([separable.a, separable.b]).all()
+    assert Platt.from_dict(platt.as_dict()) == platt
+    with pytest.raises(InvalidInputError, match="one probability per outcome"):
+        fit_platt([0.5, 0.6], [1.0])
+
+
+def _by_hand(p: np.ndarray, y: np.ndarray, ref_up: float, ref_down: float) -> tuple:
+    """The rule, written out: the least extreme grid threshold with ≥ 30 signals whose
+    precision is at least the reference plus 2 points."""
+    buy = next(
+        (t for t in GRID if (p >= t).sum() >= 30 and y[p >= t].mean() >= ref_up + 0.02), None
+    )
+    sell = next(
+        (
+            round(1 - t, 2)
+            for t in GRID
+            if (p <= round(1 - t, 2)).sum() >= 30
+            and (1 - y[p <= round(1 - t, 2)]).mean() >= ref_down + 0.02
+        ),
+        None,
+    )
+    return buy, sell
+
+
+def test_thresholds_obey_the_rule() -> None:
+    """A model right past 0.6 / 0.4 and wrong between them and 0.5: the chosen thresholds are
+    the least extreme that beat the best baseline by the margin, as the rule by hand says."""
+    rng = np.random.default_rng(7)
+    n = 2_000
+    p = rng.uniform(0.3, 0.7, n)
+    chance = np.select([p > 0.6, p >= 0.5, p >= 0.4], [0.8, 0.2, 0.8], 0.2)
+    y = (rng.random(n) < chance).astype(float)
+    last_up = rng.random(n) < 0.5
+    baselines = {"majority": np.full(n, 0.55), "persistence": np.where(last_up, 0.6, 0.4)}
+    chosen = choose_thresholds(p, y, baselines)
+    ref_up = max(y.mean(), y[last_up].mean())  # always buy; persistence's buys (after an up)
+    ref_down = max(1 - y.mean(), (1 - y[~last_up]).mean())  # majority never sells
+    assert (chosen.buy_reference, chosen.sell_reference) == pytest.approx((ref_up, ref_down))
+    assert (chosen.buy, chosen.sell) == _by_hand(p, y, ref_up, ref_down)
+    assert chosen.buy is not None and 0.5 < chosen.buy <= 0.56  # about 0.52 in expectation
+    assert chosen.sell is not None and 0.44 <= chosen.sell < 0.5
+    assert chosen.buy_precision == pytest.approx(y[p >= chosen.buy].mean())
+    assert chosen.buy_precision >= ref_up + 0.02
+    lower = round(chosen.buy - 0.01, 2)  # the next less extreme threshold does not qualify
+    assert y[p >= lower].mean() < ref_up + 0.02
+    assert Thresholds.from_dict(chosen.as_dict()) == chosen
+
+
+def test_a_model_with_no_edge_gets_no_threshold_and_says_hold() -> None:
+    rng = np.random.default_rng(8)
+    n = 2_000
+    y = (rng.random(n) < 0.5).astype(float)
+    flat = choose_thresholds(np.full(n, 0.5), y, {"majority": np.full(n, 0.5)})
+    assert (flat.buy, flat.sell) == (None, None)
+    noise = rng.uniform(0.4, 0.6, n)  # unrelated to the outcomes
+    chosen = choose_thresholds(noise, y, {"majority": np.full(n, 0.5)})
+    assert (chosen.buy, chosen.sell) == _by_hand(noise, y, chosen.buy_reference,
+                                                 chosen.sell_reference)  # fmt: skip
+    few = choose_thresholds(np.full(20, 0.9), np.ones(20), {})  # 20 < 30 signals: not judged
+    assert (few.buy, few.sell) == (None, None)
