@@ -72,6 +72,9 @@ def offer_challenger(
     outcome = _offer(
         engine, store, version, as_of, actor, split, margin, min_samples, plan, mode, refresh
     )
+    if outcome.refresh is not None and not outcome.refresh.passed:  # say why it did not
+        why = "; ".join(outcome.refresh.reasons)
+        outcome = replace(outcome, detail=f"not refreshed ({why}); {outcome.detail}")
     if keep_waiting is None:
         return outcome
     retired = retire_stale_candidates(
@@ -98,6 +101,7 @@ def _offer(
     running = active_test(engine, row.model_type)
     current = production_version(engine, row.model_type)
     evaluation: CandidateEvaluation | None = None
+    declined: RefreshDecision | None = None
     full_training = row.parent_version is None
     if (
         refresh.age is not None
@@ -112,6 +116,29 @@ def _offer(
         if check.passed:
             return _refresh(engine, store, version, current.version, evaluation, check,
                             running, as_of, actor)  # fmt: skip
+        declined = check
+    return replace(
+        _try_live(engine, store, version, as_of, actor, split, margin, min_samples, plan,
+                  mode, running, evaluation),
+        refresh=declined,
+    )  # fmt: skip
+
+
+def _try_live(
+    engine: Engine,
+    store: MlflowModelStore,
+    version: str,
+    as_of: datetime,
+    actor: str,
+    split: float,
+    margin: float,
+    min_samples: int,
+    plan: TestPlan | None,
+    mode: TestMode | str,
+    running: ModelABTest | None,
+    evaluation: CandidateEvaluation | None,
+) -> ChallengerOutcome:
+    """Not a refresh: the first Production version, a live test, a wait, or a refusal."""
     if running is not None:
         return ChallengerOutcome(
             version, "test_running", None, running.id, f"A/B test {running.test_name!r} runs"

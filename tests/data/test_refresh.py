@@ -128,9 +128,12 @@ def test_no_refresh_of_a_young_production_or_for_a_worse_version(
     )
     worse = offer(world, new, T0 + timedelta(days=8))
     assert worse.action == "refused"
+    # The outcome says why no refresh happened, with the numbers, before the gate's reasons.
+    assert worse.refresh is not None and not worse.refresh.passed
+    assert worse.detail.startswith("not refreshed (accuracy trails production by 0.14")
     assert statuses(world.engine) == {old: "production", new: "staging"}
     off = offer(world, new, T0 + timedelta(days=30), refresh=RefreshPolicy(age=None))
-    assert off.action == "refused"
+    assert off.action == "refused" and off.refresh is None
 
 
 def test_a_refresh_ends_the_test_of_the_version_it_replaces(
