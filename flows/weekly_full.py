@@ -58,7 +58,11 @@ def weekly_full_flow(
     )
     challenger = (
         ChallengerPolicy(
-            challenger_mode, challenger_split, ab_test_plan, refresh_days, keep_waiting
+            mode=challenger_mode,
+            split=challenger_split,
+            plan=ab_test_plan,
+            refresh_days=refresh_days,
+            keep_waiting=keep_waiting,
         )
         if auto_challenger
         else None
