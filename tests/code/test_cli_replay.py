@@ -84,7 +84,18 @@ def test_bad_options_are_one_line_errors(
 def test_help_lists_the_options(aifx: Run) -> None:
     code, out, _ = aifx("replay", "--help")
     assert code == 0
-    for option in ("--synthetic", "--data", "--start", "--end", "--label-threshold", "--name"):
+    for option in (
+        "--synthetic",
+        "--data",
+        "--start",
+        "--end",
+        "--label-threshold",
+        "--name",
+        "--challenger-mode",
+        "--refresh-days",
+        "--keep-waiting",
+        "--pattern-strength",
+    ):
         assert option in out
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,6 +73,8 @@ def write_csvs(folder: Path, pairs: list[str], start: str, end: str) -> list[Pat
         ({"ab_look_hours": 5}, "--ab-look-hours must divide 24"),
         ({"ab_look_hours": 0}, "--ab-look-hours must divide 24"),
         ({"ab_look_hours": 48}, "--ab-look-hours must divide 24"),
+        ({"refresh_days": -1.0}, r"invalid --refresh-days -1\.0: expected >= 0"),
+        ({"keep_waiting": -1}, "invalid --keep-waiting -1: expected >= 0"),
     ],
 )
 def test_bad_parameters_are_one_clear_error(changes: dict[str, Any], message: str) -> None:
@@ -80,7 +83,10 @@ def test_bad_parameters_are_one_clear_error(changes: dict[str, Any], message: st
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("changes", [{"label_threshold": 0.5}, {"ab_look_hours": 24}])
+@pytest.mark.parametrize(
+    "changes",
+    [{"label_threshold": 0.5}, {"ab_look_hours": 24}, {"refresh_days": 0.0}, {"keep_waiting": 0}],
+)
 def test_edge_values_inside_the_ranges_are_accepted(changes: dict[str, Any]) -> None:
     assert params(**changes)
 
@@ -137,6 +143,14 @@ def test_a_synthetic_replay_knows_its_change_point(timeframe: str, switch: float
     closes = pd.to_datetime(frame["timestamp"], utc=True) + step_offset(timeframe)
     assert pd.Timestamp(change_at) in set(closes)
     assert (closes < pd.Timestamp(change_at)).sum() == round(switch * len(frame))
+
+
+def test_a_market_with_no_pattern_has_no_change_point() -> None:
+    """`--pattern-strength 0`: nothing to learn before the switch, nothing after it."""
+    flat = params(pattern_strength=0.0, pattern_switch=0.5)
+    assert with_change_point(flat).change_at is None
+    closes = replay_candles(flat)[("EUR/USD", "1h")]["close"].to_numpy()
+    assert len(closes) > 50 and np.isfinite(closes).all()
 
 
 def test_a_given_change_point_is_left_alone() -> None:
