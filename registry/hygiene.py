@@ -87,7 +87,7 @@ def retire_stale_candidates(
             waiting += 1
             continue
         else:
-            reason = f"superseded: {keep} newer candidate(s) of {model_type} wait for a test"
+            reason = f"superseded: {keep} newer candidate(s) of {model_type} wait in Staging"
         change_stage(
             engine, store, row.version, ModelStatus.ARCHIVED,
             as_of=as_of, reason=reason, actor=actor, clock=clock,

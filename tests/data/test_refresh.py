@@ -182,7 +182,7 @@ def test_at_most_n_candidates_wait_and_losers_leave_staging(
     assert set(retired) == {loser, waiting[0], waiting[1]}
     assert retired[loser].startswith("lost shadow test 't'")
     assert "maximum duration" in retired[loser]
-    assert retired[waiting[0]] == "superseded: 3 newer candidate(s) of lstm wait for a test"
+    assert retired[waiting[0]] == "superseded: 3 newer candidate(s) of lstm wait in Staging"
     staging = sorted(v for v, s in statuses(world.engine).items() if s == "staging")
     assert staging == sorted([waiting[2], waiting[3], newest])
     assert history(world.engine, loser)[-1].ab_test_id == test.id
