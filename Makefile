@@ -61,6 +61,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_monthly.py
 	$(BIN)/python benchmarks/bench_replay.py
+	$(BIN)/python benchmarks/bench_no_pattern.py
 
 ## Regenerate the event payloads' JSON Schemas in README.md from aifx_ml/events/schemas.py.
 schemas: venv
