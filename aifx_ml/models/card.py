@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.features.dataset import Dataset, Scaler
+from aifx_ml.models.calibration import Platt, Thresholds
 
 TARGET = "1 if the close at the label horizon is above the window's last close"
 
@@ -39,6 +40,9 @@ class ModelCard:
     data_time_range: Mapping[str, Any] = field(default_factory=dict)
     trained_as_of: datetime | None = None
     parent_version: str | None = None
+    # Fit on the validation split (`aifx_ml.models.calibration`); None on older cards.
+    calibration: Platt | None = None
+    thresholds: Thresholds | None = None
     # Anything else an older or newer card carried, kept so a round trip loses nothing.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -78,6 +82,8 @@ class ModelCard:
             "data_time_range": dict(self.data_time_range),
             "trained_as_of": None if self.trained_as_of is None else self.trained_as_of.isoformat(),
             "parent_version": self.parent_version,
+            "calibration": None if self.calibration is None else self.calibration.as_dict(),
+            "thresholds": None if self.thresholds is None else self.thresholds.as_dict(),
         }
 
     @classmethod
@@ -101,5 +107,9 @@ class ModelCard:
             data_time_range=dict(data.get("data_time_range") or {}),
             trained_as_of=None if not trained else datetime.fromisoformat(str(trained)),
             parent_version=data.get("parent_version"),
+            calibration=Platt.from_dict(data["calibration"]) if data.get("calibration") else None,
+            thresholds=(
+                Thresholds.from_dict(data["thresholds"]) if data.get("thresholds") else None
+            ),
             extra={k: v for k, v in data.items() if k not in known},
         )

@@ -28,6 +28,7 @@ from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.events.schemas import TrainingCompleted, TrainingStarted
 from aifx_ml.features.dataset import Dataset, Scaler, Split
+from aifx_ml.models.calibration import Platt, Thresholds
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.lstm import LSTMConfig
 from aifx_ml.models.store import version_label
@@ -253,6 +254,8 @@ def model_card(
     dataset: Dataset,
     as_of: datetime,
     parent: str | None,
+    calibration: Platt | None = None,
+    thresholds: Thresholds | None = None,
 ) -> ModelCard:
     """What rebuilds and feeds the model: saved with it in the model store."""
     return ModelCard(
@@ -267,6 +270,8 @@ def model_card(
         data_time_range=dataset.time_range(),
         trained_as_of=as_of,
         parent_version=parent,
+        calibration=calibration,
+        thresholds=thresholds,
     )
 
 

@@ -13,7 +13,11 @@ import pandas as pd
 
 from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.errors import InvalidInputError
-from aifx_ml.evaluation.metrics import compare_with_baselines, holdout_metrics
+from aifx_ml.evaluation.metrics import (
+    baseline_probabilities,
+    compare_with_baselines,
+    holdout_metrics,
+)
 from aifx_ml.features.dataset import (
     Dataset,
     Split,
@@ -22,6 +26,7 @@ from aifx_ml.features.dataset import (
     scaler_for,
 )
 from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.calibration import Platt, Thresholds, choose_thresholds, fit_platt, log_loss
 from aifx_ml.models.lstm import LSTMConfig, build_lstm, compile_for_training
 from aifx_ml.models.predict import predict_proba
 from aifx_ml.models.store import LoadedModel
@@ -92,7 +97,12 @@ def train_full(
         production = production_version(stores.engine, config.model_type)
         if production is not None:
             metrics.update(_versus(stores.models.load(production), dataset, split, metrics))
-        card = model_card(config, lstm, scaler, dataset, as_of, parent=None)
+        calibration, thresholds, fitted = _calibrate(model, windows, dataset, split)
+        metrics.update(fitted)
+        card = model_card(
+            config, lstm, scaler, dataset, as_of, parent=None,
+            calibration=calibration, thresholds=thresholds,
+        )  # fmt: skip
         complete(run, model, card, dataset, split, history, metrics, windows)
     return run.result
 
@@ -155,7 +165,12 @@ def train_incremental(
             metrics["holdout_accuracy"] - before["production_holdout_accuracy"]
         )
         lstm = LSTMConfig.from_dict(dict(parent.card.architecture))
-        card = model_card(config, lstm, scaler, dataset, as_of, parent=parent.version)
+        # No validation split of its own (its new data trains it or judges it): the parent's
+        # calibration and thresholds carry over.
+        card = model_card(
+            config, lstm, scaler, dataset, as_of, parent=parent.version,
+            calibration=parent.card.calibration, thresholds=parent.card.thresholds,
+        )  # fmt: skip
         complete(run, model, card, dataset, split, history, metrics, windows)
     return run.result
 
@@ -221,6 +236,38 @@ def _evaluate(
         "holdout_samples": int(len(split.holdout)),
         "holdout_start": split.holdout_start.isoformat(),
     }
+
+
+def _calibrate(
+    model: Any, windows: Any, dataset: Dataset, split: Split
+) -> tuple[Platt | None, Thresholds | None, dict[str, Any]]:
+    """Platt calibration and the version's own thresholds, fit on the validation split
+    (`aifx_ml.models.calibration`), and their numbers for the run's metrics. Too small a
+    validation split (under 2 samples): neither."""
+    s, validation = dataset.samples, split.validation
+    if len(validation) < 2:
+        return None, None, {"calibration_samples": int(len(validation))}
+    raw = predict_proba(model, windows, s.rows[validation])
+    outcome = s.target[validation]
+    platt = fit_platt(raw, outcome)
+    calibrated = platt(raw)
+    baselines = baseline_probabilities(
+        s.target[split.train], s.last_move[split.train], s.last_move[validation], len(validation)
+    )
+    thresholds = choose_thresholds(calibrated, outcome, baselines)
+    return (
+        platt,
+        thresholds,
+        {
+            "calibration_samples": int(len(validation)),
+            "calibration_a": platt.a,
+            "calibration_b": platt.b,
+            "validation_log_loss_raw": log_loss(raw, outcome),
+            "validation_log_loss_calibrated": log_loss(calibrated, outcome),
+            "buy_threshold": thresholds.buy,
+            "sell_threshold": thresholds.sell,
+        },
+    )
 
 
 def _require_enough(split: Split, config: TrainingConfig, since: datetime) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aifx_ml.errors import InvalidInputError
-from aifx_ml.evaluation.calibration import (
+from aifx_ml.models.calibration import (
     GRID,
     Platt,
     Thresholds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from aifx_ml.db.models import ModelVersion
 from aifx_ml.features.dataset import Scaler, build_dataset
 from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.calibration import Platt, Thresholds
 from aifx_ml.models.card import IncompatibleInputsError, ModelCard
 from aifx_ml.models.lstm import LSTMConfig, build_lstm
 from aifx_ml.models.store import (
@@ -50,6 +52,20 @@ def test_card_round_trip_keeps_every_field_and_unknown_keys() -> None:
     assert again.to_dict() == data
     assert again.trained_as_of == TRAINED
     assert again.scaler == original.scaler
+
+
+def test_card_round_trip_keeps_calibration_and_thresholds() -> None:
+    thresholds = Thresholds(0.56, None, 0.61, None, 0.52, 0.51, 0.02, 30, 140)
+    calibrated = replace(card(), calibration=Platt(0.4, -0.1), thresholds=thresholds)
+    again = ModelCard.from_dict(calibrated.to_dict())
+    assert (again.calibration, again.thresholds) == (Platt(0.4, -0.1), thresholds)
+    older = {
+        k: v for k, v in calibrated.to_dict().items() if k not in ("calibration", "thresholds")
+    }
+    assert (ModelCard.from_dict(older).calibration, ModelCard.from_dict(older).thresholds) == (
+        None,
+        None,
+    )  # a card written before calibration existed reads back without one
 
 
 def test_card_without_inputs_is_refused() -> None:

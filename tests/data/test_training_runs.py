@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -135,6 +136,18 @@ def test_weekly_then_daily_gives_a_child_of_the_production_version(stores: Store
     parent = stores.models.load(ModelVersion(**rows["lstm-v1"]))
     assert child.card.parent_version == "lstm-v1"
     assert child.card.scaler == parent.card.scaler
+    # The weekly version's calibration and thresholds were fit on its validation split; the
+    # child, which has none, carries its parent's.
+    assert parent.card.calibration is not None and parent.card.thresholds is not None
+    assert (parent.card.calibration.a, parent.card.calibration.b) == (
+        weekly.metrics["calibration_a"],
+        weekly.metrics["calibration_b"],
+    )
+    assert parent.card.thresholds.samples == weekly.metrics["validation_samples"]
+    assert (child.card.calibration, child.card.thresholds) == (
+        parent.card.calibration,
+        parent.card.thresholds,
+    )
 
     events = channels(stores.engine)
     assert [c for c, _ in events].count("ml:training_started") == 2
@@ -253,12 +266,24 @@ def test_mlflow_holds_params_curves_model_signature_and_card(
     for key in ("holdout_accuracy", "holdout_auc", "holdout_log_loss", "holdout_brier"):
         assert key in run.data.metrics, key
     assert "lift_over_baseline" in run.data.metrics
+    for key in ("calibration_a", "calibration_b", "validation_log_loss_calibrated"):
+        assert key in run.data.metrics, key
     assert run.data.tags["aifx.beats_baseline"] in ("True", "False")
     assert run.data.tags["aifx.version"] == "lstm-v1"
     epochs = client.get_metric_history(result.mlflow_run_id, "loss")
     assert [m.step for m in epochs] == list(range(result.metrics["epochs_run"]))
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
     assert {"training_curves.png", "aifx_model.json"} <= artifacts
+    card = json.loads(
+        Path(client.download_artifacts(result.mlflow_run_id, "aifx_model.json", str(tmp_path)))
+        .read_text()
+    )  # fmt: skip
+    assert card["calibration"] == {
+        "method": "platt",
+        "a": run.data.metrics["calibration_a"],
+        "b": run.data.metrics["calibration_b"],
+    }
+    assert set(card["thresholds"]) >= {"buy", "sell", "buy_reference", "margin", "min_signals"}
     (tmp_path / "registered").mkdir()
     registered = download_version(client, "aifx-lstm", "1", tmp_path / "registered")
     model_info = Model.load(str(registered / "MLmodel"))

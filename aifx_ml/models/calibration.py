@@ -20,6 +20,7 @@ signalled; a model with no edge then says hold *because* it has no edge.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -107,7 +108,7 @@ class Thresholds:
 def choose_thresholds(
     p_calibrated: npt.ArrayLike,
     y: npt.ArrayLike,
-    baseline_p: dict[str, npt.ArrayLike],
+    baseline_p: Mapping[str, npt.ArrayLike],
     *,
     margin: float = DEFAULT_MARGIN,
     min_signals: int = DEFAULT_MIN_SIGNALS,
