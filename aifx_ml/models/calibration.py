@@ -6,8 +6,9 @@ a weekly training holds a few hundred samples, where isotonic regression's step 
 overfits and its flat steps tie many requests at one probability, so a threshold moved by a
 hair changes a whole step of signals; (2) a network's sigmoid output is mostly off by a scale
 and a shift in logit space (over- or under-confident), which is exactly what Platt fits with
-two numbers; (3) it is strictly increasing, so it keeps the model's ranking (its AUC) and only
-moves where the thresholds cut.
+two numbers; (3) it is increasing, so it keeps the model's ranking (its AUC) and only moves
+where the thresholds cut. A fit whose slope comes out at or below 0 (the model ranks no better
+than chance on validation, or backwards) is replaced by the base rate: no edge, no signal.
 
 **Thresholds: the least extreme that beats the best baseline.** On validation, for buys: the
 lowest t in 0.50, 0.51, … 0.80 such that at least `min_signals` calibrated probabilities are
@@ -79,6 +80,10 @@ def fit_platt(p: npt.ArrayLike, y: npt.ArrayLike, iterations: int = 100) -> Plat
         w -= step
         if float(np.abs(step).max()) < 1e-10:
             break
+    if w[0] <= 0:
+        # On validation the model ranks no better than chance, or backwards: it has no edge
+        # to calibrate. Every answer becomes the (smoothed) base rate, not a reversed model.
+        return Platt(0.0, float(np.log(t.mean() / (1 - t.mean()))))
     return Platt(float(w[0]), float(w[1]))
 
 

@@ -97,6 +97,22 @@ def test_thresholds_obey_the_rule() -> None:
     assert Thresholds.from_dict(chosen.as_dict()) == chosen
 
 
+def test_a_model_that_ranks_backwards_is_not_turned_around() -> None:
+    """Wrong on validation more often than right: Platt's slope would come out negative and
+    reverse the model; it is calibrated to the base rate instead, and gets no threshold."""
+    rng = np.random.default_rng(9)
+    q = rng.uniform(0.3, 0.7, 2_000)
+    y = (rng.random(q.size) < q).astype(float)
+    backwards = 1 - q
+    platt = fit_platt(backwards, y)
+    assert platt.a == 0.0
+    assert platt(backwards) == pytest.approx(
+        np.full(q.size, (y.sum() + 1) / (y.size + 2)), abs=0.01
+    )
+    chosen = choose_thresholds(platt(backwards), y, {"majority": np.full(q.size, 0.5)})
+    assert (chosen.buy, chosen.sell) == (None, None)
+
+
 def test_a_model_with_no_edge_gets_no_threshold_and_says_hold() -> None:
     rng = np.random.default_rng(8)
     n = 2_000
