@@ -117,39 +117,20 @@ def _offer(
             return _refresh(engine, store, version, current.version, evaluation, check,
                             running, as_of, actor)  # fmt: skip
         declined = check
-    return replace(
-        _try_live(engine, store, version, as_of, actor, split, margin, min_samples, plan,
-                  mode, running, evaluation),
-        refresh=declined,
-    )  # fmt: skip
-
-
-def _try_live(
-    engine: Engine,
-    store: MlflowModelStore,
-    version: str,
-    as_of: datetime,
-    actor: str,
-    split: float,
-    margin: float,
-    min_samples: int,
-    plan: TestPlan | None,
-    mode: TestMode | str,
-    running: ModelABTest | None,
-    evaluation: CandidateEvaluation | None,
-) -> ChallengerOutcome:
-    """Not a refresh: the first Production version, a live test, a wait, or a refusal."""
     if running is not None:
         return ChallengerOutcome(
-            version, "test_running", None, running.id, f"A/B test {running.test_name!r} runs"
-        )
+            version, "test_running", None, running.id, f"A/B test {running.test_name!r} runs",
+            refresh=declined,
+        )  # fmt: skip
     if evaluation is None:
         evaluation = evaluate_candidate(
             engine, store, version, as_of, margin=margin, min_samples=min_samples
         )
     decision, production = evaluation.decision, evaluation.production
     if not decision.passed:
-        return ChallengerOutcome(version, "refused", decision, None, "; ".join(decision.reasons))
+        return ChallengerOutcome(
+            version, "refused", decision, None, "; ".join(decision.reasons), refresh=declined
+        )
     if production is None:
         change_stage(
             engine,
@@ -174,7 +155,7 @@ def _try_live(
         mode=mode,
     )
     mark_challenger(engine, store, test)
-    return ChallengerOutcome(version, "ab_test_started", decision, test.id)
+    return ChallengerOutcome(version, "ab_test_started", decision, test.id, refresh=declined)
 
 
 def _refresh(
