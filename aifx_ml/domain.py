@@ -129,6 +129,11 @@ class ProductionAge:
     trained_at: datetime
     candidate: str | None = None
 
+    def late(self, state: Ageing) -> bool:
+        """Whether its age (`SignalPolicy.ageing`) needs people: stale, or ageing with no
+        candidate under test to replace it."""
+        return state == Ageing.STALE or (state == Ageing.AGEING and self.candidate is None)
+
 
 def decide(p_up: float, policy: SignalPolicy) -> tuple[Signal, float]:
     """(signal, confidence) from P(up): buy / sell past the thresholds, hold between.

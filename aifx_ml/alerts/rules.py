@@ -376,7 +376,7 @@ def ageing_alerts(
     drafts = []
     for model in serving:
         state = policy.ageing(model.trained_at, now, notice)
-        if state == Ageing.OK or (state == Ageing.AGEING and model.candidate is not None):
+        if not model.late(state):
             continue
         age = now - model.trained_at
         limit = policy.max_model_age

@@ -114,13 +114,7 @@ class ProductionFreshness:
     trained_at: datetime
     age_seconds: float
     candidate: str | None
-
-    @property
-    def late(self) -> bool:
-        """Stale, or ageing with nothing under test to replace it: degrades health."""
-        return self.status == Ageing.STALE or (
-            self.status == Ageing.AGEING and self.candidate is None
-        )
+    late: bool  # stale, or ageing with nothing under test (`ProductionAge.late`): degrades
 
 
 Check = DependencyCheck | TrainingFreshness | OutboxBacklog | MarketDataFreshness
@@ -364,6 +358,7 @@ def production_freshness(
                 model.trained_at,
                 age.total_seconds(),
                 model.candidate,
+                model.late(state),
             )
         )
     return tuple(found)
