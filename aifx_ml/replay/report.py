@@ -339,10 +339,15 @@ def verdict(scored: pd.DataFrame, change_at: datetime | None, seed: int = SEED) 
             "continuous_minus_frozen_mean_pnl": versus["frozen"]["mean_pnl"]["estimate"],
             "pnl_ci": versus["frozen"]["mean_pnl"]["ci"],
             "continuous_ahead": bool(lo > 0),
-            "conclusion": "ahead" if lo > 0 else "behind" if hi < 0 else "no clear difference",
+            "conclusion": conclusion_of(lo, hi),
             "versus": versus,
         }
     return out
+
+
+def conclusion_of(lo: float, hi: float) -> str:
+    """A difference's 95% interval read as a verdict (a key of CONCLUSIONS)."""
+    return "ahead" if lo > 0 else "behind" if hi < 0 else "no clear difference"
 
 
 def compare(
@@ -438,9 +443,10 @@ def operations(
 
 def _days_since(events_ns: npt.NDArray[np.int64], at_ns: npt.NDArray[np.int64]) -> F64:
     """Days from the last event at or before each moment (NaN before the first)."""
+    if not len(events_ns):
+        return np.full(len(at_ns), np.nan)
     i = np.searchsorted(events_ns, at_ns, side="right") - 1
-    last = np.where(i >= 0, events_ns[np.clip(i, 0, None)] if len(events_ns) else 0, 0)
-    days = (at_ns - last) / 86_400e9
+    days = (at_ns - events_ns[np.clip(i, 0, None)]) / 86_400e9
     return np.where(i >= 0, days, np.nan).astype(np.float64)
 
 
@@ -514,12 +520,15 @@ def _best_and_edge(metrics: Mapping[str, SeriesMetrics], block: Mapping[str, Any
         f"{100 * versus['estimate']:+.1f} accuracy points (95% CI {100 * lo:+.1f} to "
         f"{100 * hi:+.1f})"
     )
-    if lo > 0:
-        lines.append(f"The model of the moment beat the best baseline, {baseline}: {gap}.")
-    elif hi < 0:
-        lines.append(f"The best baseline, {baseline}, beat the model of the moment: {gap}.")
-    else:
-        lines.append(f"The models showed no edge over the best baseline, {baseline}: {gap}.")
+    lines.append(
+        {
+            "ahead": f"The model of the moment beat the best baseline, {baseline}: {gap}.",
+            "behind": f"The best baseline, {baseline}, beat the model of the moment: {gap}.",
+            "no clear difference": (
+                f"The models showed no edge over the best baseline, {baseline}: {gap}."
+            ),
+        }[conclusion_of(lo, hi)]
+    )
     beaten = [
         what for what, best in (("win rate", best_rate), ("pnl", best_pnl)) if best in BASELINES
     ]
