@@ -83,19 +83,68 @@ OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 @dataclass(frozen=True)
+class Cutoffs:
+    """Where P(up) becomes a signal: buy at or above `buy`, sell at or below `sell`, hold
+    between; None: that direction is never called."""
+
+    buy: float | None
+    sell: float | None
+
+    def __post_init__(self) -> None:
+        buy = 1.0 if self.buy is None else self.buy
+        sell = 0.0 if self.sell is None else self.sell
+        if not 0 <= sell <= buy <= 1:
+            raise InvalidInputError(
+                f"invalid thresholds buy {self.buy}, sell {self.sell}: need 0 <= sell <= buy <= 1"
+            )
+
+
+@dataclass(frozen=True)
 class SignalPolicy:
-    """How probabilities become signals, and when not to trust them."""
+    """How probabilities become signals, and when not to trust them.
+
+    Each version signals at its own thresholds, chosen on its validation split
+    (`aifx_ml.models.calibration`); `buy_threshold` / `sell_threshold` serve versions that
+    have none (cards from before calibration), or every version when `override` is set.
+    """
 
     buy_threshold: float = 0.55  # P(up) at or above: buy
     sell_threshold: float = 0.45  # P(up) at or below: sell
     max_model_age: timedelta = timedelta(days=14)  # since it was trained
     max_input_bars: int = 2  # the newest candle may be this many bars old
+    override: bool = False  # the global thresholds above for every version, not its own
 
     def __post_init__(self) -> None:
         if not 0 <= self.sell_threshold <= self.buy_threshold <= 1:
             raise InvalidInputError(
                 "invalid thresholds: need 0 <= sell_threshold <= buy_threshold <= 1"
             )
+
+    @classmethod
+    def with_thresholds(cls, buy: float | None, sell: float | None) -> SignalPolicy:
+        """The policy of a command line's `--buy-threshold` / `--sell-threshold`: neither
+        given, each version's own; either given, both global ones (the other at its default)
+        override every version's."""
+        if buy is None and sell is None:
+            return cls()
+        return cls(
+            buy_threshold=cls.buy_threshold if buy is None else buy,
+            sell_threshold=cls.sell_threshold if sell is None else sell,
+            override=True,
+        )
+
+    def cutoffs(self, own: Cutoffs | None) -> Cutoffs:
+        """The thresholds a version answers with: its `own` unless overridden or absent."""
+        if own is not None and not self.override:
+            return own
+        return Cutoffs(self.buy_threshold, self.sell_threshold)
+
+    def describe(self) -> str:
+        """The rule in words, for reports and logs."""
+        global_ = f"buy at P(up) ≥ {self.buy_threshold}, sell at ≤ {self.sell_threshold}"
+        if self.override:
+            return f"every version: {global_} (override)"
+        return f"each version's own thresholds (where a version has none: {global_})"
 
     def ageing(self, trained_at: datetime, now: datetime, notice: timedelta) -> Ageing:
         """Past `max_model_age` a model is stale (it answers hold); within `notice` of it,
@@ -135,14 +184,14 @@ class ProductionAge:
         return state == Ageing.STALE or (state == Ageing.AGEING and self.candidate is None)
 
 
-def decide(p_up: float, policy: SignalPolicy) -> tuple[Signal, float]:
+def decide(p_up: float, cutoffs: Cutoffs) -> tuple[Signal, float]:
     """(signal, confidence) from P(up): buy / sell past the thresholds, hold between.
 
     Confidence is the probability of the direction called; for a hold, how close P(up) is
     to even (1 at 0.5).
     """
-    if p_up >= policy.buy_threshold:
+    if cutoffs.buy is not None and p_up >= cutoffs.buy:
         return Signal.BUY, p_up
-    if p_up <= policy.sell_threshold:
+    if cutoffs.sell is not None and p_up <= cutoffs.sell:
         return Signal.SELL, 1.0 - p_up
     return Signal.HOLD, 1.0 - 2.0 * abs(p_up - 0.5)

@@ -12,7 +12,6 @@ from sqlalchemy import Engine, func, select
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema, session_factory
 from aifx_ml.db.models import ModelVersion, ReplayRun
-from aifx_ml.domain import SignalPolicy
 from aifx_ml.errors import ConflictError
 from aifx_ml.events.relay import relay_outbox
 from aifx_ml.replay import state
@@ -69,7 +68,7 @@ def _loop(
     on_progress: Callable[[Progress], None],
 ) -> str:
     clock = SimulatedClock(run.cursor or params.start)
-    policy = SignalPolicy(buy_threshold=params.buy_threshold, sell_threshold=params.sell_threshold)
+    policy = params.policy
     # Who serves changes only through the replay's own jobs, which invalidate the server.
     server = ModelServer(engine, store, refresh_seconds=math.inf)
     service = PredictionService(engine, server, clock, policy)
@@ -125,9 +124,7 @@ def write_replay_report(
         timeframes=params.timeframes,
         change_at=params.change_at,
         label_threshold=params.label_threshold,
-        policy=SignalPolicy(
-            buy_threshold=params.buy_threshold, sell_threshold=params.sell_threshold
-        ),
+        policy=params.policy,
         title=name,
     )
     html, json_path = write_report(report, settings.data_dir / "replays" / name)

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelTrainingLog
 from aifx_ml.features.engineering import FEATURE_NAMES
+from aifx_ml.models.calibration import Platt, Thresholds
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.lstm import LSTMConfig, build_lstm
 from aifx_ml.models.store import version_label
@@ -51,9 +52,16 @@ def register_constant(
     p_up: float,
     as_of: datetime,
     status: str = "staging",
+    calibration: Platt | None = None,
+    thresholds: Thresholds | None = None,
 ) -> str:
-    """Register a constant model as the next `lstm` version; returns its version label."""
+    """Register a constant model as the next `lstm` version (with the calibration and the
+    thresholds of its own given, as a full training stores them); returns its version label."""
     card = _card({"kind": "constant", "p_up": p_up}, WINDOW, as_of)
+    if calibration is not None:
+        card["calibration"] = calibration.as_dict()
+    if thresholds is not None:
+        card["thresholds"] = thresholds.as_dict()
     return _register(engine, mlflow_uri, artifact_root, constant_model(p_up), card, as_of, status)
 
 

@@ -123,6 +123,7 @@ def show_cmd(
         ("MLflow run", log.mlflow_run_id if log else "-"),
         ("data range", f"{data_range.get('start', '?')} → {data_range.get('end', '?')}"),
         ("dataset hash", data_range.get("dataset_hash", "-")),
+        ("signals", signal_rule(row.metrics or {})),
     ):
         facts.add_row(field, str(value))
     console.print(facts)
@@ -139,6 +140,19 @@ def show_cmd(
         )
     history = stage_history(engine, version=version)
     console.print(frame_table(history.drop(columns=["details", "model_type"]), title="history"))
+
+
+def signal_rule(metrics: dict[str, Any]) -> str:
+    """The thresholds a version signals at, from its metrics (a full training's own, or the
+    parent's a daily child carries)."""
+    if "buy_threshold" not in metrics:
+        return "the global thresholds (no calibration of its own)"
+    buy, sell = metrics.get("buy_threshold"), metrics.get("sell_threshold")
+    if buy is None and sell is None:
+        return "always hold: no edge over the baselines on validation"
+    buys = "never buys" if buy is None else f"buy at calibrated P(up) ≥ {buy}"
+    sells = "never sells" if sell is None else f"sell at ≤ {sell}"
+    return f"{buys}, {sells}"
 
 
 @app.command("history")

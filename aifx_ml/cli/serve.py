@@ -90,9 +90,9 @@ def build_app(
 
 def app_factory() -> FastAPI:
     """What each uvicorn worker process calls: settings from the environment."""
-    policy = SignalPolicy(
-        buy_threshold=float(os.environ.get(BUY_ENV, SignalPolicy.buy_threshold)),
-        sell_threshold=float(os.environ.get(SELL_ENV, SignalPolicy.sell_threshold)),
+    buy, sell = os.environ.get(BUY_ENV), os.environ.get(SELL_ENV)
+    policy = SignalPolicy.with_thresholds(
+        None if buy is None else float(buy), None if sell is None else float(sell)
     )
     return build_app(load_settings(), policy=policy)
 
@@ -111,17 +111,30 @@ def serve_cmd(
         ),
     ] = WORKER_TIMEOUT,
     buy_threshold: Annotated[
-        float, typer.Option(help="P(up) at or above: buy.")
-    ] = SignalPolicy.buy_threshold,
+        float | None,
+        typer.Option(
+            help="Buy at P(up) at or above this, for every version (overrides each version's "
+            f"own thresholds; the sell one then defaults to {SignalPolicy.sell_threshold}).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
     sell_threshold: Annotated[
-        float, typer.Option(help="P(up) at or below: sell.")
-    ] = SignalPolicy.sell_threshold,
+        float | None,
+        typer.Option(
+            help="Sell at P(up) at or below this, for every version (overrides each version's "
+            f"own thresholds; the buy one then defaults to {SignalPolicy.buy_threshold}).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
 ) -> None:
     """Serve predictions and the A/B test API (OpenAPI at /docs)."""
     import uvicorn  # noqa: PLC0415  (only the serving process pays for uvicorn)
 
     app_ctx = app_context(ctx)
-    policy = SignalPolicy(buy_threshold=buy_threshold, sell_threshold=sell_threshold)
+    policy = SignalPolicy.with_thresholds(buy_threshold, sell_threshold)
+    console.print(f"signals: {policy.describe()}")
     console.print(f"serving on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
     if workers == 1:
         api = build_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy)
@@ -135,7 +148,11 @@ def serve_cmd(
     from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415  (MLflow: only when serving)
 
     MlflowModelStore.from_settings(app_ctx.settings).ping()
-    os.environ[BUY_ENV], os.environ[SELL_ENV] = str(buy_threshold), str(sell_threshold)
+    for name, value in ((BUY_ENV, buy_threshold), (SELL_ENV, sell_threshold)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
     uvicorn.run(
         f"{__name__}:app_factory",
         factory=True,

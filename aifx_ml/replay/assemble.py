@@ -35,6 +35,7 @@ from aifx_ml.models.store import LoadedModel, ModelStore
 from aifx_ml.models.versions import get_version
 from aifx_ml.replay.render import write_report
 from aifx_ml.replay.report import (
+    MODEL_SERIES,
     ReplayReport,
     Timeline,
     compare,
@@ -77,13 +78,12 @@ def build_report(
     history = stage_history(engine, model_type=model_type)
     spans = production_spans(history, until=end)
     requests, candles, coverage = _requests(
-        engine, store, spans, start=start, end=end, pairs=pairs, timeframes=timeframes
+        engine, store, spans, policy, start=start, end=end, pairs=pairs, timeframes=timeframes
     )
     majority = majority_call(_closes_before(engine, start, pairs, timeframes), start)
     comparison, verdict = compare(
         requests,
         candles,
-        policy=policy,
         threshold=label_threshold,
         majority=majority,
         change_at=change_at,
@@ -109,7 +109,12 @@ def build_report(
         model_type=model_type,
         change_at=change_at,
         label_threshold=label_threshold,
-        policy={"buy_threshold": policy.buy_threshold, "sell_threshold": policy.sell_threshold},
+        policy={
+            "buy_threshold": policy.buy_threshold,
+            "sell_threshold": policy.sell_threshold,
+            "override": policy.override,
+            "rule": policy.describe(),
+        },
         timeline=Timeline(
             versions,
             history[STAGE_COLUMNS].assign(
@@ -129,14 +134,16 @@ def _requests(
     engine: Engine,
     store: ModelStore,
     spans: pd.DataFrame,
+    policy: SignalPolicy,
     *,
     start: datetime,
     end: datetime,
     pairs: Sequence[str],
     timeframes: Sequence[str],
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """The requests every series answers, with both model series' P(up); the candles that
-    label them; and how many candle closes in [start, end) were left out, and why."""
+    """The requests every series answers, with both model series' calibrated P(up) and the
+    thresholds each answered at (NaN: that direction never called); the candles that label
+    them; and how many candle closes in [start, end) were left out, and why."""
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     frozen = str(spans["version"].iloc[0]) if len(spans) else None
     serving = spans[(spans["end"] > lo) & (spans["start"] < hi)]["version"]
@@ -165,17 +172,21 @@ def _requests(
             "target": candles["target"].to_numpy()[rows],
             "version_continuous": version,
             "version_frozen": frozen,
-            "p_continuous": np.nan,
-            "p_frozen": np.nan,
+            **{f"{c}_{s}": np.nan for c in ("p", "buy", "sell") for s in MODEL_SERIES},
         }
     )
     for name, loaded in models.items():
         mine = version == name
         wanted = np.ones(len(rows), dtype=bool) if name == frozen else mine
         p = _p_up(loaded, datasets[loaded.card.window], rows[wanted])
-        requests.loc[mine, "p_continuous"] = p[mine[wanted]]
+        own = None if loaded.card.thresholds is None else loaded.card.thresholds.cutoffs
+        cut = policy.cutoffs(own)
+        buy, sell = _or_nan(cut.buy), _or_nan(cut.sell)
+        requests.loc[mine, ["p_continuous", "buy_continuous", "sell_continuous"]] = np.column_stack(
+            [p[mine[wanted]], np.full(int(mine.sum()), buy), np.full(int(mine.sum()), sell)]
+        )
         if name == frozen:
-            requests["p_frozen"] = p
+            requests["p_frozen"], requests["buy_frozen"], requests["sell_frozen"] = p, buy, sell
     before = int((in_range & pd.isna(version_at)).sum())
     coverage = {
         "frozen_version": frozen,
@@ -189,9 +200,16 @@ def _requests(
 
 
 def _p_up(loaded: LoadedModel, dataset: Dataset, rows: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
-    """P(up) of a version for the samples ending at candle `rows`, batch by batch."""
+    """A version's P(up), calibrated as serving calibrates it, for the samples ending at
+    candle `rows`, batch by batch."""
     windows = loaded.card.windows(dataset, f"model {loaded.version}")
-    return predict_proba(loaded.model, windows, rows - (dataset.window - 1))
+    raw = predict_proba(loaded.model, windows, rows - (dataset.window - 1))
+    calibration = loaded.card.calibration
+    return raw if calibration is None else calibration(raw)
+
+
+def _or_nan(value: float | None) -> float:
+    return np.nan if value is None else value
 
 
 def _candles(

@@ -15,7 +15,7 @@ import pandas as pd
 from aifx_ml.data.reader import read_candles_csv, series_from_filename
 from aifx_ml.data.synth import synthesize_candles
 from aifx_ml.data.validation import validate_candles
-from aifx_ml.domain import TestMode
+from aifx_ml.domain import SignalPolicy, TestMode
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import expected_grid, step_offset, validate_pair, validate_timeframe
 
@@ -63,8 +63,10 @@ class ReplayParams:
     change_at: datetime | None = None  # a known change point (synthetic: the switch)
     # A fraction, as `aifx label --threshold` (whose 0.5 % the synthetic market rarely moves).
     label_threshold: float = 0.001
-    buy_threshold: float = 0.55
-    sell_threshold: float = 0.45
+    # Global thresholds overriding every version's own (None, both: each version's own, as
+    # `aifx serve` without --buy-threshold / --sell-threshold).
+    buy_threshold: float | None = None
+    sell_threshold: float | None = None
     ab_look_hours: int = 6  # look at an active A/B test every this many scheduled hours
     train: bool = True  # False: only serve, label and evaluate what is already registered
     challenger_mode: TestMode = TestMode.SHADOW  # how challengers are tried live
@@ -88,6 +90,7 @@ class ReplayParams:
             raise InvalidInputError(
                 f"invalid label threshold {self.label_threshold}: expected a fraction in (0, 1)"
             )
+        self.policy  # noqa: B018  (raises on thresholds out of order)
         if not self.refresh_days >= 0:
             raise InvalidInputError(f"invalid --refresh-days {self.refresh_days}: expected >= 0")
         if self.keep_waiting < 0:
@@ -98,6 +101,11 @@ class ReplayParams:
     @property
     def history_start(self) -> datetime:
         return self.start - timedelta(days=self.history_days)
+
+    @property
+    def policy(self) -> SignalPolicy:
+        """How the replay's requests become signals (`SignalPolicy.with_thresholds`)."""
+        return SignalPolicy.with_thresholds(self.buy_threshold, self.sell_threshold)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, as stored in `replay_runs.params`."""

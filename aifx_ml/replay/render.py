@@ -192,9 +192,9 @@ def mlflow_metrics(report: ReplayReport) -> dict[str, float]:
                 out[f"{name}_{suffix}"] = float(block[name])
                 out[f"{name}_{suffix}_lo"], out[f"{name}_{suffix}_hi"] = map(float, block[ci])
     for period, ops in report.operations.items():
-        for key in ("stale_share", "max_days_since_promotion", "promotions", "refreshes",
-                    "tests_started", "staging_at_end"):  # fmt: skip
-            out[f"{key}_{SUFFIX[period]}"] = float(ops[key])
+        for key in ("stale_share", "no_edge_share", "max_days_since_promotion", "promotions",
+                    "refreshes", "tests_started", "staging_at_end"):  # fmt: skip
+            out[f"{key}_{SUFFIX[period]}"] = float(ops.get(key, np.nan))
     return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
@@ -211,6 +211,7 @@ def mlflow_params(report: ReplayReport) -> dict[str, str]:
         "label_threshold": str(report.label_threshold),
         "buy_threshold": str(report.policy["buy_threshold"]),
         "sell_threshold": str(report.policy["sell_threshold"]),
+        "thresholds": "global override" if report.policy.get("override") else "per version",
         "frozen_version": str(report.comparison.coverage.get("frozen_version")),
     }
 
@@ -259,6 +260,9 @@ def _operations_table(report: ReplayReport) -> str:
         {
             "period": period.replace("_", " "),
             "requests answered stale": f"{ops['stale_requests']} ({percent(ops['stale_share'])})",
+            "answered by a version with no edge (holds)": (
+                f"{ops.get('no_edge_requests', 0)} ({percent(ops.get('no_edge_share', np.nan))})"
+            ),
             "days since a promotion: most / at the end": (
                 f"{ops['max_days_since_promotion']:.1f} / {ops['days_since_promotion_at_end']:.1f}"
             ),
@@ -323,9 +327,15 @@ def _scope(report: ReplayReport) -> str:
         f"{report.model_type} on {', '.join(report.pairs)} ({', '.join(report.timeframes)}), "
         f"requests at candle closes from {utc_text(report.start)} to {utc_text(report.end)}"
         f"{change}. "
-        f"Signals: buy at P(up) ≥ {report.policy['buy_threshold']}, sell at ≤ "
-        f"{report.policy['sell_threshold']}; labels at ±{100 * report.label_threshold:.2f}%."
+        f"Signals: {_rule(report.policy)}; labels at ±{100 * report.label_threshold:.2f}%."
     )
+
+
+def _rule(policy: dict[str, Any]) -> str:
+    """How P(up) became signals (reports written before per-version thresholds: global)."""
+    if "rule" in policy:
+        return str(policy["rule"])
+    return f"buy at P(up) ≥ {policy['buy_threshold']}, sell at ≤ {policy['sell_threshold']}"
 
 
 def _coverage_text(coverage: dict[str, Any]) -> str:

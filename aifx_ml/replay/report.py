@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from aifx_ml.domain import SignalPolicy, decide
+from aifx_ml.domain import Cutoffs, decide
 from aifx_ml.evaluation.baselines import persistence_signals
 from aifx_ml.jsonsafe import finite
 from aifx_ml.labeling.rules import direction_target, label_signals
@@ -93,7 +93,7 @@ class ReplayReport:
     model_type: str
     change_at: datetime | None
     label_threshold: float
-    policy: dict[str, float]
+    policy: dict[str, Any]  # the global thresholds, override, and the rule in words
     timeline: Timeline
     ab_tests: pd.DataFrame
     evaluations: pd.DataFrame
@@ -161,13 +161,21 @@ def cluster_bootstrap_ci(
     return float(lo), float(hi)
 
 
-def model_signals(p_up: npt.ArrayLike, policy: SignalPolicy) -> npt.NDArray[np.str_]:
-    """The signal serving would give for each P(up): `decide` itself, so the rule cannot drift.
+def model_signals(
+    p_up: npt.ArrayLike, buy: npt.ArrayLike, sell: npt.ArrayLike
+) -> npt.NDArray[np.str_]:
+    """The signal serving would give for each P(up) at its version's thresholds (NaN: that
+    direction never called): `decide` itself, so the rule cannot drift.
 
     One Python call per request; it costs far less than the model call that made the P(up).
     """
-    call = np.frompyfunc(lambda p: decide(float(p), policy)[0], 1, 1)
-    return np.asarray(call(np.asarray(p_up, dtype=np.float64)), dtype=str)
+    call = np.frompyfunc(lambda p, b, s: decide(float(p), Cutoffs(_none(b), _none(s)))[0], 3, 1)
+    p, b, s = (np.asarray(v, dtype=np.float64) for v in (p_up, buy, sell))
+    return np.asarray(call(p, b, s), dtype=str) if p.size else np.empty(0, dtype=str)
+
+
+def _none(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def production_spans(history: pd.DataFrame, until: datetime) -> pd.DataFrame:
@@ -214,14 +222,14 @@ def score_requests(
     requests: pd.DataFrame,
     candles: pd.DataFrame,
     *,
-    policy: SignalPolicy,
     threshold: float,
     majority: str,
 ) -> pd.DataFrame:
     """One row per request and series: P(up), signal, outcome, pnl %, right or wrong.
 
     `requests`: pair, timeframe, time (candle close, UTC), entry_price, prev_close, target (1 up,
-    0 down), p_ and version_ of continuous and frozen. Baselines get P(up) 1 for a buy, 0 for a
+    0 down), and of continuous and frozen: p_ (calibrated P(up)), version_, and buy_ / sell_
+    (the thresholds it answered at, NaN: never). Baselines get P(up) 1 for a buy, 0 for a
     sell and 0.5 for a hold, so their accuracy counts a hold as a call of "up".
     """
     n = len(requests)
@@ -234,12 +242,19 @@ def score_requests(
     for name in SERIES:
         if name in MODEL_SERIES:
             p = requests[f"p_{name}"].to_numpy(np.float64)
-            signal, version = model_signals(p, policy), requests[f"version_{name}"].to_numpy(object)
+            buy, sell = requests[f"buy_{name}"], requests[f"sell_{name}"]
+            signal = model_signals(p, buy, sell)
+            version = requests[f"version_{name}"].to_numpy(object)
+            # Its version found no threshold with an edge on validation: it always holds.
+            no_edge = (buy.isna() & sell.isna()).to_numpy(bool)
         else:
             signal = persistence if name == "persistence" else np.full(n, majority)
             p, version = np.select([signal == "buy", signal == "sell"], [1.0, 0.0], 0.5), None
+            no_edge = np.zeros(n, dtype=bool)
         frames.append(
-            base.assign(series=name, p_up=p, signal=signal.astype(object), version=version)
+            base.assign(
+                series=name, p_up=p, signal=signal.astype(object), version=version, no_edge=no_edge
+            )
         )
     scored = pd.concat(frames, ignore_index=True)
     labels = label_signals(scored.rename(columns={"time": "created_at"}), candles, threshold)
@@ -354,7 +369,6 @@ def compare(
     requests: pd.DataFrame,
     candles: pd.DataFrame,
     *,
-    policy: SignalPolicy,
     threshold: float,
     majority: str,
     change_at: datetime | None,
@@ -362,9 +376,7 @@ def compare(
     seed: int = SEED,
 ) -> tuple[Comparison, dict[str, Any]]:
     """Score, summarize per period and week, and judge: the comparison and its verdict."""
-    scored = score_requests(
-        requests, candles, policy=policy, threshold=threshold, majority=majority
-    )
+    scored = score_requests(requests, candles, threshold=threshold, majority=majority)
     periods = {
         period: {s: series_metrics(scored[mask & (scored["series"] == s)], seed) for s in SERIES}
         for period, mask in period_masks(scored, change_at).items()
@@ -426,7 +438,12 @@ def operations(
             "requests": int(len(rows)),
             "stale_requests": int(stale.sum()),
             "stale_share": float(stale.mean()) if len(rows) else float("nan"),
-            "max_days_since_promotion": float(np.nanmax(since)) if len(rows) else float("nan"),
+            # Answered by a version with no threshold of its own (no edge on validation).
+            "no_edge_requests": int(rows["no_edge"].sum()),
+            "no_edge_share": float(rows["no_edge"].mean()) if len(rows) else float("nan"),
+            "max_days_since_promotion": (
+                float(np.nanmax(since)) if np.isfinite(since).any() else float("nan")
+            ),
             "days_since_promotion_at_end": float(at_end[0]),
             "promotions": int(len(inside)),
             "refreshes": int(inside["reason"].astype(str).str.startswith("refresh").sum()),
@@ -488,6 +505,7 @@ def headline_of(report: ReplayReport) -> str:
         f"to {phi:+.3f}): {CONCLUSIONS[block['conclusion']]}. "
         + " ".join(_best_and_edge(report.comparison.periods[scope], block))
         + _staleness_text(report.operations.get(scope))
+        + _no_edge_text(report.operations.get(scope))
     )
 
 
@@ -543,6 +561,16 @@ def _staleness_text(ops: Mapping[str, Any] | None) -> str:
     return (
         f" Production was stale (answers forced to hold) on {ops['stale_requests']} of "
         f"{ops['requests']} requests ({percent(ops['stale_share'])})."
+    )
+
+
+def _no_edge_text(ops: Mapping[str, Any] | None) -> str:
+    if not ops or not ops.get("no_edge_requests"):
+        return ""
+    return (
+        f" The model of the moment said hold to {ops['no_edge_requests']} of {ops['requests']} "
+        f"requests ({percent(ops['no_edge_share'])}) because it had no edge: on its validation "
+        "split no threshold beat the best baseline."
     )
 
 

@@ -31,9 +31,10 @@ from sqlalchemy import Engine, select
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.lookups import version_row
 from aifx_ml.db.models import ModelABTest, ModelVersion
-from aifx_ml.domain import ModelStatus, TestMode, TestStatus
+from aifx_ml.domain import Cutoffs, ModelStatus, TestMode, TestStatus
 from aifx_ml.errors import AifxError, NotFoundError
 from aifx_ml.features.dataset import Scaler
+from aifx_ml.models.calibration import Platt
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.store import ModelStore, ModelStoreError
 from aifx_ml.serving.batching import Batcher
@@ -58,7 +59,8 @@ class ServingFailure:
 
 @dataclass(frozen=True)
 class ServingModel:
-    """One version, compiled: P(up) for a batch of scaled windows."""
+    """One version, compiled: its calibrated P(up) for a batch of scaled windows, and the
+    thresholds it signals at (None: the global ones; see `SignalPolicy.cutoffs`)."""
 
     version: str
     model_type: str
@@ -69,16 +71,19 @@ class ServingModel:
     promoted_at: datetime | None
     _call: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
     _batcher: Batcher[npt.NDArray[np.float32], float] | None = None
+    calibration: Platt | None = None  # None: the network's output is served as it is
+    cutoffs: Cutoffs | None = None
 
     def p_up(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """P(up) for (batch, window, features) windows already scaled with `self.scaler`."""
-        return np.asarray(self._call(windows), dtype=np.float64).reshape(-1)
+        raw = np.asarray(self._call(windows), dtype=np.float64).reshape(-1)
+        return raw if self.calibration is None else self.calibration(raw)
 
     def p_up_each(self, windows: Sequence[npt.NDArray[np.float32]]) -> list[float]:
         """P(up) of scaled (window, features) windows, batched with concurrent callers'."""
         if self._batcher is None:
             return [float(p) for p in self.p_up(np.stack(windows))]
-        return self._batcher.submit_many(windows)
+        return self._calibrated(self._batcher.submit_many(windows))
 
     def p_up_later(self, windows: Sequence[npt.NDArray[np.float32]]) -> Callable[[], list[float]]:
         """`p_up_each`, started on the model's own worker thread: returns what waits for it,
@@ -86,7 +91,12 @@ class ServingModel:
         futures = None if self._batcher is None else self._batcher.enqueue(windows)
         if futures is None:
             return lambda: self.p_up_each(windows)
-        return lambda: [f.result() for f in futures]
+        return lambda: self._calibrated([f.result() for f in futures])
+
+    def _calibrated(self, raw: list[float]) -> list[float]:
+        if self.calibration is None:
+            return raw
+        return [float(p) for p in self.calibration(raw)]
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,8 @@ def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingMode
         promoted_at=row.promoted_at,
         _call=call,
         _batcher=Batcher(call_many, name=f"model-{row.version}"),
+        calibration=card.calibration,
+        cutoffs=None if card.thresholds is None else card.thresholds.cutoffs,
     )
 
 

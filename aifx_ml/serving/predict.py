@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from aifx_ml.abtest.routing import assign_variant
-from aifx_ml.domain import SignalPolicy, TestMode, decide
+from aifx_ml.domain import Cutoffs, SignalPolicy, TestMode, decide
 from aifx_ml.errors import NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
 from aifx_ml.serving.inference import (
@@ -86,6 +86,20 @@ def staleness(
             f"{policy.max_input_bars} bars before {now.isoformat()}"
         )
     return None
+
+
+def no_edge(version: str, cutoffs: Cutoffs, p_up: float) -> str | None:
+    """Why a version holds where it never calls the direction P(up) leans to (None: it may
+    call it): on its validation split no threshold that way beat the best baseline."""
+    if cutoffs.buy is None and cutoffs.sell is None:
+        return (
+            f"model {version} showed no edge over the baselines on validation: it never calls "
+            "buy or sell"
+        )
+    side = "buy" if p_up >= 0.5 else "sell"
+    if (cutoffs.buy if side == "buy" else cutoffs.sell) is not None:
+        return None
+    return f"model {version} showed no edge on validation for {side}s: it never calls {side}"
 
 
 @dataclass(frozen=True)
@@ -170,7 +184,9 @@ class PredictionService:
         answers, rows = [], []
         for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
             reason = staleness(plan.model, plan.inputs, request.timeframe, now, self.policy)
-            signal, confidence = ("hold", 0.0) if reason else decide(p_up[i], self.policy)
+            cutoffs = self.policy.cutoffs(plan.model.cutoffs)
+            signal, confidence = ("hold", 0.0) if reason else decide(p_up[i], cutoffs)
+            reason = reason or no_edge(plan.model.version, cutoffs, p_up[i])
             answer = Prediction(
                 signal_id=uuid.uuid4(),
                 pair=request.pair,
@@ -239,7 +255,8 @@ class PredictionService:
         """The challenger's answer to the served request, by the same rules (a stale model or
         stale inputs hold), for `shadow_signals`."""
         reason = staleness(model, inputs, request.timeframe, now, self.policy)
-        signal, confidence = ("hold", 0.0) if reason else decide(p_up, self.policy)
+        cutoffs = self.policy.cutoffs(model.cutoffs)
+        signal, confidence = ("hold", 0.0) if reason else decide(p_up, cutoffs)
         return {
             "id": uuid.uuid4(),
             "ab_test_id": served.ab_test_id,

@@ -167,6 +167,9 @@ def train_incremental(
         lstm = LSTMConfig.from_dict(dict(parent.card.architecture))
         # No validation split of its own (its new data trains it or judges it): the parent's
         # calibration and thresholds carry over.
+        if parent.card.thresholds is not None:
+            metrics["buy_threshold"] = parent.card.thresholds.buy
+            metrics["sell_threshold"] = parent.card.thresholds.sell
         card = model_card(
             config, lstm, scaler, dataset, as_of, parent=parent.version,
             calibration=parent.card.calibration, thresholds=parent.card.thresholds,

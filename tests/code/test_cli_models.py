@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from aifx_ml.cli.main import main
+from aifx_ml.cli.models import signal_rule
 from aifx_ml.db.engine import make_engine, upgrade
 from registry.mlflow_store import transition_stage
 from tests.registry_world import World, copy_world, store_for
@@ -53,7 +54,14 @@ def test_list_and_show(aifx: Run) -> None:
     assert out.count("staging") == 3
     code, out, _ = aifx("models", "show", "lstm-v2")
     assert code == 0
-    for field in ("lineage", "dataset hash", "data range", "artifact SHA-256", "full run"):
+    for field in (
+        "lineage",
+        "dataset hash",
+        "data range",
+        "artifact SHA-256",
+        "full run",
+        "signals",
+    ):
         assert field in out
     assert "registered by a training run" in out
     code, _, err = aifx("models", "show", "lstm-v7")
@@ -142,3 +150,13 @@ def test_ab_commands(aifx: Run) -> None:
     assert code == 1 and "already completed" in err
     code, _, err = aifx("ab", "metrics", "nope")
     assert code == 1 and "no A/B test 'nope'" in err
+
+
+def test_the_signal_rule_a_version_shows() -> None:
+    assert signal_rule({}) == "the global thresholds (no calibration of its own)"
+    assert signal_rule({"buy_threshold": None, "sell_threshold": None}) == (
+        "always hold: no edge over the baselines on validation"
+    )
+    assert signal_rule({"buy_threshold": 0.53, "sell_threshold": None}) == (
+        "buy at calibrated P(up) ≥ 0.53, never sells"
+    )

@@ -31,6 +31,12 @@ from aifx_ml.replay.report import (
 from tests.conftest import hourly_candles
 
 POLICY = SignalPolicy()
+# Both model series at the global thresholds (a version with none of its own).
+GLOBAL_CUTOFFS = {
+    f"{side}_{series}": value
+    for series in ("continuous", "frozen")
+    for side, value in (("buy", POLICY.buy_threshold), ("sell", POLICY.sell_threshold))
+}
 MONDAY = pd.Timestamp("2026-03-02 00:00", tz="UTC")
 
 
@@ -58,8 +64,10 @@ def test_cluster_bootstrap_is_deterministic_and_resamples_whole_clusters() -> No
 
 def test_signals_are_serving_decisions() -> None:
     p = np.array([0.0, 0.45, 0.4500001, 0.5, 0.5499999, 0.55, 1.0])
-    assert model_signals(p, POLICY).tolist() == [decide(float(x), POLICY)[0] for x in p]
-    assert model_signals(p, POLICY).tolist() == [
+    cut = POLICY.cutoffs(None)
+    buy, sell = np.full(p.size, cut.buy), np.full(p.size, cut.sell)
+    assert model_signals(p, buy, sell).tolist() == [decide(float(x), cut)[0] for x in p]
+    assert model_signals(p, buy, sell).tolist() == [
         "sell",
         "sell",
         "hold",
@@ -68,6 +76,19 @@ def test_signals_are_serving_decisions() -> None:
         "buy",
         "buy",
     ]
+    # Each request at its version's own thresholds; NaN: that direction never called.
+    own_buy = np.array([0.52, 0.52, np.nan, np.nan, 0.52, 0.52, np.nan])
+    own_sell = np.array([np.nan, np.nan, 0.48, 0.48, 0.48, np.nan, np.nan])
+    assert model_signals(p, own_buy, own_sell).tolist() == [
+        "hold",
+        "hold",
+        "sell",
+        "hold",
+        "buy",
+        "buy",
+        "hold",
+    ]
+    assert model_signals([], [], []).tolist() == []
 
 
 def _candles(closes: list[float]) -> pd.DataFrame:
@@ -103,9 +124,10 @@ def test_signals_and_labels_follow_the_labeling_rules_by_hand() -> None:
             "p_frozen": [0.5, 0.5],
             "version_continuous": ["lstm-v2", "lstm-v2"],
             "version_frozen": "lstm-v1",
+            **GLOBAL_CUTOFFS,
         }
     )
-    scored = score_requests(requests, candles, policy=POLICY, threshold=0.005, majority="sell")
+    scored = score_requests(requests, candles, threshold=0.005, majority="sell")
     got = scored.set_index(["series", "request"])
     down = 100 * (1.01 - 1.003) / 1.01
     expected = {
@@ -149,6 +171,7 @@ def _replay(hours: int = 120) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]
             "p_frozen": wrong,
             "version_continuous": np.where(time >= change, "lstm-v2", "lstm-v1"),
             "version_frozen": "lstm-v1",
+            **GLOBAL_CUTOFFS,
         }
     )[known].reset_index(drop=True)
     return requests, candles, change
@@ -159,7 +182,6 @@ def test_a_model_right_after_the_change_is_ahead_after_it_and_only_then() -> Non
     comparison, verdict = compare(
         requests,
         candles,
-        policy=POLICY,
         threshold=0.005,
         majority="buy",
         change_at=change.to_pydatetime(),
@@ -186,7 +208,6 @@ def test_the_weekly_series_per_series_and_monday() -> None:
     comparison, _ = compare(
         requests,
         candles,
-        policy=POLICY,
         threshold=0.005,
         majority="buy",
         change_at=change.to_pydatetime(),
@@ -265,7 +286,6 @@ def test_json_has_no_nan_even_without_requests() -> None:
     comparison, verdict = compare(
         nothing,
         candles,
-        policy=POLICY,
         threshold=0.005,
         majority="buy",
         change_at=change.to_pydatetime(),
@@ -288,7 +308,6 @@ def test_headline_and_json_carry_the_same_numbers() -> None:
     comparison, verdict = compare(
         requests,
         candles,
-        policy=POLICY,
         threshold=0.005,
         majority="buy",
         change_at=change.to_pydatetime(),
@@ -316,6 +335,7 @@ def test_how_the_loop_ran_per_period_by_hand() -> None:
             "series": "continuous",
             "time": times,
             "version": np.where(times < change, "lstm-v1", "lstm-v2"),
+            "no_edge": times >= change,  # lstm-v2 found no threshold with an edge
         }
     )
     versions = pd.DataFrame(
@@ -363,6 +383,8 @@ def test_how_the_loop_ran_per_period_by_hand() -> None:
         0.5,
     )
     assert (before["stale_share"], after["stale_share"]) == (1.0, 0.0)
+    assert (before["no_edge_requests"], after["no_edge_requests"]) == (0, 72)
+    assert (before["no_edge_share"], after["no_edge_share"]) == (0.0, 1.0)
     assert before["max_days_since_promotion"] == pytest.approx(23 - 1 / 24)  # 20 d + 71 h
     assert before["days_since_promotion_at_end"] == 0.0  # refreshed at that very moment
     assert after["days_since_promotion_at_end"] == 3.0
@@ -382,7 +404,6 @@ def test_the_headline_names_the_best_series_and_says_when_a_model_has_no_edge() 
     comparison, verdict = compare(
         requests,
         candles,
-        policy=POLICY,
         threshold=0.005,
         majority="buy",
         change_at=None,
@@ -400,3 +421,50 @@ def test_the_headline_names_the_best_series_and_says_when_a_model_has_no_edge() 
     assert lo < 0 < hi
     assert "The models showed no edge over the best baseline, majority" in text
     assert "A naive baseline did better than the models on win rate and pnl." in text
+
+
+def test_a_version_with_no_edge_holds_and_the_headline_says_why() -> None:
+    """The continuous series' version has no threshold of its own (NaN both ways): every one of
+    its answers is a hold, the rows say why, and the headline says it had no edge."""
+    requests, candles, _ = _replay(hours=24 * 6)
+    requests = requests.assign(buy_continuous=np.nan, sell_continuous=np.nan)
+    comparison, verdict = compare(
+        requests,
+        candles,
+        threshold=0.005,
+        majority="buy",
+        change_at=None,
+        coverage={"frozen_version": "lstm-v1"},
+    )
+    scored = comparison.scored
+    mine = scored[scored["series"] == "continuous"]
+    assert set(mine["signal"]) == {"hold"} and mine["no_edge"].all()
+    assert not scored[scored["series"] == "frozen"]["no_edge"].any()
+    assert comparison.periods["overall"]["continuous"].signals["hold"] == len(requests)
+    ran = operations(
+        scored,
+        pd.DataFrame(
+            {"version": ["lstm-v1", "lstm-v2"], "trained_as_of": MONDAY, "created_at": MONDAY}
+        ),  # fmt: skip
+        pd.DataFrame(columns=["changed_at", "version", "to_status", "reason"]),
+        pd.DataFrame(
+            columns=[
+                "created_at",
+                "completed_at",
+                "status",
+                "winner",
+                "model_a_version",
+                "model_b_version",
+            ]
+        ),  # fmt: skip
+        start=MONDAY.to_pydatetime(),
+        end=(MONDAY + pd.Timedelta(days=7)).to_pydatetime(),
+        change_at=None,
+        max_model_age=timedelta(days=14),
+    )
+    report = replace(_report(comparison, verdict, None), operations=ran)
+    n = len(requests)
+    assert (
+        f"The model of the moment said hold to {n} of {n} requests (100.0%) because it had no "
+        "edge: on its validation split no threshold beat the best baseline."
+    ) in report.headline

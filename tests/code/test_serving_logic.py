@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -11,12 +12,13 @@ import pandas as pd
 import pytest
 
 from aifx_ml.abtest.routing import assign_variant, bucket
-from aifx_ml.domain import SignalPolicy, TestMode, decide
+from aifx_ml.domain import Cutoffs, SignalPolicy, TestMode, decide
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.dataset import Scaler
+from aifx_ml.models.calibration import Platt
 from aifx_ml.serving.inference import Assignment, ServingModel
 from aifx_ml.serving.inputs import WARMUP, InputWindow, request_window
-from aifx_ml.serving.predict import Pick, pick, staleness
+from aifx_ml.serving.predict import Pick, no_edge, pick, staleness
 from tests.conftest import hourly_candles
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -55,12 +57,64 @@ def test_a_key_always_gets_the_same_arm_and_tests_shuffle_independently() -> Non
     ],
 )
 def test_probability_to_signal(p: float, signal: str, confidence: float) -> None:
-    assert decide(p, SignalPolicy()) == (signal, pytest.approx(confidence))
+    assert decide(p, SignalPolicy().cutoffs(None)) == (signal, pytest.approx(confidence))
+
+
+def test_a_direction_without_a_threshold_is_never_called() -> None:
+    """A version whose sells showed no edge on validation (sell None) holds even at P = 0.01;
+    one with neither holds always."""
+    buys_only = Cutoffs(buy=0.53, sell=None)
+    assert decide(0.53, buys_only)[0] == "buy"
+    assert decide(0.01, buys_only)[0] == "hold"
+    assert {decide(p, Cutoffs(None, None))[0] for p in (0.0, 0.3, 0.5, 0.7, 1.0)} == {"hold"}
+
+
+def test_a_hold_for_want_of_an_edge_says_so() -> None:
+    both = no_edge("lstm-v3", Cutoffs(None, None), 0.7)
+    assert both == (
+        "model lstm-v3 showed no edge over the baselines on validation: it never calls buy or sell"
+    )
+    buys_only = Cutoffs(0.53, None)
+    assert no_edge("lstm-v3", buys_only, 0.2) == (
+        "model lstm-v3 showed no edge on validation for sells: it never calls sell"
+    )
+    assert no_edge("lstm-v3", buys_only, 0.51) is None  # a hold between: it could buy higher
+    assert no_edge("lstm-v3", Cutoffs(0.55, 0.45), 0.5) is None
+
+
+def test_each_version_signals_at_its_own_thresholds_unless_overridden() -> None:
+    own = Cutoffs(buy=0.52, sell=None)
+    assert SignalPolicy().cutoffs(own) == own
+    assert SignalPolicy().cutoffs(None) == Cutoffs(0.55, 0.45)  # a card without thresholds
+    # --buy-threshold alone: both global ones, for every version.
+    override = SignalPolicy.with_thresholds(0.6, None)
+    assert override.override and override.cutoffs(own) == Cutoffs(0.6, 0.45)
+    assert SignalPolicy.with_thresholds(None, None) == SignalPolicy()
+    assert "own thresholds" in SignalPolicy().describe()
+    assert "override" in override.describe()
 
 
 def test_thresholds_are_checked() -> None:
     with pytest.raises(InvalidInputError, match="thresholds"):
         SignalPolicy(buy_threshold=0.4, sell_threshold=0.6)
+    with pytest.raises(InvalidInputError, match="thresholds"):
+        SignalPolicy.with_thresholds(None, 0.6)  # above the default buy threshold
+    with pytest.raises(InvalidInputError, match="invalid thresholds buy 0.4, sell 0.6"):
+        Cutoffs(0.4, 0.6)
+
+
+def test_a_serving_model_answers_with_its_calibrated_probability() -> None:
+    """The network says 0.7; the version's Platt calibration (a = 0.5, b = −0.2) turns it
+    into σ(0.5 · logit 0.7 − 0.2), batched or not."""
+    platt = Platt(0.5, -0.2)
+    served = replace(model(), calibration=platt)
+    expected = float(platt(0.7))
+    assert expected == pytest.approx(1 / (1 + math.exp(-(0.5 * math.log(0.7 / 0.3) - 0.2))))
+    window = np.zeros((3, 1), dtype=np.float32)
+    assert served.p_up(np.stack([window, window])) == pytest.approx([expected, expected])
+    assert served.p_up_each([window]) == pytest.approx([expected])
+    assert served.p_up_later([window])() == pytest.approx([expected])
+    assert model().p_up_each([window]) == pytest.approx([0.7])  # no calibration: as it is
 
 
 def model(version: str = "lstm-v1", trained: datetime | None = NOW) -> ServingModel:

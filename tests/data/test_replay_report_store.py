@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from aifx_ml.abtest.store import complete_test, create_test
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import ModelEvaluation, TradingSignal
+from aifx_ml.domain import decide
 from aifx_ml.models.versions import get_version
 from aifx_ml.replay.assemble import build_report, write_report
 from aifx_ml.replay.render import HTML_NAME, JSON_NAME
@@ -128,15 +129,20 @@ def test_replay_report_over_a_store(engine: Engine, world: World, tmp_path: Path
     assert np.array_equal(continuous["p_up"][~switched].to_numpy(), same)
 
     # A request's P(up) is what the version itself says of the stored window a live predict
-    # would read at that moment.
+    # would read at that moment, calibrated by its own calibration; its signal is decided at
+    # the version's own thresholds, as serving decides it.
     for version, row in ((v2, continuous[switched].iloc[7]), (v1, frozen.iloc[-3])):
         loaded = store.load(get_version(engine, version))
-        window = stored_window(engine, row["pair"], "1h", loaded.card.window, row["time"])
-        x = loaded.card.scaler.transform(window.features)[None]
-        assert float(np.asarray(loaded.model(x, training=False))[0, 0]) == pytest.approx(
-            row["p_up"], abs=1e-5
-        )
+        card = loaded.card
+        assert card.calibration is not None and card.thresholds is not None
+        window = stored_window(engine, row["pair"], "1h", card.window, row["time"])
+        x = card.scaler.transform(window.features)[None]
+        raw = float(np.asarray(loaded.model(x, training=False))[0, 0])
+        assert float(card.calibration(raw)) == pytest.approx(row["p_up"], abs=1e-5)
+        assert row["signal"] == decide(row["p_up"], card.thresholds.cutoffs)[0]
+        assert row["no_edge"] == (card.thresholds.buy is None and card.thresholds.sell is None)
         assert window.entry_price == pytest.approx(row["entry_price"])
+    assert report.policy["rule"].startswith("each version's own thresholds")
 
     assert report.timeline.production["version"].tolist() == [v1, v2]
     assert set(report.timeline.versions["version"]) == {v1, v2, v3}

@@ -17,7 +17,9 @@ from aifx_ml.cli.serve import build_app
 from aifx_ml.config import load_settings
 from aifx_ml.data.importer import import_frame
 from aifx_ml.db.models import TradingSignal
+from aifx_ml.domain import SignalPolicy
 from aifx_ml.events.schemas import NewPrediction
+from aifx_ml.models.calibration import Platt, Thresholds
 from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
 from tests.event_payloads import announced
@@ -95,6 +97,48 @@ def test_a_prediction_is_answered_recorded_and_announced(service: Service, tmp_p
         model_version=version,
         ab_test_id=None,
     )
+
+
+def own_thresholds(buy: float | None, sell: float | None) -> Thresholds:
+    """A version's thresholds as a full training stores them (the numbers beside are moot)."""
+    return Thresholds(buy, sell, None, None, 0.5, 0.5, 0.0, 30, 200)
+
+
+def test_each_version_answers_calibrated_at_its_own_thresholds(
+    service: Service, tmp_path: Path, engine: Engine
+) -> None:
+    """The network says 0.7; its calibration makes that σ(0.5 · logit 0.7 − 0.2) ≈ 0.556, and
+    its own buy threshold 0.55 makes it a buy (the global 0.55 would too, at 0.7 — so the
+    sell-only version below is what tells them apart). A version that showed no edge holds,
+    and says why; `--buy-threshold` overrides every version's own."""
+    platt = Platt(0.5, -0.2)
+    calibrated = float(platt(0.7))
+    first = register_constant(
+        service.engine, service.uri, str(tmp_path / "art"), 0.7, T0 - timedelta(days=1),
+        "production", calibration=platt, thresholds=own_thresholds(0.55, None),
+    )  # fmt: skip
+    body = service.predict(pair="EUR/USD").json()
+    assert (body["signal"], body["model_version"], body["reason"]) == ("buy", first, None)
+    assert body["probability"] == pytest.approx(calibrated, abs=1e-5)
+    assert service.signals()[-1].probability == pytest.approx(calibrated, abs=1e-5)
+    sells_only = register_constant(
+        service.engine, service.uri, str(tmp_path / "art"), 0.7, T0 - timedelta(days=1),
+        thresholds=own_thresholds(None, 0.45),
+    )  # fmt: skip
+    change_stage(engine, MlflowModelStore(service.uri, service.uri, str(tmp_path / "art")),
+                 sells_only, "production", as_of=T0, reason="test", actor="test")  # fmt: skip
+    body = service.predict(pair="EUR/USD").json()
+    assert (body["signal"], body["model_version"]) == ("hold", sells_only)
+    assert body["reason"] == (
+        f"model {sells_only} showed no edge on validation for buys: it never calls buy"
+    )
+    override = build_app(
+        load_settings(), engine=engine, now=lambda: T0, refresh_seconds=0,
+        policy=SignalPolicy.with_thresholds(0.6, None),
+    )  # fmt: skip
+    with TestClient(override) as api:
+        body = api.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"}).json()
+    assert (body["signal"], body["model_version"], body["reason"]) == ("buy", sells_only, None)
 
 
 def test_stale_inputs_and_a_stale_model_give_hold_with_the_reason(

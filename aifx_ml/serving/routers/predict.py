@@ -88,7 +88,10 @@ class PredictOut(BaseModel):
     model_version: str
     ab_test_id: uuid.UUID | None
     variant: str | None = Field(description="a or b when an A/B test routed the request")
-    reason: str | None = Field(description="why a hold was forced (stale model or inputs)")
+    reason: str | None = Field(
+        description="why the answer is a hold: a stale model or inputs (forced), or a version "
+        "that showed no edge on validation in that direction (it never calls it)"
+    )
     verified: bool = Field(
         description="false when computed on candles sent with the request: such a signal is "
         "recorded but counts in no A/B test or live performance"
