@@ -58,6 +58,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_abtest_power.py
 	$(BIN)/python benchmarks/bench_shadow_power.py
 	$(BIN)/python benchmarks/bench_refresh.py
+	$(BIN)/python benchmarks/bench_thresholds.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_monthly.py
 	$(BIN)/python benchmarks/bench_replay.py

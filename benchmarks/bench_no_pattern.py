@@ -5,7 +5,9 @@ that says the models had no edge) and useful (Production kept fresh, Staging tid
 pair (EUR/USD, 1h candles), once per seed, each on a store of its own. Per seed and in total:
 promotions by winning a test (on this market every such win is a false one), refreshes,
 tests started and how they ended, the share of requests a stale Production version answered,
-versions left in Staging, and the report's headline. Prints one JSON object.
+versions left in Staging, how the Production model of the moment signalled at its versions'
+own thresholds (and how many requests it held for want of an edge), and the report's
+headline. Prints one JSON object.
 
     python benchmarks/bench_no_pattern.py [SEED ...]      # default seeds 11 12 13
 """
@@ -71,6 +73,7 @@ def replay_once(seed: int) -> dict[str, Any]:
             ).all()
         ran = report["operations"]["overall"]
         verdict = report["verdict"]["overall"]
+        continuous = report["comparison"]["periods"]["overall"]["continuous"]
         ended = [t for t in tests if t.status != "active"]
         return {
             "seed": seed,
@@ -86,6 +89,11 @@ def replay_once(seed: int) -> dict[str, Any]:
             "stale_share": ran["stale_share"],
             "max_days_since_promotion": ran["max_days_since_promotion"],
             "staging_at_end": ran["staging_at_end"],
+            # How the Production model of the moment answered, at its versions' own thresholds.
+            "signals": continuous["signals"],
+            "no_edge_share": ran.get("no_edge_share"),
+            "win_rate": continuous["win_rate"],
+            "decided": continuous["wins"] + continuous["losses"],
             "continuous_minus_frozen": verdict.get("continuous_minus_frozen_accuracy"),
             "ci": verdict.get("ci"),
             "headline": report["headline"],
