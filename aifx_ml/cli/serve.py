@@ -8,7 +8,7 @@ uvicorn starts N processes that each build their own app through `app_factory`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,13 +88,17 @@ def build_app(
     )
 
 
-def app_factory() -> FastAPI:
-    """What each uvicorn worker process calls: settings from the environment."""
-    buy, sell = os.environ.get(BUY_ENV), os.environ.get(SELL_ENV)
-    policy = SignalPolicy.with_thresholds(
+def policy_from_env(environ: Mapping[str, str]) -> SignalPolicy:
+    """The thresholds `aifx serve` handed its worker processes (none: each version's own)."""
+    buy, sell = environ.get(BUY_ENV), environ.get(SELL_ENV)
+    return SignalPolicy.with_thresholds(
         None if buy is None else float(buy), None if sell is None else float(sell)
     )
-    return build_app(load_settings(), policy=policy)
+
+
+def app_factory() -> FastAPI:
+    """What each uvicorn worker process calls: settings from the environment."""
+    return build_app(load_settings(), policy=policy_from_env(os.environ))
 
 
 def serve_cmd(

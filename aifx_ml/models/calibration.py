@@ -1,31 +1,43 @@
-"""Calibrated probabilities and a version's own buy / sell thresholds, fit on validation.
+"""Calibrated probabilities and a version's own buy / sell thresholds, fit on held-out data.
 
-**Calibration: Platt scaling**, P = σ(a · logit(p) + b), fit by maximum likelihood with
-Platt's smoothed targets. Chosen over isotonic regression because (1) the validation split of
-a weekly training holds a few hundred samples, where isotonic regression's step function
-overfits and its flat steps tie many requests at one probability, so a threshold moved by a
-hair changes a whole step of signals; (2) a network's sigmoid output is mostly off by a scale
-and a shift in logit space (over- or under-confident), which is exactly what Platt fits with
-two numbers; (3) it is increasing, so it keeps the model's ranking (its AUC) and only moves
-where the thresholds cut. A fit whose slope comes out at or below 0 (the model ranks no better
-than chance on validation, or backwards) is replaced by the base rate: no edge, no signal.
+A full training fits both on every sample it did not learn from: its validation split and the
+gate's holdout (`aifx_ml.training.runs`); "validation" below means those samples.
 
-**Thresholds: the least extreme that shows an edge over the best baseline.** On validation,
-for buys: the lowest t in 0.50, 0.51, … 0.80 such that at least `min_signals` calibrated
-probabilities are ≥ t and the *lower end of the 95% Wilson interval* of the share of them
-that went up is at least the best baseline's buy precision plus `margin` (0 by default) — the
-best of always buying (the up rate) and each naive baseline's own buy calls. Sells mirror it
-(P ≤ 1 − t, the share that went down). No such t: that direction is never signalled; a model
-with no edge then says hold *because* it has no edge.
+**Calibration: Platt scaling without its intercept (temperature scaling)**, P = σ(a · logit(p)),
+one number fit by maximum likelihood with Platt's smoothed targets. Chosen over isotonic
+regression because (1) the validation split of a weekly training holds a hundred or a few
+hundred samples, where isotonic regression's step function overfits and its flat steps tie
+many requests at one probability, so a threshold moved by a hair changes a whole step of
+signals; (2) a network's sigmoid output is mostly over- or under-confident, a scale in logit
+space, which is what a fits; (3) it is increasing, so it keeps the model's ranking (its AUC).
+Chosen over full Platt scaling (with an intercept b) because b fits the validation period's
+share of up moves, which in a drifting market does not carry over: on the demo's market, full
+Platt's b ranged from −0.54 to +0.67 on 117 validation samples, moving 0.5 and turning calls
+around that the gate had judged the other way. Without b, P(up) ≥ 0.5 exactly when the
+network's own output is, so the gate and the refresh rule (which judge that direction on the
+holdout) judge the direction served; only the confidence moves, and so where the thresholds
+cut. A fit whose slope comes out at or below 0 (the model ranks no better than chance on
+validation, or backwards) is replaced by a slope of 0.001: every answer a hair from 0.5 on the
+network's own side, no edge, no signal.
+
+**Thresholds: where validation shows the surest edge over the best baseline.** On validation,
+for buys: of the t in 0.50, 0.51, … 0.80 at which at least `min_signals` calibrated
+probabilities are ≥ t, the one where the *lower end of the 95% Wilson interval* of the share
+that went up is highest — if it is at least the best baseline's buy precision plus `margin`
+(0 by default), the best of always buying (the up rate) and each naive baseline's own buy
+calls. Sells mirror it (P ≤ 1 − t, the share that went down). No such t: that direction is
+never signalled; a model with no edge then says hold *because* it has no edge. The surest
+rather than the least extreme threshold: the least extreme one signals on every request as soon
+as the average shows an edge, marginal calls included.
 
 The bound, not the point estimate, because a validation split holds one or a few hundred
 samples and the rule looks at up to 31 thresholds each way. Simulated
 (`benchmarks/bench_thresholds.py`), a model with no edge at all finds a threshold somewhere in
-2–6% of trainings with 120 to 1,000 validation samples (35% when the point estimate had to beat
-the baseline by 2 points); a model right 56% of the time finds one in 22% of trainings on 120
-samples, 79% on 400, 99% on 1,000. The interval is the 95% one (z = 1.96) rather than a
-one-sided 95% bound (z = 1.645) because the many looks add up: with 1.645 a model with no edge
-found a threshold in up to 10% of trainings.
+2–6% of trainings with 120 to 1,000 validation samples (31–38% when the point estimate had to
+beat the baseline by 2 points); a model right 56% of the time finds one in 24% of trainings on
+120 samples, 80% on 400, all but always on 1,000. The interval is the 95% one (z = 1.96) rather
+than a one-sided 95% bound (z = 1.645) because the many looks add up: with 1.645 a model with
+no edge found a threshold in up to 11% of trainings.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from aifx_ml.errors import InvalidInputError
 
 F64 = npt.NDArray[np.float64]
 EPS = 1e-6
+MIN_SLOPE = 1e-3  # a temperature-scaled slope is at least this: the direction is kept
 GRID = tuple(round(0.50 + i / 100, 2) for i in range(31))  # 0.50 … 0.80
 DEFAULT_MARGIN = 0.0  # precision points the lower bound must clear over the best baseline
 Z_95 = 1.959963984540054  # the lower end of a 95% Wilson interval
@@ -70,10 +83,13 @@ class Platt:
         return cls(float(data["a"]), float(data["b"]))
 
 
-def fit_platt(p: npt.ArrayLike, y: npt.ArrayLike, iterations: int = 100) -> Platt:
+def fit_platt(
+    p: npt.ArrayLike, y: npt.ArrayLike, *, intercept: bool = False, iterations: int = 100
+) -> Platt:
     """Platt scaling of probabilities `p` to outcomes `y` (1 up, 0 down): Newton's method on
     the log-loss with Platt's targets (N₊ + 1) / (N₊ + 2) and 1 / (N₋ + 2), which keep a
-    separable or tiny sample from pushing the fit to infinity."""
+    separable or tiny sample from pushing the fit to infinity. Without `intercept` (the
+    default) b stays 0: temperature scaling, which keeps 0.5 where it is (see the module)."""
     z = _logit(np.asarray(p, dtype=np.float64))
     outcome = np.asarray(y, dtype=np.float64)
     if z.shape != outcome.shape or z.ndim != 1:
@@ -82,21 +98,25 @@ def fit_platt(p: npt.ArrayLike, y: npt.ArrayLike, iterations: int = 100) -> Plat
         raise InvalidInputError("calibration needs at least 2 validation samples")
     ups = float(outcome.sum())
     t = np.where(outcome > 0.5, (ups + 1) / (ups + 2), 1 / (len(outcome) - ups + 2))
-    x = np.column_stack([z, np.ones_like(z)])
-    w = np.zeros(2)
+    x = np.column_stack([z, np.ones_like(z)]) if intercept else z[:, None]
+    w = np.zeros(x.shape[1])
     for _ in range(iterations):
         q = 1.0 / (1.0 + np.exp(-(x @ w)))
         gradient = x.T @ (q - t)
-        hessian = x.T @ (x * (q * (1 - q))[:, None]) + 1e-9 * np.eye(2)
+        hessian = x.T @ (x * (q * (1 - q))[:, None]) + 1e-9 * np.eye(x.shape[1])
         step = np.linalg.solve(hessian, gradient)
         w -= step
         if float(np.abs(step).max()) < 1e-10:
             break
-    if w[0] <= 0:
+    if w[0] <= MIN_SLOPE:
         # On validation the model ranks no better than chance, or backwards: it has no edge
-        # to calibrate. Every answer becomes the (smoothed) base rate, not a reversed model.
-        return Platt(0.0, float(np.log(t.mean() / (1 - t.mean()))))
-    return Platt(float(w[0]), float(w[1]))
+        # to calibrate, and is not turned around. With an intercept every answer becomes the
+        # (smoothed) base rate; without one, a hair from 0.5 on the network's own side, so
+        # the direction stays the one the gate judged while the confidence is all but gone.
+        if intercept:
+            return Platt(0.0, float(np.log(t.mean() / (1 - t.mean()))))
+        return Platt(MIN_SLOPE, 0.0)
+    return Platt(float(w[0]), float(w[1]) if intercept else 0.0)
 
 
 @dataclass(frozen=True)
@@ -154,10 +174,10 @@ def choose_thresholds(
     calls = [np.asarray(b, dtype=np.float64) for b in baseline_p.values()]
     buy_ref = _reference(up, [b >= 0.5 for b in calls], min_signals)
     sell_ref = _reference(down, [b < 0.5 for b in calls], min_signals)
-    buy, buy_precision, buy_lower = _least_extreme(
+    buy, buy_precision, buy_lower = _surest(
         [p >= t for t in GRID], up, buy_ref + margin, min_signals, z
     )
-    sell, sell_precision, sell_lower = _least_extreme(
+    sell, sell_precision, sell_lower = _surest(
         [p <= round(1 - t, 2) for t in GRID], down, sell_ref + margin, min_signals, z
     )
     return Thresholds(
@@ -185,19 +205,21 @@ def _reference(hit: F64, calls: list[npt.NDArray[np.bool_]], min_signals: int) -
     return best
 
 
-def _least_extreme(
+def _surest(
     masks: list[npt.NDArray[np.bool_]], hit: F64, needed: float, min_signals: int, z: float
 ) -> tuple[float | None, float | None, float | None]:
-    """(threshold, precision, its lower bound) of the first mask whose bound reaches `needed`."""
+    """(threshold, precision, its lower bound) of the mask whose bound is highest, if it
+    reaches `needed` (a tie: the less extreme); None three times when none does."""
+    best: tuple[float | None, float | None, float | None] = (None, None, None)
     for t, called in zip(GRID, masks, strict=True):
         n = int(called.sum())
         if n < min_signals:
             break  # more extreme thresholds give fewer signals still
         wins = float(hit[called].sum())
         lower = wilson_lower(wins, n, z)
-        if lower >= needed - 1e-12:
-            return t, wins / n, lower
-    return None, None, None
+        if lower >= needed - 1e-12 and (best[2] is None or lower > best[2] + 1e-12):
+            best = (t, wins / n, lower)
+    return best
 
 
 def wilson_lower(successes: float, n: int, z: float = Z_95) -> float:

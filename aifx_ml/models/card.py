@@ -40,7 +40,7 @@ class ModelCard:
     data_time_range: Mapping[str, Any] = field(default_factory=dict)
     trained_as_of: datetime | None = None
     parent_version: str | None = None
-    # Fit on the validation split (`aifx_ml.models.calibration`); None on older cards.
+    # Fit on the samples it did not learn from (`aifx_ml.models.calibration`); None on older cards.
     calibration: Platt | None = None
     thresholds: Thresholds | None = None
     # Anything else an older or newer card carried, kept so a round trip loses nothing.

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from aifx_ml.domain import TrainingStatus, TrainingType
@@ -244,29 +245,33 @@ def _evaluate(
 def _calibrate(
     model: Any, windows: Any, dataset: Dataset, split: Split
 ) -> tuple[Platt | None, Thresholds | None, dict[str, Any]]:
-    """Platt calibration and the version's own thresholds, fit on the validation split
-    (`aifx_ml.models.calibration`), and their numbers for the run's metrics. Too small a
-    validation split (under 2 samples): neither."""
-    s, validation = dataset.samples, split.validation
-    if len(validation) < 2:
-        return None, None, {"calibration_samples": int(len(validation))}
-    raw = predict_proba(model, windows, s.rows[validation])
-    outcome = s.target[validation]
+    """Calibration and the version's own thresholds (`aifx_ml.models.calibration`), fit on
+    every sample the version did not learn from: its validation split (which only stopped
+    training early) and the gate's holdout, the newest. The gate and the refresh rule judge
+    the network's direction on the holdout, which neither calibration (it keeps 0.5) nor the
+    thresholds change, so no decision is taken twice on the same data; the numbers go to the
+    run's metrics. Fewer than 2 such samples: neither."""
+    s = dataset.samples
+    judged = np.sort(np.concatenate([split.validation, split.holdout]))
+    if len(judged) < 2:
+        return None, None, {"calibration_samples": int(len(judged))}
+    raw = predict_proba(model, windows, s.rows[judged])
+    outcome = s.target[judged]
     platt = fit_platt(raw, outcome)
     calibrated = platt(raw)
     baselines = baseline_probabilities(
-        s.target[split.train], s.last_move[split.train], s.last_move[validation], len(validation)
+        s.target[split.train], s.last_move[split.train], s.last_move[judged], len(judged)
     )
     thresholds = choose_thresholds(calibrated, outcome, baselines)
     return (
         platt,
         thresholds,
         {
-            "calibration_samples": int(len(validation)),
+            "calibration_samples": int(len(judged)),
             "calibration_a": platt.a,
             "calibration_b": platt.b,
-            "validation_log_loss_raw": log_loss(raw, outcome),
-            "validation_log_loss_calibrated": log_loss(calibrated, outcome),
+            "calibration_log_loss_raw": log_loss(raw, outcome),
+            "calibration_log_loss_calibrated": log_loss(calibrated, outcome),
             "buy_threshold": thresholds.buy,
             "sell_threshold": thresholds.sell,
         },

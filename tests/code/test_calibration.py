@@ -22,24 +22,39 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def test_an_overconfident_toy_model_gets_calibrated() -> None:
-    """True chances in 0.3–0.7; the model says σ(3·logit(q) + 0.4): too sure and leaning up.
-    Platt finds a ≈ 1/3 and b ≈ −0.4/3, and the calibrated probabilities match the rates."""
+    """True chances in 0.3–0.7; the model says σ(3·logit(q)): too sure. Temperature scaling
+    finds a ≈ 1/3, the calibrated probabilities match the rates, and 0.5 stays where it was:
+    every call keeps its direction."""
     rng = np.random.default_rng(5)
     q = rng.uniform(0.3, 0.7, 20_000)
     y = (rng.random(q.size) < q).astype(float)
-    p = 1 / (1 + np.exp(-(3 * _logit(q) + 0.4)))
+    p = 1 / (1 + np.exp(-3 * _logit(q)))
     platt = fit_platt(p, y)
-    assert platt.a == pytest.approx(1 / 3, abs=0.03)
-    assert platt.b == pytest.approx(-0.4 / 3, abs=0.03)
+    assert platt.a == pytest.approx(1 / 3, abs=0.03) and platt.b == 0.0
     calibrated = platt(p)
     assert log_loss(calibrated, y) < log_loss(p, y) - 0.02
     bins = np.digitize(calibrated, [0.4, 0.5, 0.6])
     for b in range(4):
         inside = bins == b
         assert abs(calibrated[inside].mean() - y[inside].mean()) < 0.02, b
+    assert np.array_equal(calibrated >= 0.5, p >= 0.5)
     # Strictly increasing: the ranking (and so the AUC) is kept.
     order = np.argsort(p)
     assert np.all(np.diff(calibrated[order]) >= 0)
+
+
+def test_with_an_intercept_platt_also_fits_a_shift() -> None:
+    """Full Platt scaling (kept for comparison): σ(3·logit(q) + 0.4) gives a ≈ 1/3 and
+    b ≈ −0.4/3 — and moves 0.5, turning some calls around, which is why it is not the
+    default."""
+    rng = np.random.default_rng(5)
+    q = rng.uniform(0.3, 0.7, 20_000)
+    y = (rng.random(q.size) < q).astype(float)
+    p = 1 / (1 + np.exp(-(3 * _logit(q) + 0.4)))
+    platt = fit_platt(p, y, intercept=True)
+    assert platt.a == pytest.approx(1 / 3, abs=0.03)
+    assert platt.b == pytest.approx(-0.4 / 3, abs=0.03)
+    assert not np.array_equal(platt(p) >= 0.5, p >= 0.5)
 
 
 def test_a_calibrated_model_is_left_about_as_it_is_and_the_fit_is_stable() -> None:
@@ -48,6 +63,7 @@ def test_a_calibrated_model_is_left_about_as_it_is_and_the_fit_is_stable() -> No
     y = (rng.random(q.size) < q).astype(float)
     platt = fit_platt(q, y)
     assert (platt.a, platt.b) == pytest.approx((1.0, 0.0), abs=0.05)
+    assert fit_platt(q, y, intercept=True).b == pytest.approx(0.0, abs=0.05)
     # Separable data: Platt's smoothed targets keep the fit finite.
     separable = fit_platt([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
     assert np.isfinite([separable.a, separable.b]).all()
@@ -64,23 +80,20 @@ def _lower(k: float, n: int) -> float:
 
 
 def _by_hand(p: np.ndarray, y: np.ndarray, ref_up: float, ref_down: float) -> tuple:
-    """The rule, written out: the least extreme grid threshold with ≥ 30 signals whose
-    precision's 95% Wilson interval starts at or above the reference."""
-    buy = next(
-        (t for t in GRID if (p >= t).sum() >= 30 and _lower(y[p >= t].sum(), (p >= t).sum())
-         >= ref_up),
-        None,
-    )  # fmt: skip
-    sell = next(
-        (
-            round(1 - t, 2)
-            for t in GRID
-            if (called := p <= round(1 - t, 2)).sum() >= 30
-            and _lower((1 - y[called]).sum(), called.sum()) >= ref_down
-        ),
-        None,
+    """The rule, written out: of the grid thresholds with ≥ 30 signals, the one whose
+    precision's 95% Wilson interval starts highest, if it starts at or above the reference."""
+
+    def surest(called_at: list[np.ndarray], hit: np.ndarray, ref: float) -> int | None:
+        bounds = [_lower(hit[c].sum(), c.sum()) if c.sum() >= 30 else -1.0 for c in called_at]
+        i = int(np.argmax(bounds))  # the first of equal maxima: the less extreme
+        return i if bounds[i] >= ref else None
+
+    buy = surest([p >= t for t in GRID], y, ref_up)
+    sell = surest([p <= round(1 - t, 2) for t in GRID], 1 - y, ref_down)
+    return (
+        None if buy is None else GRID[buy],
+        None if sell is None else round(1 - GRID[sell], 2),
     )
-    return buy, sell
 
 
 def test_the_lower_bound_by_hand() -> None:
@@ -96,8 +109,8 @@ def test_the_lower_bound_by_hand() -> None:
 
 def test_thresholds_obey_the_rule() -> None:
     """A model right past 0.6 / 0.4 and wrong between them and 0.5: the chosen thresholds are
-    the least extreme whose precision's lower bound clears the best baseline, as the rule by
-    hand says."""
+    those whose precision's lower bound is highest, and clears the best baseline, as the rule
+    by hand says."""
     rng = np.random.default_rng(7)
     n = 2_000
     p = rng.uniform(0.3, 0.7, n)
@@ -110,28 +123,33 @@ def test_thresholds_obey_the_rule() -> None:
     ref_down = max(1 - y.mean(), (1 - y[~last_up]).mean())  # majority never sells
     assert (chosen.buy_reference, chosen.sell_reference) == pytest.approx((ref_up, ref_down))
     assert (chosen.buy, chosen.sell) == _by_hand(p, y, ref_up, ref_down)
-    assert chosen.buy is not None and 0.5 < chosen.buy <= 0.58
-    assert chosen.sell is not None and 0.42 <= chosen.sell < 0.5
+    # Past 0.6 the model is right 80% of the time: the surest buys and sells lie out there.
+    assert chosen.buy is not None and 0.6 <= chosen.buy <= 0.7
+    assert chosen.sell is not None and 0.3 <= chosen.sell <= 0.4
     assert chosen.buy_precision == pytest.approx(y[p >= chosen.buy].mean())
-    assert chosen.buy_lower == pytest.approx(
-        _lower(y[p >= chosen.buy].sum(), (p >= chosen.buy).sum())
-    )
-    assert chosen.buy_lower >= ref_up
-    lower = round(chosen.buy - 0.01, 2)  # the next less extreme threshold does not qualify
-    assert _lower(y[p >= lower].sum(), (p >= lower).sum()) < ref_up
+    bound = _lower(y[p >= chosen.buy].sum(), (p >= chosen.buy).sum())
+    assert chosen.buy_lower == pytest.approx(bound) and bound >= ref_up
+    for t in GRID:  # no other threshold's bound is higher
+        if (p >= t).sum() >= 30:
+            assert _lower(y[p >= t].sum(), (p >= t).sum()) <= bound + 1e-12
     assert Thresholds.from_dict(chosen.as_dict()) == chosen
 
 
 def test_a_model_that_ranks_backwards_is_not_turned_around() -> None:
     """Wrong on validation more often than right: Platt's slope would come out negative and
-    reverse the model; it is calibrated to the base rate instead, and gets no threshold."""
+    reverse the model; it is calibrated to a hair from 0.5 on its own side instead (the base
+    rate, with an intercept), and gets no threshold."""
     rng = np.random.default_rng(9)
     q = rng.uniform(0.3, 0.7, 2_000)
     y = (rng.random(q.size) < q).astype(float)
     backwards = 1 - q
     platt = fit_platt(backwards, y)
-    assert platt.a == 0.0
-    assert platt(backwards) == pytest.approx(
+    assert (platt.a, platt.b) == (0.001, 0.0)
+    assert platt(backwards) == pytest.approx(np.full(q.size, 0.5), abs=1e-3)
+    assert np.array_equal(platt(backwards) >= 0.5, backwards >= 0.5)  # not turned around
+    with_intercept = fit_platt(backwards, y, intercept=True)
+    assert with_intercept.a == 0.0
+    assert with_intercept(backwards) == pytest.approx(
         np.full(q.size, (y.sum() + 1) / (y.size + 2)), abs=0.01
     )
     chosen = choose_thresholds(platt(backwards), y, {"majority": np.full(q.size, 0.5)})

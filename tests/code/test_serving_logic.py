@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from aifx_ml.abtest.routing import assign_variant, bucket
+from aifx_ml.cli.serve import BUY_ENV, SELL_ENV, policy_from_env
 from aifx_ml.domain import Cutoffs, SignalPolicy, TestMode, decide
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.dataset import Scaler
@@ -92,6 +93,13 @@ def test_each_version_signals_at_its_own_thresholds_unless_overridden() -> None:
     assert SignalPolicy.with_thresholds(None, None) == SignalPolicy()
     assert "own thresholds" in SignalPolicy().describe()
     assert "override" in override.describe()
+
+
+def test_serve_hands_its_workers_the_override_or_nothing() -> None:
+    assert policy_from_env({}) == SignalPolicy()
+    assert policy_from_env({BUY_ENV: "0.6"}) == SignalPolicy.with_thresholds(0.6, None)
+    both = policy_from_env({BUY_ENV: "0.6", SELL_ENV: "0.3"})
+    assert both.override and both.cutoffs(Cutoffs(0.51, None)) == Cutoffs(0.6, 0.3)
 
 
 def test_thresholds_are_checked() -> None:

@@ -136,14 +136,17 @@ def test_weekly_then_daily_gives_a_child_of_the_production_version(stores: Store
     parent = stores.models.load(ModelVersion(**rows["lstm-v1"]))
     assert child.card.parent_version == "lstm-v1"
     assert child.card.scaler == parent.card.scaler
-    # The weekly version's calibration and thresholds were fit on its validation split; the
-    # child, which has none, carries its parent's.
+    # The weekly version's calibration and thresholds were fit on what it did not learn from
+    # (validation and holdout); the child, which has no validation split, carries its parent's.
     assert parent.card.calibration is not None and parent.card.thresholds is not None
     assert (parent.card.calibration.a, parent.card.calibration.b) == (
         weekly.metrics["calibration_a"],
         weekly.metrics["calibration_b"],
     )
-    assert parent.card.thresholds.samples == weekly.metrics["validation_samples"]
+    assert parent.card.thresholds.samples == (
+        weekly.metrics["validation_samples"] + weekly.metrics["holdout_samples"]
+    )
+    assert weekly.metrics["calibration_samples"] == parent.card.thresholds.samples
     assert (child.card.calibration, child.card.thresholds) == (
         parent.card.calibration,
         parent.card.thresholds,
@@ -266,7 +269,7 @@ def test_mlflow_holds_params_curves_model_signature_and_card(
     for key in ("holdout_accuracy", "holdout_auc", "holdout_log_loss", "holdout_brier"):
         assert key in run.data.metrics, key
     assert "lift_over_baseline" in run.data.metrics
-    for key in ("calibration_a", "calibration_b", "validation_log_loss_calibrated"):
+    for key in ("calibration_a", "calibration_b", "calibration_log_loss_calibrated"):
         assert key in run.data.metrics, key
     assert run.data.tags["aifx.beats_baseline"] in ("True", "False")
     assert run.data.tags["aifx.version"] == "lstm-v1"
