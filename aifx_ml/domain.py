@@ -103,7 +103,7 @@ class Cutoffs:
 class SignalPolicy:
     """How probabilities become signals, and when not to trust them.
 
-    Each version signals at its own thresholds, chosen on its validation split
+    Each version signals at its own thresholds, chosen on the data it did not learn from
     (`aifx_ml.models.calibration`); `buy_threshold` / `sell_threshold` serve versions that
     have none (cards from before calibration), or every version when `override` is set.
     """

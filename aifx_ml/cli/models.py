@@ -149,7 +149,7 @@ def signal_rule(metrics: dict[str, Any]) -> str:
         return "the global thresholds (no calibration of its own)"
     buy, sell = metrics.get("buy_threshold"), metrics.get("sell_threshold")
     if buy is None and sell is None:
-        return "always hold: no edge over the baselines on validation"
+        return "always hold: no edge over the baselines on held-out data"
     buys = "never buys" if buy is None else f"buy at calibrated P(up) ≥ {buy}"
     sells = "never sells" if sell is None else f"sell at ≤ {sell}"
     return f"{buys}, {sells}"

@@ -245,7 +245,7 @@ def score_requests(
             buy, sell = requests[f"buy_{name}"], requests[f"sell_{name}"]
             signal = model_signals(p, buy, sell)
             version = requests[f"version_{name}"].to_numpy(object)
-            # Its version found no threshold with an edge on validation: it always holds.
+            # Its version found no threshold with an edge on held-out data: it always holds.
             no_edge = (buy.isna() & sell.isna()).to_numpy(bool)
         else:
             signal = persistence if name == "persistence" else np.full(n, majority)
@@ -438,7 +438,7 @@ def operations(
             "requests": int(len(rows)),
             "stale_requests": int(stale.sum()),
             "stale_share": float(stale.mean()) if len(rows) else float("nan"),
-            # Answered by a version with no threshold of its own (no edge on validation).
+            # Answered by a version with no threshold of its own (no edge on held-out data).
             "no_edge_requests": int(rows["no_edge"].sum()),
             "no_edge_share": float(rows["no_edge"].mean()) if len(rows) else float("nan"),
             "max_days_since_promotion": (
@@ -569,8 +569,8 @@ def _no_edge_text(ops: Mapping[str, Any] | None) -> str:
         return ""
     return (
         f" The model of the moment said hold to {ops['no_edge_requests']} of {ops['requests']} "
-        f"requests ({percent(ops['no_edge_share'])}) because it had no edge: on its validation "
-        "split no threshold beat the best baseline."
+        f"requests ({percent(ops['no_edge_share'])}) because it had no edge: on the data it did "
+        "not learn from, no threshold beat the best baseline."
     )
 
 

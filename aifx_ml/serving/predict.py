@@ -90,16 +90,16 @@ def staleness(
 
 def no_edge(version: str, cutoffs: Cutoffs, p_up: float) -> str | None:
     """Why a version holds where it never calls the direction P(up) leans to (None: it may
-    call it): on its validation split no threshold that way beat the best baseline."""
+    call it): on the data it did not learn from no threshold that way beat the best baseline."""
     if cutoffs.buy is None and cutoffs.sell is None:
         return (
-            f"model {version} showed no edge over the baselines on validation: it never calls "
+            f"model {version} showed no edge over the baselines on held-out data: it never calls "
             "buy or sell"
         )
     side = "buy" if p_up >= 0.5 else "sell"
     if (cutoffs.buy if side == "buy" else cutoffs.sell) is not None:
         return None
-    return f"model {version} showed no edge on validation for {side}s: it never calls {side}"
+    return f"model {version} showed no edge on held-out data for {side}s: it never calls {side}"
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ def test_ab_commands(aifx: Run) -> None:
 def test_the_signal_rule_a_version_shows() -> None:
     assert signal_rule({}) == "the global thresholds (no calibration of its own)"
     assert signal_rule({"buy_threshold": None, "sell_threshold": None}) == (
-        "always hold: no edge over the baselines on validation"
+        "always hold: no edge over the baselines on held-out data"
     )
     assert signal_rule({"buy_threshold": 0.53, "sell_threshold": None}) == (
         "buy at calibrated P(up) ≥ 0.53, never sells"

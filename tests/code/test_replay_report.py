@@ -466,5 +466,5 @@ def test_a_version_with_no_edge_holds_and_the_headline_says_why() -> None:
     n = len(requests)
     assert (
         f"The model of the moment said hold to {n} of {n} requests (100.0%) because it had no "
-        "edge: on its validation split no threshold beat the best baseline."
+        "edge: on the data it did not learn from, no threshold beat the best baseline."
     ) in report.headline

@@ -73,11 +73,12 @@ def test_a_direction_without_a_threshold_is_never_called() -> None:
 def test_a_hold_for_want_of_an_edge_says_so() -> None:
     both = no_edge("lstm-v3", Cutoffs(None, None), 0.7)
     assert both == (
-        "model lstm-v3 showed no edge over the baselines on validation: it never calls buy or sell"
+        "model lstm-v3 showed no edge over the baselines on held-out data: it never calls "
+        "buy or sell"
     )
     buys_only = Cutoffs(0.53, None)
     assert no_edge("lstm-v3", buys_only, 0.2) == (
-        "model lstm-v3 showed no edge on validation for sells: it never calls sell"
+        "model lstm-v3 showed no edge on held-out data for sells: it never calls sell"
     )
     assert no_edge("lstm-v3", buys_only, 0.51) is None  # a hold between: it could buy higher
     assert no_edge("lstm-v3", Cutoffs(0.55, 0.45), 0.5) is None

@@ -130,7 +130,7 @@ def test_each_version_answers_calibrated_at_its_own_thresholds(
     body = service.predict(pair="EUR/USD").json()
     assert (body["signal"], body["model_version"]) == ("hold", sells_only)
     assert body["reason"] == (
-        f"model {sells_only} showed no edge on validation for buys: it never calls buy"
+        f"model {sells_only} showed no edge on held-out data for buys: it never calls buy"
     )
     override = build_app(
         load_settings(), engine=engine, now=lambda: T0, refresh_seconds=0,

@@ -90,7 +90,7 @@ class PredictOut(BaseModel):
     variant: str | None = Field(description="a or b when an A/B test routed the request")
     reason: str | None = Field(
         description="why the answer is a hold: a stale model or inputs (forced), or a version "
-        "that showed no edge on validation in that direction (it never calls it)"
+        "that showed no edge on held-out data in that direction (it never calls it)"
     )
     verified: bool = Field(
         description="false when computed on candles sent with the request: such a signal is "
