@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -394,14 +395,9 @@ def test_how_the_loop_ran_per_period_by_hand() -> None:
     assert (before["staging_at_end"], after["staging_at_end"]) == (1, 2)  # v2; then v3, v4
 
 
-def test_the_headline_names_the_best_series_and_says_when_a_model_has_no_edge() -> None:
-    """Models that call a coin flip against a market the persistence baseline reads: the
-    headline says the models had no edge and that a baseline did better."""
-    requests, candles, change = _replay(hours=24 * 6)
-    rng = np.random.default_rng(3)
-    coin = np.where(rng.random(len(requests)) < 0.5, 0.9, 0.1)
-    requests = requests.assign(p_continuous=coin, p_frozen=coin)
-    comparison, verdict = compare(
+def _overall(requests: pd.DataFrame, candles: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    """The comparison with no change point, the majority baseline calling buy."""
+    return compare(
         requests,
         candles,
         threshold=0.005,
@@ -409,6 +405,16 @@ def test_the_headline_names_the_best_series_and_says_when_a_model_has_no_edge() 
         change_at=None,
         coverage={"frozen_version": "lstm-v1"},
     )
+
+
+def test_the_headline_names_the_best_series_and_says_when_a_model_has_no_edge() -> None:
+    """Models that call a coin flip against a market the persistence baseline reads: the
+    headline says the models had no edge and that a baseline did better."""
+    requests, candles, change = _replay(hours=24 * 6)
+    rng = np.random.default_rng(3)
+    coin = np.where(rng.random(len(requests)) < 0.5, 0.9, 0.1)
+    requests = requests.assign(p_continuous=coin, p_frozen=coin)
+    comparison, verdict = _overall(requests, candles)
     report = _report(comparison, verdict, None)
     metrics = comparison.periods["overall"]
     majority = metrics["majority"]
@@ -428,14 +434,7 @@ def test_a_version_with_no_edge_holds_and_the_headline_says_why() -> None:
     its answers is a hold, the rows say why, and the headline says it had no edge."""
     requests, candles, _ = _replay(hours=24 * 6)
     requests = requests.assign(buy_continuous=np.nan, sell_continuous=np.nan)
-    comparison, verdict = compare(
-        requests,
-        candles,
-        threshold=0.005,
-        majority="buy",
-        change_at=None,
-        coverage={"frozen_version": "lstm-v1"},
-    )
+    comparison, verdict = _overall(requests, candles)
     scored = comparison.scored
     mine = scored[scored["series"] == "continuous"]
     assert set(mine["signal"]) == {"hold"} and mine["no_edge"].all()
