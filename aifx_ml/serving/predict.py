@@ -67,7 +67,7 @@ class Prediction:
     model_version: str
     ab_test_id: uuid.UUID | None
     variant: str | None  # 'a' or 'b' in an A/B test
-    reason: str | None  # why a hold was forced (stale model or inputs)
+    reason: str | None  # why a hold: forced (stale model or inputs), or no edge that way
     verified: bool = True  # False: computed on candles the caller sent (decides nothing)
 
 
@@ -186,7 +186,8 @@ class PredictionService:
             reason = staleness(plan.model, plan.inputs, request.timeframe, now, self.policy)
             cutoffs = self.policy.cutoffs(plan.model.cutoffs)
             signal, confidence = ("hold", 0.0) if reason else decide(p_up[i], cutoffs)
-            reason = reason or no_edge(plan.model.version, cutoffs, p_up[i])
+            if signal == "hold" and not reason:
+                reason = no_edge(plan.model.version, cutoffs, p_up[i])
             answer = Prediction(
                 signal_id=uuid.uuid4(),
                 pair=request.pair,
