@@ -10,6 +10,8 @@ caller's candles is unverified, and its entry price is the stored close where th
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -147,12 +149,21 @@ class WindowCache:
     the database is asked only for the newest candle's open time (one indexed row), and the
     features are rebuilt only when that changed. A series answers its requests between two
     candles from memory.
+
+    When the window cannot end at the grid's newest candle (a weekend, a feed that is late),
+    every request must ask. Concurrent requests for one series then share one question: a
+    request that waited while another asked takes that answer if the asking began after it
+    arrived (it is as fresh as its own would have been), so a burst of requests costs one
+    query, not one pooled connection each.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
+        self._monotonic = monotonic
         self._windows: dict[tuple[str, str, int], InputWindow] = {}
         self._lock = threading.Lock()
+        self._asking: dict[tuple[str, str, int], threading.Lock] = {}
+        self._asked: dict[tuple[str, str, int], tuple[float, InputWindow]] = {}
 
     def get(self, pair: str, timeframe: str, window: int, now: datetime) -> InputWindow:
         key = (pair, timeframe, window)
@@ -161,6 +172,21 @@ class WindowCache:
             pd.Timestamp(now), timeframe
         ):
             return cached  # it already ends at the newest candle there can be
+        arrived = self._monotonic()
+        with self._lock:
+            asking = self._asking.setdefault(key, threading.Lock())
+        with asking:
+            answered = self._asked.get(key)
+            if answered is not None and answered[0] >= arrived:
+                return answered[1]  # asked after this request arrived: as fresh as asking
+            began = self._monotonic()
+            fresh = self._ask(key, now)
+            self._asked[key] = (began, fresh)
+            return fresh
+
+    def _ask(self, key: tuple[str, str, int], now: datetime) -> InputWindow:
+        pair, timeframe, window = key
+        cached = self._windows.get(key)
         last_open = pd.Timestamp(now) - step_offset(timeframe)
         with self._engine.connect() as conn:
             newest = conn.execute(
