@@ -71,6 +71,7 @@ def database(work: Path) -> tuple[str, str | None]:
 def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
     """Candles up to NOW, two LSTM versions (v1 Production, v2 Staging) in an A/B test."""
     from aifx_ml.abtest.store import create_test  # noqa: PLC0415
+    from aifx_ml.models.calibration import Platt, Thresholds  # noqa: PLC0415
     from aifx_ml.models.lstm import LSTMConfig  # noqa: PLC0415
     from tests.serving_helpers import register_model  # noqa: PLC0415
 
@@ -82,8 +83,16 @@ def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
     for pair, frame in frames.items():
         import_frame(engine, frame, pair, "1h", NOW, source="bench")
     config = LSTMConfig()  # DESIGN.md's LSTM, window 60
-    a = register_model(engine, mlflow_uri, artifacts, NOW, config, seed=1, status="production")
-    b = register_model(engine, mlflow_uri, artifacts, NOW, config, seed=2)
+    # As a full training registers them: calibrated, with thresholds of their own, so the
+    # measured path applies both.
+    own = {
+        "calibration": Platt(1.3, 0.0),
+        "thresholds": Thresholds(0.53, 0.47, 0.6, 0.6, 0.5, 0.5, 0.0, 30, 400),
+    }
+    a = register_model(
+        engine, mlflow_uri, artifacts, NOW, config, seed=1, status="production", **own
+    )
+    b = register_model(engine, mlflow_uri, artifacts, NOW, config, seed=2, **own)
     create_test(
         engine, name="bench", model_a_version=a, model_b_version=b, traffic_split=0.5, as_of=NOW
     )

@@ -75,10 +75,17 @@ def register_model(
     status: str = "staging",
     model_type: str = "lstm",
     pairs: tuple[str, ...] = ("EUR/USD", "GBP/USD"),
+    calibration: Platt | None = None,
+    thresholds: Thresholds | None = None,
 ) -> str:
-    """Register an (untrained) LSTM of `config`: real size and shape, for benchmarks."""
+    """Register an (untrained) LSTM of `config`: real size and shape, for benchmarks (with a
+    calibration and thresholds of its own, as a full training stores them, when given)."""
     card = {**_card(config.to_dict(), config.window, as_of), "model_type": model_type}
     card["pairs"] = list(pairs)
+    if calibration is not None:
+        card["calibration"] = calibration.as_dict()
+    if thresholds is not None:
+        card["thresholds"] = thresholds.as_dict()
     model = build_lstm(config, seed=seed)
     return _register(engine, mlflow_uri, artifact_root, model, card, as_of, status)
 
