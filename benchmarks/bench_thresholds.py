@@ -22,12 +22,13 @@ import time
 
 import numpy as np
 
-from aifx_ml.models.calibration import Z_95, choose_thresholds, fit_platt
+from aifx_ml.intervals import Z95
+from aifx_ml.models.calibration import choose_thresholds, fit_platt
 
 SIZES = (120, 400, 1000)  # validation samples: a weekly run's split holds 100 to a few hundred
 SLOPES = (0.0, 0.15, 0.3)
 RULES = {
-    "lower_bound": {"margin": 0.0, "z": Z_95},
+    "lower_bound": {"margin": 0.0, "z": Z95},
     "one_sided_bound": {"margin": 0.0, "z": 1.6448536269514722},
     "point_plus_2": {"margin": 0.02, "z": 0.0},
 }

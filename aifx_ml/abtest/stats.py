@@ -20,6 +20,7 @@ import pandas as pd
 
 from aifx_ml.domain import OUTCOMES, Outcome
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.intervals import Z95
 from aifx_ml.jsonsafe import finite
 
 F64 = npt.NDArray[np.float64]
@@ -36,7 +37,6 @@ MAX_DECIDED = 3000  # per arm: +5 points at a 50% base rate is found in >= 80% o
 SRM_THRESHOLD = 0.001  # strict, because the check runs at every look
 GUARDRAIL_MARGIN = 0.0  # pnl percentage points the winner may trail the loser by
 GUARDRAIL_Z = 1.6448536269514722  # one-sided 95%
-Z95 = 1.959963984540054
 VARIANCE_FLOOR = 1e-12  # only so that V is never 0 (every outcome alike in both arms)
 
 VARIANTS = ("a", "b")

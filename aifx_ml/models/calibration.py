@@ -52,13 +52,13 @@ import numpy.typing as npt
 
 from aifx_ml.domain import Cutoffs
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.intervals import Z95, wilson_interval
 
 F64 = npt.NDArray[np.float64]
 EPS = 1e-6
 MIN_SLOPE = 1e-3  # a temperature-scaled slope is at least this: the direction is kept
 GRID = tuple(round(0.50 + i / 100, 2) for i in range(31))  # 0.50 … 0.80
 DEFAULT_MARGIN = 0.0  # precision points the lower bound must clear over the best baseline
-Z_95 = 1.959963984540054  # the lower end of a 95% Wilson interval
 DEFAULT_MIN_SIGNALS = 30  # validation signals a threshold must give to be judged
 
 
@@ -158,7 +158,7 @@ def choose_thresholds(
     *,
     margin: float = DEFAULT_MARGIN,
     min_signals: int = DEFAULT_MIN_SIGNALS,
-    z: float = Z_95,
+    z: float = Z95,
 ) -> Thresholds:
     """The thresholds of the module docstring's rule, on validation: `p_calibrated` the
     model's calibrated P(up), `y` the outcomes, `baseline_p` each naive baseline's P(up) on
@@ -210,26 +210,21 @@ def _surest(
 ) -> tuple[float | None, float | None, float | None]:
     """(threshold, precision, its lower bound) of the mask whose bound is highest, if it
     reaches `needed` (a tie: the less extreme); None three times when none does."""
-    best: tuple[float | None, float | None, float | None] = (None, None, None)
-    for t, called in zip(GRID, masks, strict=True):
-        n = int(called.sum())
-        if n < min_signals:
-            break  # more extreme thresholds give fewer signals still
-        wins = float(hit[called].sum())
-        lower = wilson_lower(wins, n, z)
-        if lower >= needed - 1e-12 and (best[2] is None or lower > best[2] + 1e-12):
-            best = (t, wins / n, lower)
-    return best
+    n = np.array([int(called.sum()) for called in masks])
+    wins = np.array([float(hit[called].sum()) for called in masks])
+    # Masks are nested, ever more extreme: those with enough signals to judge come first.
+    judged = int(np.argmin(n >= min_signals)) if (n < min_signals).any() else len(n)
+    lower = wilson_interval(wins[:judged], n[:judged], z)[0]
+    passing = lower >= needed - 1e-12
+    if not passing.any():
+        return None, None, None
+    i = int(np.argmax(np.where(passing, lower, -np.inf)))
+    return GRID[i], float(wins[i] / n[i]), float(lower[i])
 
 
-def wilson_lower(successes: float, n: int, z: float = Z_95) -> float:
+def wilson_lower(successes: float, n: int, z: float = Z95) -> float:
     """The lower end of a proportion's Wilson score interval (95% by default); 0 for n = 0."""
-    if n <= 0:
-        return 0.0
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+    return float(wilson_interval(successes, n, z)[0]) if n > 0 else 0.0
 
 
 def _logit(p: F64) -> F64:

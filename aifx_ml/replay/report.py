@@ -19,6 +19,7 @@ import pandas as pd
 
 from aifx_ml.domain import Cutoffs, decide
 from aifx_ml.evaluation.baselines import persistence_signals
+from aifx_ml.intervals import wilson_interval
 from aifx_ml.jsonsafe import finite
 from aifx_ml.labeling.rules import direction_target, label_signals
 from aifx_ml.markets import horizon, iter_series, step_offset
@@ -33,7 +34,6 @@ SERIES_NAMES = {
     "persistence": "the persistence baseline",
     "majority": "the majority baseline",
 }
-Z95 = 1.959963984540054
 DRAWS = 2000
 SEED = 7
 CONCLUSIONS = {
@@ -111,18 +111,6 @@ class ReplayReport:
         """The headline and every number but the per-request rows, JSON-safe (NaN is null)."""
         out: dict[str, Any] = finite({"headline": self.headline, **_jsonable(self)})
         return out
-
-
-def wilson_interval(successes: npt.ArrayLike, n: npt.ArrayLike, z: float = Z95) -> tuple[F64, F64]:
-    """Wilson score interval of a proportion, element-wise, within [0, 1]; NaN where n is 0."""
-    k, total = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = k / total
-        denom = 1.0 + z**2 / total
-        center = (p + z**2 / (2.0 * total)) / denom
-        half = z * np.sqrt(p * (1.0 - p) / total + z**2 / (4.0 * total**2)) / denom
-    lo, hi = np.clip([center - half, center + half], 0.0, 1.0)
-    return np.asarray(lo), np.asarray(hi)
 
 
 def cluster_bootstrap_ci(
