@@ -115,10 +115,7 @@ class SignalPolicy:
     override: bool = False  # the global thresholds above for every version, not its own
 
     def __post_init__(self) -> None:
-        if not 0 <= self.sell_threshold <= self.buy_threshold <= 1:
-            raise InvalidInputError(
-                "invalid thresholds: need 0 <= sell_threshold <= buy_threshold <= 1"
-            )
+        Cutoffs(self.buy_threshold, self.sell_threshold)  # raises on thresholds out of order
 
     @classmethod
     def with_thresholds(cls, buy: float | None, sell: float | None) -> SignalPolicy:

@@ -119,6 +119,12 @@ def fit_platt(
     return Platt(float(w[0]), float(w[1]) if intercept else 0.0)
 
 
+def calibrated(calibration: Platt | None, raw: npt.ArrayLike) -> F64:
+    """A version's P(up) from its network's output: calibrated, or as it is (no calibration)."""
+    p = np.asarray(raw, dtype=np.float64)
+    return p if calibration is None else calibration(p)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """A version's own thresholds on calibrated P(up): buy at or above `buy`, sell at or below
@@ -145,6 +151,10 @@ class Thresholds:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_metrics(self) -> dict[str, float | None]:
+        """The thresholds as a training run's metrics (None: that direction never called)."""
+        return {"buy_threshold": self.buy, "sell_threshold": self.sell}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Thresholds:

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aifx_ml.domain import Cutoffs
 from aifx_ml.errors import AifxError, InvalidInputError
 from aifx_ml.features.dataset import Dataset, Scaler
-from aifx_ml.models.calibration import Platt, Thresholds
+from aifx_ml.models.calibration import Platt, Thresholds, calibrated
 
 TARGET = "1 if the close at the label horizon is above the window's last close"
 
@@ -45,6 +46,15 @@ class ModelCard:
     thresholds: Thresholds | None = None
     # Anything else an older or newer card carried, kept so a round trip loses nothing.
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cutoffs(self) -> Cutoffs | None:
+        """The thresholds this version signals at (None: it has none of its own)."""
+        return None if self.thresholds is None else self.thresholds.cutoffs
+
+    def calibrated(self, raw: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The version's P(up) from its network's output: calibrated, or as it is."""
+        return calibrated(self.calibration, raw)
 
     def accepts(self, feature_names: Sequence[str], window: int | None = None) -> bool:
         """Whether data with these features (and window length) is what this model reads."""

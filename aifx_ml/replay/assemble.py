@@ -179,8 +179,7 @@ def _requests(
         mine = version == name
         wanted = np.ones(len(rows), dtype=bool) if name == frozen else mine
         p = _p_up(loaded, datasets[loaded.card.window], rows[wanted])
-        own = None if loaded.card.thresholds is None else loaded.card.thresholds.cutoffs
-        cut = policy.cutoffs(own)
+        cut = policy.cutoffs(loaded.card.cutoffs)
         buy, sell = _or_nan(cut.buy), _or_nan(cut.sell)
         requests.loc[mine, ["p_continuous", "buy_continuous", "sell_continuous"]] = np.column_stack(
             [p[mine[wanted]], np.full(int(mine.sum()), buy), np.full(int(mine.sum()), sell)]
@@ -203,9 +202,7 @@ def _p_up(loaded: LoadedModel, dataset: Dataset, rows: npt.NDArray[np.int64]) ->
     """A version's P(up), calibrated as serving calibrates it, for the samples ending at
     candle `rows`, batch by batch."""
     windows = loaded.card.windows(dataset, f"model {loaded.version}")
-    raw = predict_proba(loaded.model, windows, rows - (dataset.window - 1))
-    calibration = loaded.card.calibration
-    return raw if calibration is None else calibration(raw)
+    return loaded.card.calibrated(predict_proba(loaded.model, windows, rows - (dataset.window - 1)))
 
 
 def _or_nan(value: float | None) -> float:

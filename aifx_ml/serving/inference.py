@@ -34,7 +34,7 @@ from aifx_ml.db.models import ModelABTest, ModelVersion
 from aifx_ml.domain import Cutoffs, ModelStatus, TestMode, TestStatus
 from aifx_ml.errors import AifxError, NotFoundError
 from aifx_ml.features.dataset import Scaler
-from aifx_ml.models.calibration import Platt
+from aifx_ml.models.calibration import Platt, calibrated
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.store import ModelStore, ModelStoreError
 from aifx_ml.serving.batching import Batcher
@@ -76,14 +76,13 @@ class ServingModel:
 
     def p_up(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """P(up) for (batch, window, features) windows already scaled with `self.scaler`."""
-        raw = np.asarray(self._call(windows), dtype=np.float64).reshape(-1)
-        return raw if self.calibration is None else self.calibration(raw)
+        return self._calibrated(np.asarray(self._call(windows), dtype=np.float64).reshape(-1))
 
     def p_up_each(self, windows: Sequence[npt.NDArray[np.float32]]) -> list[float]:
         """P(up) of scaled (window, features) windows, batched with concurrent callers'."""
         if self._batcher is None:
             return [float(p) for p in self.p_up(np.stack(windows))]
-        return self._calibrated(self._batcher.submit_many(windows))
+        return [float(p) for p in self._calibrated(self._batcher.submit_many(windows))]
 
     def p_up_later(self, windows: Sequence[npt.NDArray[np.float32]]) -> Callable[[], list[float]]:
         """`p_up_each`, started on the model's own worker thread: returns what waits for it,
@@ -91,12 +90,10 @@ class ServingModel:
         futures = None if self._batcher is None else self._batcher.enqueue(windows)
         if futures is None:
             return lambda: self.p_up_each(windows)
-        return lambda: self._calibrated([f.result() for f in futures])
+        return lambda: [float(p) for p in self._calibrated([f.result() for f in futures])]
 
-    def _calibrated(self, raw: list[float]) -> list[float]:
-        if self.calibration is None:
-            return raw
-        return [float(p) for p in self.calibration(raw)]
+    def _calibrated(self, raw: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        return calibrated(self.calibration, raw)
 
 
 @dataclass(frozen=True)
@@ -147,7 +144,7 @@ def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingMode
         _call=call,
         _batcher=Batcher(call_many, name=f"model-{row.version}"),
         calibration=card.calibration,
-        cutoffs=None if card.thresholds is None else card.thresholds.cutoffs,
+        cutoffs=card.cutoffs,
     )
 
 

@@ -169,8 +169,7 @@ def train_incremental(
         # No validation split of its own (its new data trains it or judges it): the parent's
         # calibration and thresholds carry over.
         if parent.card.thresholds is not None:
-            metrics["buy_threshold"] = parent.card.thresholds.buy
-            metrics["sell_threshold"] = parent.card.thresholds.sell
+            metrics.update(parent.card.thresholds.as_metrics())
         card = model_card(
             config, lstm, scaler, dataset, as_of, parent=parent.version,
             calibration=parent.card.calibration, thresholds=parent.card.thresholds,
@@ -272,8 +271,7 @@ def _calibrate(
             "calibration_b": platt.b,
             "calibration_log_loss_raw": log_loss(raw, outcome),
             "calibration_log_loss_calibrated": log_loss(calibrated, outcome),
-            "buy_threshold": thresholds.buy,
-            "sell_threshold": thresholds.sell,
+            **thresholds.as_metrics(),
         },
     )
 
