@@ -116,23 +116,45 @@ def set_test(db_url: str, a: str, b: str, mode: str | None) -> None:
     engine.dispose()
 
 
-def single_client(port: int, requests: int, warmup: int) -> dict[str, float]:
-    """p50 / p99 of one client after a warm-up (new models load on the first requests)."""
-    load(port, warmup, 1)
-    latencies, wall, errors = load(port, requests, 1)
-    ms = np.array(latencies) * 1000
-    return {
-        "requests": len(latencies),
-        "p50_ms": round(float(np.percentile(ms, 50)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "requests_per_s": round(len(latencies) / wall, 1),
-        "errors": errors,
+def shadow_phases(
+    port: int, db_url: str, a: str, b: str, requests: int, warmup: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """One client's latency with Production alone and with B shadowing every request, in
+    `rounds` alternating blocks of each (after a warm-up per block: the server re-reads who
+    serves every 2 s, and new models load on the first requests), so that a machine that
+    slows down or speeds up during the run weighs on both paths alike."""
+    seen: dict[str, tuple[list[float], float, int]] = {
+        "champion_only": ([], 0.0, 0),
+        "shadow": ([], 0.0, 0),
     }
+    for _ in range(rounds):
+        for phase, mode in (("champion_only", None), ("shadow", "shadow")):
+            set_test(db_url, a, b, mode)
+            time.sleep(2.5)
+            load(port, warmup, 1)
+            latencies, wall, errors = load(port, requests // rounds, 1)
+            before = seen[phase]
+            seen[phase] = (before[0] + latencies, before[1] + wall, before[2] + errors)
+    out = {}
+    for phase, (latencies, wall, errors) in seen.items():
+        ms = np.array(latencies) * 1000
+        out[phase] = {
+            "requests": len(latencies),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "requests_per_s": round(len(latencies) / wall, 1),
+            "errors": errors,
+        }
+    return out
 
 
-def bare_call(db_url: str, mlflow_uri: str, artifacts: str, version: str, repeat: int) -> float:
-    """Median seconds of the compiled model call on one window, as the service makes it."""
+def bare_call(
+    db_url: str, mlflow_uri: str, artifacts: str, version: str, repeat: int
+) -> dict[str, float]:
+    """Median seconds of the model call on one window: as the service makes it (compiled
+    with XLA), and on the traced graph alone (what it did before XLA, for comparison)."""
     from aifx_ml.models.versions import get_version  # noqa: PLC0415
+    from aifx_ml.serving.forward import Forward  # noqa: PLC0415
     from aifx_ml.serving.inference import compile_model  # noqa: PLC0415
     from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415
 
@@ -145,13 +167,19 @@ def bare_call(db_url: str, mlflow_uri: str, artifacts: str, version: str, repeat
         .normal(size=(1, model.window, len(model.features)))
         .astype(np.float32)
     )
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        model.p_up(x)
-        times.append(time.perf_counter() - started)
+    forward = model._call
+    assert isinstance(forward, Forward)
+    forward.warm([1])  # as a service is once its first requests have been answered
+    out = {}
+    for name, call in (("xla", model.p_up), ("graph", forward.traced)):
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            call(x)
+            times.append(time.perf_counter() - started)
+        out[name] = float(np.median(times))
     engine.dispose()
-    return float(np.median(times))
+    return out
 
 
 def free_port() -> int:
@@ -213,6 +241,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="for the throughput phase")
     parser.add_argument("--latency-requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--shadow-rounds", type=int, default=4, help="alternating blocks of each shadow phase"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="aifx-bench-predict-"))
@@ -222,7 +253,8 @@ def main() -> None:
         mlflow_uri = f"sqlite:///{work / 'mlflow.db'}"
         artifacts = str(work / "artifacts")
         a, b = prepare(db_url, mlflow_uri, artifacts)
-        bare = bare_call(db_url, mlflow_uri, artifacts, a, 300)
+        bares = bare_call(db_url, mlflow_uri, artifacts, a, 300)
+        bare = bares["xla"]
         port = free_port()
         env = {
             **os.environ,
@@ -252,13 +284,11 @@ def main() -> None:
         single, single_wall, single_errors = load(port, args.latency_requests, 1)
         handler_p50 = float(np.nanpercentile(SERVER_MS, 50))
         latencies, wall, errors = load(port, args.requests, args.clients)
-        # The shadow's cost, in the same run: Production alone, then Production with B
-        # shadowing every request (the server re-reads who serves every 2 s).
-        paths = {}
-        for phase, mode in (("champion_only", None), ("shadow", "shadow")):
-            set_test(db_url, a, b, mode)
-            time.sleep(3)
-            paths[phase] = single_client(port, args.latency_requests, args.warmup)
+        # The shadow's cost, in the same run: Production alone and Production with B
+        # shadowing every request, in alternating blocks.
+        paths = shadow_phases(
+            port, db_url, a, b, args.latency_requests, args.warmup // 4, args.shadow_rounds
+        )
         shadow_ratio = paths["shadow"]["p50_ms"] / paths["champion_only"]["p50_ms"]
         one = np.array(single) * 1000
         ms = np.array(latencies) * 1000
@@ -269,6 +299,7 @@ def main() -> None:
             "database": "postgresql" if pg_name else "sqlite",
             "ab_test_active": True,
             "bare_model_call_ms": round(bare * 1000, 3),
+            "bare_graph_call_ms": round(bares["graph"] * 1000, 3),
             "latency": {
                 "clients": 1,
                 "requests": len(single),

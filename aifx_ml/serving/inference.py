@@ -1,7 +1,8 @@
 """Models ready to serve: loaded once, compiled for inference, swapped when Production changes.
 
 `model.predict` costs ~60 ms per call and an eager call ~200 ms; a `tf.function` traced once
-with a fixed input signature costs a few ms (DESIGN.md). Which versions serve is read from the
+with a fixed input signature costs a few ms (DESIGN.md), and compiled with XLA under a
+millisecond (`serving.forward`). Which versions serve is read from the
 table (Production, and the two arms of an active A/B test) at most every `refresh_seconds`, so
 a promotion reaches the service without a restart; new versions are loaded and compiled before
 they replace the old ones, and requests never wait on a half-loaded model.
@@ -38,6 +39,7 @@ from aifx_ml.models.calibration import Platt, calibrated
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.store import ModelStore, ModelStoreError
 from aifx_ml.serving.batching import Batcher
+from aifx_ml.serving.forward import Forward
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_SECONDS = 60.0  # how often a version that failed to load is tried again
@@ -112,23 +114,11 @@ class Assignment:
 
 
 def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingModel:
-    """Trace the model once as a `tf.function` over (None, window, features) float32."""
-    import tensorflow as tf  # noqa: PLC0415  (only a serving process pays for TensorFlow)
-
-    window, n_features = card.window, len(card.features)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, window, n_features], tf.float32)])  # type: ignore[untyped-decorator]
-    def forward(x: Any) -> Any:
-        return model(x, training=False)
-
-    # Traced now, not on a request; the concrete function skips the per-call signature
-    # matching of a polymorphic `tf.function`.
-    concrete = forward.get_concrete_function()
-    concrete(tf.zeros((1, window, n_features), tf.float32))
-
-    def call(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        out: npt.NDArray[np.float32] = concrete(tf.constant(x)).numpy()
-        return out
+    """The model's forward pass traced and compiled with XLA for one window now (a lone
+    request never waits for a compilation), for larger batches as they come
+    (`serving.forward`); batched across concurrent callers."""
+    call = Forward(model, card.window, len(card.features), name=row.version)
+    call.warm([1])
 
     def call_many(windows: Sequence[npt.NDArray[np.float32]]) -> list[float]:
         return [float(p) for p in call(np.stack(windows)).reshape(-1)]
@@ -136,7 +126,7 @@ def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingMode
     return ServingModel(
         version=row.version,
         model_type=row.model_type,
-        window=window,
+        window=card.window,
         features=card.features,
         scaler=card.scaler,
         trained_at=card.trained_as_of,

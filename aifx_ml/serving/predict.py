@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -175,12 +175,14 @@ class PredictionService:
         plans = [self._plan(request, now) for request in requests]
         shadowed = [i for i, p in enumerate(plans) if p.shadow is not None]
         # The challenger's calls start first, on its own worker thread, and run while
-        # Production's are made here: a shadow costs about one model call's time, not two.
-        shadow_p = self._p_up_later(
-            [(plans[i].shadow, plans[i].shadow_inputs) for i in shadowed]  # type: ignore[misc]
+        # Production's are made here. Unless the rows are committed before returning (`wait`),
+        # nobody waits for them here: the writer does, before it commits the rows.
+        shadow_p = cache(
+            self._p_up_later(
+                [(plans[i].shadow, plans[i].shadow_inputs) for i in shadowed]  # type: ignore[misc]
+            )
         )
         p_up = self._p_up_later([(p.model, p.inputs) for p in plans], inline=True)()
-        shadow_answers = shadow_p()
         answers, rows = [], []
         for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
             reason = staleness(plan.model, plan.inputs, request.timeframe, now, self.policy)
@@ -208,9 +210,18 @@ class PredictionService:
         for j, i in enumerate(shadowed):
             plan, request = plans[i], requests[i]
             assert plan.shadow is not None and plan.shadow_inputs is not None
-            rows[i][SHADOW] = self._shadow_row(
-                plan.shadow, plan.shadow_inputs, shadow_answers[j], answers[i], request, now
-            )
+            shadow = cache(
+                partial(
+                    self._shadow_row,
+                    plan.shadow,
+                    plan.shadow_inputs,
+                    partial(_nth, shadow_p, j),
+                    answers[i],
+                    request,
+                    now,
+                )
+            )  # cached: a round the writer retries stores the same answer
+            rows[i][SHADOW] = shadow() if wait else shadow
         if wait:
             self.writer.write_now(rows)
         else:
@@ -248,13 +259,14 @@ class PredictionService:
         self,
         model: ServingModel,
         inputs: InputWindow,
-        p_up: float,
+        p_up_of: Callable[[], float],
         served: Prediction,
         request: PredictRequest,
         now: datetime,
     ) -> dict[str, Any]:
         """The challenger's answer to the served request, by the same rules (a stale model or
-        stale inputs hold), for `shadow_signals`."""
+        stale inputs hold), for `shadow_signals`; `p_up_of` waits for its model call."""
+        p_up = p_up_of()
         reason = staleness(model, inputs, request.timeframe, now, self.policy)
         cutoffs = self.policy.cutoffs(model.cutoffs)
         signal, confidence = ("hold", 0.0) if reason else decide(p_up, cutoffs)
@@ -306,6 +318,10 @@ class PredictionService:
                 else self.windows.get(request.pair, request.timeframe, shadow.window, now)
             )
         return _Plan(model, inputs, chosen.variant, test_id, shadow, shadow_inputs)
+
+
+def _nth(values: Callable[[], list[float]], j: int) -> float:
+    return values()[j]
 
 
 def _row(answer: Prediction, routing_key: str | None) -> dict[str, Any]:

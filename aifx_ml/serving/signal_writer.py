@@ -10,6 +10,11 @@ Memory is bounded: beyond `max_buffer` waiting rows, new rows are appended to a 
 spill file under `spill_dir`, replayed once the database answers again. The replay inserts
 only the ids not yet stored (with their events), so a replay interrupted by a crash and run
 again stores and announces nothing twice.
+
+A row's shadow answer (`SHADOW`) may still be on its way: a callable that returns it once the
+challenger's model call is done, so a caller is answered without waiting for a call whose
+result it never sees. The writer resolves it before the row is committed or spilled; a
+shadow whose call failed is logged and the served row stored without it.
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ class SignalWriter:
         """Commit rows before returning (one transaction); StoreUnavailableError when the
         database is away."""
         try:
-            self._commit(rows)
+            self._commit(resolved(rows))
         except DATABASE_UNAVAILABLE as exc:
             raise StoreUnavailableError(f"database unavailable: {error_line(exc)}") from exc
 
@@ -216,6 +221,7 @@ class SignalWriter:
         """Commit a round; (rows handled from the front, why the database was unavailable)."""
         if not batch:
             return 0, None
+        batch = resolved(batch)
         try:
             self._commit(batch)
         except DATABASE_UNAVAILABLE as exc:
@@ -309,7 +315,7 @@ class SignalWriter:
                 f"{len(self._queue)} signal(s) already wait for the database; no spill folder"
             )
         data = b"".join(
-            orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for row in rows
+            orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for row in resolved(rows)
         )
         with self._spill_lock:
             try:
@@ -352,6 +358,21 @@ class SignalWriter:
                 with self._cond:
                     self._spilled = left
                     self._replay_at = time.monotonic() + 1.0
+
+
+def resolved(rows: Sequence[Row]) -> list[Row]:
+    """The rows with every shadow answer still on its way waited for (the rows that had one
+    are copied; the others are passed as they are). A shadow whose call raised is dropped
+    with a warning: the served row is what a caller was answered, and it is kept."""
+    return [_resolved(row) if callable(row.get(SHADOW)) else row for row in rows]
+
+
+def _resolved(row: Row) -> Row:
+    try:
+        return {**row, SHADOW: row[SHADOW]()}
+    except Exception as exc:  # noqa: BLE001  (the challenger's fault, not the row's)
+        log.warning("signal %s stored without its shadow answer (%s)", row["id"], exc)
+        return {k: v for k, v in row.items() if k != SHADOW}
 
 
 def _new_spill_file(spill_dir: Path) -> IO[bytes]:

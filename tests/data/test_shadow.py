@@ -8,8 +8,10 @@ rise 0.2 % an hour, so within the 4-hour horizon a buy wins and a sell loses.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -29,7 +31,7 @@ from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, NewPrediction
 from aifx_ml.labeling.store import label_pending
 from aifx_ml.serving.app import create_app
 from aifx_ml.serving.deps import RegistryActions
-from aifx_ml.serving.inference import ModelServer
+from aifx_ml.serving.inference import Assignment, ModelServer
 from aifx_ml.serving.predict import PredictionService, PredictRequest
 from registry.abtest import complete_with_winner
 from tests.event_payloads import announced
@@ -272,3 +274,57 @@ def test_a_shadow_answer_the_database_refuses_never_costs_the_served_row(world: 
     (kept,) = rows(world.engine, ShadowSignal)  # the sound one; the refused one is logged
     assert kept.served_signal_id == good["id"] and kept.signal == "buy"
     assert (status.rejected, status.committed) == (0, 2)
+
+
+class HeldServer:
+    """The real server's assignment, with the challenger's model call held until released
+    (or failing): what a slow or broken challenger looks like to the service."""
+
+    def __init__(self, real: ModelServer, fail: bool = False) -> None:
+        self.real, self.fail, self.release, self.calls = real, fail, threading.Event(), 0
+
+    def assignment(self, model_type: str) -> Assignment:
+        real = self.real.assignment(model_type)
+        assert real.arm_b is not None
+        call = real.arm_b._call
+
+        def held(windows: Any) -> Any:
+            self.calls += 1
+            if self.fail:
+                raise RuntimeError("the challenger's model is broken")
+            assert self.release.wait(30), "never released"
+            return call(windows)
+
+        return replace(real, arm_b=replace(real.arm_b, _call=held, _batcher=None))
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["slow", "broken"])
+def test_the_caller_never_waits_for_the_challenger_nor_loses_its_row_to_it(
+    world: World, fail: bool
+) -> None:
+    a, b = arms(world)
+    shadow_test(world, a, b)
+    server = HeldServer(ModelServer(world.engine, world.store, refresh_seconds=0), fail=fail)
+    service = PredictionService(world.engine, server, lambda: T0 + timedelta(hours=1))  # type: ignore[arg-type]
+    try:
+        (answer,) = service.predict([PredictRequest("EUR/USD", "1h")], wait=False)
+        # Answered while B's call is still held: the writer waits for it, not the caller.
+        assert (answer.model_version, answer.signal) == (a, "sell")
+        assert not server.release.is_set()
+        server.release.set()
+        assert service.flush(timeout=30)
+    finally:
+        service.close()
+    assert server.calls == 1
+    (served,) = rows(world.engine, TradingSignal)
+    assert served.id == answer.signal_id
+    shadows = rows(world.engine, ShadowSignal)
+    if fail:  # the served row is kept; the shadow answer is logged as lost
+        assert shadows == []
+    else:
+        (shadow,) = shadows
+        assert (shadow.served_signal_id, shadow.model_version, shadow.signal) == (
+            answer.signal_id,
+            b,
+            "buy",
+        )
