@@ -32,3 +32,8 @@ class RegistryError(AifxError):
 class StoreUnavailableError(AifxError):
     """A store (the database, the disk a backlog spills to) cannot take the work right now;
     trying again later may succeed (HTTP 503 with Retry-After)."""
+
+
+class RefusedError(AifxError):
+    """A guard refused an action that would lose or misreport state; nothing was changed.
+    Retrying changes nothing: a person decides (the message says how)."""

@@ -13,15 +13,24 @@ from aifx_ml.abtest.store import TestPlan
 from aifx_ml.alerts.notify import check_and_alert, raise_alert_safely
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import engine_for, ensure_schema
+from aifx_ml.errors import RefusedError
 from aifx_ml.events.relay import relay_outbox
 from aifx_ml.training.config import ChallengerOffer, ChallengerPolicy
 from registry.challenger import offer_challenger
 from registry.mlflow_store import MlflowModelStore
 from registry.reconcile import reconcile
 
+
+def retry_unless_refused(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed task unless a guard refused it (`RefusedError`): that fails the same way
+    every time until a person acts, and says how."""
+    return not isinstance(state.data, RefusedError)
+
+
 # The one retry policy, of every task whose I/O (database, registry, Prefect API) may fail for a
 # moment; tests/code/test_defaults_agree.py checks that every task that retries uses it.
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120]}
+IO_RETRIES["retry_condition_fn"] = retry_unless_refused
 
 
 def _now() -> datetime:

@@ -26,7 +26,7 @@ from registry.mlflow_store import MlflowModelStore
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
 
 SUNDAYS = [TRAIN_AS_OF - timedelta(days=14), TRAIN_AS_OF - timedelta(days=7), TRAIN_AS_OF]
-REGISTRY_TABLES = ("model_training_log", "model_versions", "model_stage_history")
+REGISTRY_TABLES = ("model_training_log", "model_versions", "model_stage_history", "store_identity")
 
 
 @dataclass(frozen=True)

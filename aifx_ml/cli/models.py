@@ -297,13 +297,37 @@ def archive_cmd(
 
 
 @app.command("reconcile")
-def reconcile_cmd(ctx: typer.Context) -> None:
+def reconcile_cmd(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would be fixed and change nothing."
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Make a plan that archives or demotes more than 3 versions, or leaves a model "
+        "type MLflow serves without a Production version.",
+    ),
+    adopt_store: bool = typer.Option(
+        False,
+        "--adopt-store",
+        help="Make this database and this MLflow store one pair again (after moving either).",
+    ),
+) -> None:
     """Find and fix every disagreement between MLflow and the table (the table is the truth)."""
     from registry.reconcile import reconcile  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
     app_ctx = app_context(ctx)
     store = model_store(app_ctx)
-    fixes = reconcile(app_ctx.engine(), store, app_ctx.now(), _actor(ctx))
+    fixes = reconcile(
+        app_ctx.engine(),
+        store,
+        app_ctx.now(),
+        _actor(ctx),
+        force=force,
+        dry_run=dry_run,
+        adopt_store=adopt_store,
+    )
     if not fixes:
         console.print("MLflow and model_versions agree: nothing to fix")
         return
@@ -311,9 +335,10 @@ def reconcile_cmd(ctx: typer.Context) -> None:
         frame_table(
             pd.DataFrame(
                 [(f.kind, f.version, f.detail) for f in fixes],
-                columns=["disagreement", "version", "fixed by"],
+                columns=["disagreement", "version", "would be fixed by" if dry_run else "fixed by"],
             ),
-            title=f"{len(fixes)} disagreement(s) fixed",
+            title=f"{len(fixes)} disagreement(s) "
+            + ("found, nothing changed (--dry-run)" if dry_run else "fixed"),
         )
     )
 

@@ -476,3 +476,17 @@ class ReplayJob(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StoreIdentity(Base):
+    """Which external store these tables belong to (0011): one row per store kind, written on
+    first use. The same identity is kept in the store itself (for MLflow, a tag of the
+    `aifx-identity` experiment), so a setting that points the tables at another store is
+    seen before anything is changed there."""
+
+    __tablename__ = "store_identity"
+
+    store: Mapped[str] = mapped_column(String(16), primary_key=True)  # "mlflow"
+    identity: Mapped[str] = mapped_column(String(36))
+    uri: Mapped[str] = mapped_column(Text)  # where it was when first recorded
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())

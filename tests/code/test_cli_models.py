@@ -113,6 +113,10 @@ def test_reconcile_prints_what_it_fixed(aifx: Run) -> None:
     assert aifx("models", "promote", "lstm-v3", "--force", "--reason", "r")[0] == 0
     store = store_for(aifx.mlflow_uri)  # type: ignore[attr-defined]
     transition_stage(store.client, "aifx-lstm", "1", "Production")
+    code, out, _ = aifx("models", "reconcile", "--dry-run")
+    assert code == 0 and "1 disagreement(s) found, nothing changed (--dry-run)" in out
+    assert "would be fixed by" in out and "Production → Staging" in out
+    assert store.client.get_model_version("aifx-lstm", "1").current_stage == "Production"
     code, out, _ = aifx("models", "reconcile")
     assert code == 0 and "1 disagreement(s) fixed" in out and "Production → Staging" in out
     code, out, _ = aifx("models", "reconcile")

@@ -34,7 +34,7 @@ from aifx_ml.replay.plan import ReplayParams
 from aifx_ml.serving.routers.ab_tests import PlanIn
 from aifx_ml.training.config import TRAINING, TrainingConfig, training_config
 from flows.ab_evaluation import ab_evaluation_flow
-from flows.common import IO_RETRIES
+from flows.common import IO_RETRIES, retry_unless_refused
 from flows.daily_incremental import daily_incremental_flow
 from flows.label_signals import label_signals_flow
 from flows.monthly_evaluation import monthly_evaluation_flow
@@ -417,7 +417,7 @@ def test_every_task_that_retries_uses_the_one_policy() -> None:
             if key in NO_RETRIES:
                 if task.retries:
                     problems.append(f"{key} retries {retries}, yet is listed as not retrying")
-            elif retries != policy:
+            elif retries != policy or task.retry_condition_fn is not retry_unless_refused:
                 problems.append(f"{key} retries {retries}, not IO_RETRIES {policy}")
     assert not problems, "\n".join(problems)
     assert set(NO_RETRIES) <= seen, set(NO_RETRIES) - seen
@@ -432,3 +432,13 @@ def test_every_task_that_retries_uses_the_one_policy() -> None:
         and not (path.name == "common.py" and line.startswith("IO_RETRIES"))
     ]
     assert not written, f"a retry policy besides flows/common.py's IO_RETRIES: {written}"
+
+
+def test_a_refusal_is_not_retried_a_failure_of_io_is() -> None:
+    from prefect.states import Failed
+
+    from registry.reconcile import ReconcileRefusedError
+
+    refused = Failed(data=ReconcileRefusedError("reconcile refused, nothing changed: …"))
+    assert retry_unless_refused(None, None, refused) is False
+    assert retry_unless_refused(None, None, Failed(data=ConnectionError("refused"))) is True

@@ -4,6 +4,7 @@ every kind of disagreement, and a tampered model is refused."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, func, select
 
+from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.db.models import EventOutbox, ModelStageHistory, ModelVersion
 from aifx_ml.errors import RegistryError
 from aifx_ml.events.consumers import Event, StreamConsumer, subscribe
@@ -25,11 +27,12 @@ from aifx_ml.models.history import lineage, serving_at, stage_history
 from aifx_ml.models.versions import get_version
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
+from registry.identity import StoreMismatchError, mlflow_identity, table_identity
 from registry.integrity import ArtifactIntegrityError
 from registry.promotion import promote
-from registry.reconcile import ORPHAN_TAG, reconcile
+from registry.reconcile import ORPHAN_TAG, ReconcileRefusedError, reconcile
 from registry.stages import change_stage, rollback, set_challenger
-from tests.conftest import TRAIN_AS_OF, tiny_training_config
+from tests.conftest import TRAIN_AS_OF, _postgres_database, tiny_training_config
 from tests.event_payloads import announced
 from tests.registry_world import (
     World,
@@ -240,6 +243,98 @@ def test_reconcile_repairs_every_kind_of_disagreement(reg: tuple[Engine, str]) -
     assert store.load(restored).card.parent_version is None  # and it loads
     aliases = store.client.get_registered_model("aifx-lstm").aliases
     assert str(aliases.get("champion")) == "1" and "challenger" not in aliases
+
+
+def mlflow_state(uri: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(version number -> stage, alias -> number) of the lstm model in MLflow."""
+    client = store_for(uri).client
+    stages = {
+        str(v.version): v.current_stage for v in client.search_model_versions("name = 'aifx-lstm'")
+    }
+    aliases = {k: str(v) for k, v in client.get_registered_model("aifx-lstm").aliases.items()}
+    return stages, aliases
+
+
+@pytest.fixture
+def other_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
+    """A second, empty database of the same kind (migrated): the new database a setting
+    points at."""
+    if engine.dialect.name == "postgresql":
+        urls = _postgres_database()
+        url = next(urls)
+    else:
+        urls, url = iter(()), f"sqlite:///{tmp_path / 'other.db'}"
+    other = make_engine(url)
+    upgrade(other)
+    yield other
+    other.dispose()
+    next(urls, None)  # drops the PostgreSQL database
+
+
+def test_reconcile_refuses_a_store_the_tables_do_not_belong_to_and_changes_nothing(
+    reg: tuple[Engine, str], other_engine: Engine, mlflow_template: Path, tmp_path: Path
+) -> None:
+    engine, uri = reg
+    store = store_for(uri)
+    (tmp_path / "new").mkdir()
+    mlflow_uri = f"sqlite:///{shutil.copy(mlflow_template, tmp_path / 'new' / 'mlflow.db')}"
+    promote_now(engine, uri, "lstm-v1", TRAIN_AS_OF)
+    assert reconcile(engine, store, LATER, "t") == []  # first use: the pair is recorded
+    assert table_identity(engine) == mlflow_identity(store) is not None
+    before = mlflow_state(uri)
+    assert before[0]["1"] == "Production" and before[1] == {"champion": "1"}
+
+    # Only AIFX_DATABASE_URL changed: a new database, the old MLflow store.
+    with pytest.raises(StoreMismatchError, match="belongs to another database"):
+        reconcile(other_engine, store, LATER, "t")
+    # Only MLFLOW_TRACKING_URI changed: the old database, a new MLflow store.
+    with pytest.raises(StoreMismatchError, match="has no identity"):
+        reconcile(engine, store_for(mlflow_uri), LATER, "t")
+    # Even forced, a store that is not the tables' is not touched.
+    with pytest.raises(StoreMismatchError):
+        reconcile(other_engine, store, LATER, "t", force=True)
+    assert mlflow_state(uri) == before
+    assert table_identity(other_engine) is None and mlflow_identity(store_for(mlflow_uri)) is None
+    assert statuses(engine)["lstm-v1"] == "production"
+
+    # Adopting the pair is deliberate, and the plan's guard still stands: the new database
+    # has no versions, so reconcile would archive MLflow's three, Production included.
+    with pytest.raises(ReconcileRefusedError, match="lstm with no Production version"):
+        reconcile(other_engine, store, LATER, "t", adopt_store=True)
+    assert mlflow_state(uri) == before
+    planned = reconcile(other_engine, store, LATER, "t", dry_run=True)
+    assert sorted(f.version for f in planned if f.loss) == ["lstm-v1", "lstm-v2", "lstm-v3"]
+    assert mlflow_state(uri) == before  # a dry run changes nothing
+
+
+def test_reconcile_refuses_a_mass_change_without_force_and_a_dry_run_changes_nothing(
+    reg: tuple[Engine, str],
+) -> None:
+    from registry.mlflow_store import transition_stage
+
+    engine, uri = reg
+    store = store_for(uri)
+    promote_now(engine, uri, "lstm-v1", TRAIN_AS_OF)
+    assert reconcile(engine, store, LATER, "t") == []
+    # Behind the table's back, both Staging versions go to Production in MLflow.
+    transition_stage(store.client, "aifx-lstm", "2", "Production")
+    transition_stage(store.client, "aifx-lstm", "3", "Production")
+    before = mlflow_state(uri)
+
+    planned = reconcile(engine, store, LATER, "t", dry_run=True)
+    assert sorted((f.version, f.detail, f.loss) for f in planned) == [
+        ("lstm-v2", "MLflow stage Production → Staging", True),
+        ("lstm-v3", "MLflow stage Production → Staging", True),
+    ]
+    with pytest.raises(ReconcileRefusedError, match=r"demote 2 version\(s\) \(more than 1\)"):
+        reconcile(engine, store, LATER, "t", max_losses=1)
+    assert mlflow_state(uri) == before
+    fixed = reconcile(engine, store, LATER, "t", max_losses=1, force=True)
+    assert sorted(f.version for f in fixed if f.loss) == ["lstm-v2", "lstm-v3"]
+    assert stages_agree(engine, uri) == {}
+    # Within the default limit (3) a demotion needs no force: the table stays the truth.
+    transition_stage(store.client, "aifx-lstm", "2", "Production")
+    assert [f.version for f in reconcile(engine, store, LATER, "t")] == ["lstm-v2"]
 
 
 def test_two_concurrent_promotions_never_leave_two_production_versions(
