@@ -9,6 +9,7 @@ untouched), announced on `ml:training_completed`.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.engine import transaction
@@ -43,6 +44,7 @@ from aifx_ml.training.config import (
 from aifx_ml.training.fit import EpochCallback
 from aifx_ml.training.lock import TrainingBusyError, training_lock
 
+log = logging.getLogger(__name__)
 OnEpoch = Callable[[int, dict[str, float]], None]
 
 
@@ -76,21 +78,76 @@ def training_run(
         yield run  # the body sees the status skipped and must not train
         return
     try:
+        _close_abandoned(run)
         run.result.training_log_id = _start_log(run)
         try:
             yield run
         except TrainingSkipped as skipped:
-            end_store_run(run, "KILLED")
+            _end_store_run_quietly(run, "KILLED")
             _finish_log(run, TrainingStatus.SKIPPED, reason=str(skipped))
         except Exception as exc:
-            end_store_run(run, "FAILED")
-            _finish_log(run, TrainingStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            # The model store or the database may be what failed: each step is tried, and
+            # the failure raised whatever happens to the record (a row left `running` is
+            # closed by the next run of the type, see `_close_abandoned`).
+            _end_store_run_quietly(run, "FAILED")
+            try:
+                _finish_log(run, TrainingStatus.FAILED, reason=reason)
+            except Exception:
+                log.exception("the failed training could not be recorded as failed")
             raise TrainingFailedError(
-                f"{training_type} training of {config.model_type} failed: "
-                f"{type(exc).__name__}: {exc}"
+                f"{training_type} training of {config.model_type} failed: {reason}"
             ) from exc
     finally:
         lock.__exit__(None, None, None)
+
+
+def _end_store_run_quietly(run: Run, status: str) -> None:
+    try:
+        end_store_run(run, status)
+    except Exception:  # the model store is away: the table still records how the run ended
+        log.exception("the model store run %s could not be closed as %s", run.store_run, status)
+        run.store_run = None
+
+
+def _close_abandoned(run: Run) -> None:
+    """Close as failed every `running` row of this model type: the caller holds the type's
+    training lock, so no process is running them (theirs ended, killed or cut off, before it
+    recorded how)."""
+    with transaction(run.stores.engine) as session:
+        abandoned = (
+            session.execute(
+                select(ModelTrainingLog).where(
+                    ModelTrainingLog.model_type == run.config.model_type,
+                    ModelTrainingLog.status == TrainingStatus.RUNNING,
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for row in abandoned:
+            reason = (
+                f"abandoned: still running when the next {row.model_type} training started at "
+                f"{run.as_of.isoformat()}; the process that ran it ended without recording how"
+            )
+            row.status, row.error_message, row.completed_at = (
+                TrainingStatus.FAILED,
+                reason,
+                max(run.as_of, row.started_at),
+            )
+            enqueue(
+                session,
+                TrainingCompleted(
+                    training_log_id=row.id,
+                    training_type=TrainingType(row.training_type),
+                    model_type=row.model_type,
+                    status=TrainingStatus.FAILED.value,
+                    version=None,
+                    parent_version=None,
+                    reason=reason,
+                ),
+                run.as_of,
+            )
 
 
 def _start_log(run: Run) -> uuid.UUID:

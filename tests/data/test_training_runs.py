@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from mlflow.models import Model
 from sqlalchemy import Engine, select
 
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
+from aifx_ml.events.schemas import TrainingCompleted
 from aifx_ml.models.store import InMemoryModelStore
 from aifx_ml.training.config import Stores, TrainingFailedError
 from aifx_ml.training.lock import training_lock
@@ -24,7 +26,7 @@ from registry.integrity import download_version
 from registry.mlflow_store import MlflowModelStore
 from registry.stages import change_stage
 from tests.conftest import TRAIN_AS_OF, import_synthetic, tiny_training_config
-from tests.event_payloads import outbox_payloads
+from tests.event_payloads import announced, outbox_payloads
 
 pytestmark = pytest.mark.integration
 
@@ -230,6 +232,71 @@ def test_a_registration_the_table_refuses_is_taken_back_out_of_mlflow(
     assert versions(stores.engine) == {}
     assert mlflow_versions(stores) == {}
     assert [log.status for log in logs(stores.engine)] == ["failed"]
+
+
+def test_mlflow_unreachable_ends_the_run_failed_with_the_error(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tracking server that refuses connections (nothing listens on the port)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    import_synthetic(engine)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing will listen on it
+    uri = f"http://127.0.0.1:{port}"
+    stores = Stores(engine, MlflowModelStore(uri, uri, str(tmp_path / "a")), tmp_path / "locks")
+    with pytest.raises(TrainingFailedError, match="failed: MlflowException"):
+        train_full(stores, tiny_training_config(), TRAIN_AS_OF)
+    (failed,) = logs(engine)
+    assert failed.status == "failed" and failed.completed_at is not None
+    assert failed.error_message and f"127.0.0.1:{port}" in failed.error_message
+    (completed,) = announced(engine, TrainingCompleted)
+    assert (completed.status, completed.training_log_id) == ("failed", failed.id)
+
+
+def test_mlflow_lost_mid_run_still_ends_the_run_failed(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store goes away after the run was opened: neither logging nor closing the run
+    reaches it, and the table still records how the run ended."""
+
+    def gone(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("MLflow went away (simulated)")
+
+    monkeypatch.setattr(MlflowModelStore, "log_metrics", gone)
+    monkeypatch.setattr(MlflowModelStore, "end_run", gone)
+    with pytest.raises(TrainingFailedError, match="MLflow went away"):
+        train_full(stores, tiny_training_config(), TRAIN_AS_OF)
+    assert [(log.status, log.error_message) for log in logs(stores.engine)] == [
+        ("failed", "ConnectionError: MLflow went away (simulated)")
+    ]
+
+
+def test_a_run_whose_process_died_is_closed_failed_by_the_next_run(
+    memory_stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores = memory_stores
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # the process stops here: nothing records how the run ended
+
+    with monkeypatch.context() as patch:
+        patch.setattr("aifx_ml.training.runs.fit_model", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_full(stores, tiny_training_config(), TRAIN_AS_OF)
+    assert [log.status for log in logs(stores.engine)] == ["running"]
+
+    result = train_full(stores, tiny_training_config(), WEDNESDAY)
+    assert result.status == "completed"
+    abandoned, done = logs(stores.engine)
+    assert (abandoned.status, done.status) == ("failed", "completed")
+    assert abandoned.error_message and abandoned.error_message.startswith(
+        "abandoned: still running when the next lstm training started"
+    )
+    assert abandoned.completed_at == WEDNESDAY
+    ended = {e.training_log_id: e.status for e in announced(stores.engine, TrainingCompleted)}
+    assert ended == {abandoned.id: "failed", done.id: "completed"}
 
 
 def test_a_second_run_of_the_same_model_type_does_not_overlap(memory_stores: Stores) -> None:
