@@ -17,7 +17,7 @@ import pandas as pd
 
 from aifx_ml.data.validation import Gap
 from aifx_ml.domain import AGEING_NOTICE, Ageing, ProductionAge, SignalPolicy
-from aifx_ml.markets import missing_candles
+from aifx_ml.markets import expected_grid, missing_candles
 
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 KINDS: tuple[str, ...] = (
@@ -94,17 +94,30 @@ def training_alerts(
     recent_logs: Sequence[TrainingRun], skipped_in_a_row: int = 2
 ) -> list[AlertDraft]:
     """A critical alert per failed run; a warning when the latest runs of a training type and
-    model type were skipped `skipped_in_a_row` times or more in a row (runs in progress aside)."""
+    model type were skipped `skipped_in_a_row` times or more in a row (runs in progress aside).
+
+    A daily run skipped after a day the FX market was mostly shut (Sunday's and Monday's at
+    01:00, after the weekend) is what the calendar explains, not a problem: it neither counts
+    nor breaks a streak."""
     drafts = [_failed_run(run) for run in recent_logs if run.status == "failed"]
     by_series: dict[tuple[str, str], list[TrainingRun]] = defaultdict(list)
     for run in recent_logs:
-        if run.status != "running":
+        if run.status != "running" and not (run.status == "skipped" and _after_closed_day(run)):
             by_series[(run.training_type, run.model_type)].append(run)
     for (training_type, model_type), runs in sorted(by_series.items()):
         streak = _trailing_skips(sorted(runs, key=lambda r: r.started_at))
         if len(streak) >= skipped_in_a_row:
             drafts.append(_skipped_runs(training_type, model_type, streak))
     return drafts
+
+
+def _after_closed_day(run: TrainingRun) -> bool:
+    """An incremental run whose previous 24 hours held fewer than 12 hours of open market."""
+    if run.training_type != "incremental":
+        return False
+    end = pd.Timestamp(run.started_at).floor("h")
+    open_hours = len(expected_grid(end - pd.Timedelta(hours=23), end, "1h"))
+    return open_hours < 12
 
 
 def _trailing_skips(runs: Sequence[TrainingRun]) -> list[TrainingRun]:

@@ -51,6 +51,10 @@ def import_cmd(
     as_of = app_ctx.now()
     files = []
     for path in paths:
+        if not path.is_file():
+            raise InvalidInputError(
+                f"{path}: no such file" if not path.exists() else f"{path}: not a file"
+            )
         inferred = series_from_filename(path) or (None, None)
         if not (pair or inferred[0]) or not (timeframe or inferred[1]):
             raise InvalidInputError(

@@ -59,14 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         code = app(args=args, prog_name="aifx", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Exit, typer.Exit) as exc:
+        return int(exc.exit_code)
+    except (click.exceptions.Abort, typer.Abort):
         err_console.print("[red]aborted[/]")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except (click.ClickException, typer.exceptions.TyperException) as exc:
+        # A usage error (Typer raises its own copy of click's): usage, then one line.
+        exc.show()  # type: ignore[union-attr]
+        return int(exc.exit_code)
     except AifxError as exc:
         if debug:
             raise

@@ -28,6 +28,15 @@ from aifx_ml.replay.loop import Progress as Step
 from aifx_ml.replay.plan import SYNTHETIC, ModelParams, ReplayParams, with_change_point
 
 DEFAULT_PAIRS = "EUR/USD,GBP/USD,USD/JPY"
+# What the replay's ending suggests looking at next (a test runs each with --help).
+NEXT_COMMANDS = (
+    "aifx models list",
+    "aifx models history",
+    "aifx ab list",
+    "aifx alerts list",
+    "aifx events pending",
+    "prefect flow-run ls",
+)
 
 
 def replay_cmd(
@@ -150,10 +159,14 @@ def replay(
 ) -> ReplayRun:
     """Run (or resume) the replay `name` to its end and write its report; the CLI's body,
     callable from tests and benchmarks."""
-    from flows.replay import run_to_end  # noqa: PLC0415  (TensorFlow, MLflow, Prefect)
-
-    # Hundreds of model downloads: MLflow's progress bar for each would bury the replay's own.
+    # Hundreds of model downloads: MLflow's progress bar for each would bury the replay's own,
+    # and so would Prefect's line per task run (thousands; flow runs still say how they end).
+    # The replay's Prefect server is its own and temporary: it reports no usage (which,
+    # offline, logged an error per attempt). Each stays as set when it is set.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.replay import run_to_end  # noqa: PLC0415  (TensorFlow, MLflow, Prefect)
 
     with _stop_on_ctrl_c() as stopped, _progress(quiet) as show:
         return run_to_end(settings, params, name, wall=wall, stop=stopped, on_progress=show)
@@ -179,10 +192,7 @@ def print_where_to_look(settings: Settings, run: ReplayRun) -> None:
         f"--default-artifact-root {settings.artifact_location}"
     )
     console.print(f"tables:    {settings.db_url}")
-    console.print(
-        "commands:  aifx models list · aifx models history · aifx ab list · "
-        "aifx evaluate list · aifx events pending · prefect flow-run ls"
-    )
+    console.print(f"commands:  {' · '.join(NEXT_COMMANDS)}")
     console.print("notebooks: notebooks/*.ipynb (they read the same settings)")
 
 

@@ -67,8 +67,24 @@ def test_one_skip_is_quiet_two_in_a_row_warn_once_per_streak() -> None:
 def test_a_completed_run_ends_the_streak_and_running_rows_do_not_count() -> None:
     logs = [run(0, "skipped"), run(1, "skipped"), run(2, "completed"), run(3, "skipped")]
     assert training_alerts(logs) == []
-    logs = [run(0, "skipped"), run(1, "skipped"), run(2, "running")]
+    logs = [run(1, "skipped"), run(2, "skipped"), run(3, "running")]
     assert [d.kind for d in training_alerts(list(reversed(logs)))] == ["training_skipped"]
+
+
+def test_daily_runs_skipped_after_the_weekend_are_the_calendar_not_a_streak() -> None:
+    """Saturday's run (Friday's data) trains; Sunday's and Monday's at 01:00 find the market
+    shut for most of the day before, and are skipped every week."""
+    saturday = [run(5, "completed"), run(6, "skipped"), run(7, "skipped")]  # Sat, Sun, Mon
+    assert training_alerts(saturday) == []
+    # Tuesday's skip is a real one, and the weekend's neither counts nor breaks the streak.
+    friday = [run(4, "skipped"), run(5, "skipped", id="sat")]
+    assert [d.key for d in training_alerts(friday)] == ["training-skipped:incremental:lstm:run-4"]
+    across = [run(4, "skipped"), run(6, "skipped"), run(7, "skipped"), run(8, "skipped")]
+    (draft,) = training_alerts(across)  # Friday, (Sunday, Monday), Tuesday
+    assert draft.key == "training-skipped:incremental:lstm:run-4" and "2 times" in draft.title
+    # A weekly full training looks back 30 days: its Sunday skips always count.
+    weekly = [run(6, "skipped", "full", id="w1"), run(13, "skipped", "full", id="w2")]
+    assert [d.kind for d in training_alerts(weekly)] == ["training_skipped"]
 
 
 def test_streaks_are_per_training_type() -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from aifx_ml.cli.main import app, main
+from aifx_ml.cli.replay import NEXT_COMMANDS
 from aifx_ml.data.reader import series_from_filename
 from aifx_ml.db.engine import current_revision, head_revision, make_engine
 from aifx_ml.db.models import MarketData, TradingSignal
@@ -183,3 +186,31 @@ def test_series_from_filename() -> None:
     assert series_from_filename(Path("data/gbp-usd_15min.csv")) == ("GBP/USD", "15min")
     assert series_from_filename(Path("prices.csv")) is None
     assert series_from_filename(Path("EURUSD_2h.csv")) is None
+
+
+def test_a_file_that_is_not_there_is_named_as_such(aifx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = aifx("data", "import", "nope.csv")
+    assert code != 0 and "nope.csv: no such file" in out + err
+    code, out, err = aifx("data", "import", str(tmp_path))
+    assert code != 0 and "not a file" in out + err
+
+
+@pytest.mark.parametrize("command", NEXT_COMMANDS)
+def test_every_command_the_demo_suggests_exists(command: str) -> None:
+    program, *args = command.split()
+    if program == "prefect":
+        prefect = Path(sys.executable).parent / "prefect"
+        done = subprocess.run(
+            [prefect, *args, "--help"], check=False, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return
+    assert program == "aifx" and main([*args, "--help"]) == 0
+
+
+def test_a_usage_error_says_what_is_wrong_without_a_class_name(aifx) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = aifx("models", "list", "--bogus")
+    assert code == 2 and "No such option: --bogus" in out + err
+    assert "NoSuchOption" not in out + err and "Try 'aifx models list --help'" in out + err
+    code, out, err = aifx("models", "lst")
+    assert code == 2 and "No such command 'lst'" in out + err and "UsageError" not in out + err

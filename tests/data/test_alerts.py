@@ -273,8 +273,9 @@ def seed_problems(engine: Engine, now: datetime) -> None:
             insert(ModelTrainingLog),
             [
                 training(72, "completed"),
-                training(48, "skipped"),
+                # Monday noon and Tuesday midnight (a Sunday skip would be the weekend's).
                 training(24, "skipped"),
+                training(12, "skipped"),
                 training(30, "failed", "full"),
             ],
         )
