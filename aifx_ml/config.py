@@ -108,6 +108,9 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{data_dir / 'mlflow.db'}"
         if self.mlflow_registry_uri is None:
             self.mlflow_registry_uri = self.mlflow_tracking_uri
+        # MLflow reads `postgresql://` as psycopg2, which is not installed: psycopg 3 it is.
+        self.mlflow_tracking_uri = normalize_database_url(self.mlflow_tracking_uri)
+        self.mlflow_registry_uri = normalize_database_url(self.mlflow_registry_uri)
         if self.artifact_root is None:
             self.artifact_root = str(data_dir / "mlartifacts")
         return self
@@ -148,7 +151,8 @@ class Settings(BaseSettings):
 
 
 def normalize_database_url(url: str) -> str:
-    """Let users write `postgresql://` or `postgres://`; we speak psycopg 3."""
+    """Let users write `postgresql://` or `postgres://` (for the tables and for MLflow's
+    stores alike); we speak psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]

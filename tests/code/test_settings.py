@@ -108,6 +108,17 @@ def test_postgres_url_from_env_is_normalized(clean_env: pytest.MonkeyPatch) -> N
     assert not settings.is_embedded
 
 
+def test_postgres_mlflow_uris_speak_psycopg_3(clean_env: pytest.MonkeyPatch) -> None:
+    """MLflow would read `postgresql://` as psycopg2, which is not installed."""
+    clean_env.setenv("MLFLOW_TRACKING_URI", "postgresql://u@db/mlflow")
+    settings = load_settings(env_file=None)
+    assert settings.tracking_uri == settings.registry_uri == "postgresql+psycopg://u@db/mlflow"
+    clean_env.setenv("MLFLOW_REGISTRY_URI", "postgres://u@other/registry")
+    assert load_settings(env_file=None).registry_uri == "postgresql+psycopg://u@other/registry"
+    clean_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert load_settings(env_file=None).tracking_uri == "http://mlflow:5000"
+
+
 def test_env_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env_file = tmp_path / "custom.env"
     env_file.write_text(
