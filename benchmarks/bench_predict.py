@@ -41,11 +41,14 @@ from aifx_ml.data.synth import synthesize_candles  # noqa: E402
 from aifx_ml.db.engine import make_engine, upgrade  # noqa: E402
 
 SERVER_MS: list[float] = []  # the server's own time in the handler (Server-Timing)
+ANSWERED: dict[str, float] = {}  # signal id -> wall time (s) its answer arrived
+REDIS_URL = os.environ.get("AIFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 TARGETS = {
     "p50_vs_bare_max": 2.0,
     "p99_ms_max": 25.0,
     "requests_per_s_min": 150.0,
     "shadow_p50_vs_champion_only_max": 1.3,
+    "answer_to_stream_p99_ms_max": 1000.0,
 }
 ADMIN_DSN = os.environ.get(
     "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -218,8 +221,11 @@ def load(port: int, requests: int, clients: int) -> tuple[list[float], float, in
                 started = time.perf_counter()
                 response = http.post("/api/v1/predict", json=body)
                 elapsed = time.perf_counter() - started
+                answered = time.time()
                 timing = response.headers.get("server-timing", "dur=nan").split("dur=")[-1]
                 with lock:
+                    if response.status_code == 200:
+                        ANSWERED[response.json()["signal_id"]] = answered
                     latencies.append(elapsed)
                     server_ms.append(float(timing))
                     if response.status_code != 200:
@@ -235,12 +241,46 @@ def load(port: int, requests: int, clients: int) -> tuple[list[float], float, in
     return latencies, time.perf_counter() - started, errors[0]
 
 
+def to_stream(client: Any, signal_ids: set[str]) -> dict[str, float]:
+    """Seconds from each answer (received by the client) to its ml:new_prediction entry on
+    the stream (Redis' clock, same host): an upper bound of commit-to-stream, the commit
+    following the answer."""
+    from aifx_ml.events.consumers import read_stream  # noqa: PLC0415
+
+    delays, after = [], "0-0"
+    deadline = time.monotonic() + 30
+    seen: set[str] = set()
+    while len(seen) < len(signal_ids) and time.monotonic() < deadline:
+        events, after = read_stream(
+            client, after_id=after, channels=["ml:new_prediction"], block_ms=500
+        )
+        for e in events:
+            sid = str(e.data.get("signal_id"))
+            if sid in signal_ids and sid not in seen:
+                seen.add(sid)
+                added_ms = int(e.stream_id.split("-")[0])
+                delays.append(added_ms / 1000 - ANSWERED[sid])
+    ms = np.array(delays) * 1000
+    return {
+        "events": len(delays),
+        "missing": len(signal_ids) - len(delays),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else float("nan"),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else float("nan"),
+        "max_ms": round(float(ms.max()), 1) if len(ms) else float("nan"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=8, help="for the throughput phase")
     parser.add_argument("--latency-requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--no-events",
+        action="store_true",
+        help="Serve without Redis (events wait in the outbox), to see what relaying costs.",
+    )
     parser.add_argument(
         "--shadow-rounds", type=int, default=4, help="alternating blocks of each shadow phase"
     )
@@ -261,8 +301,13 @@ def main() -> None:
             "AIFX_DATABASE_URL": db_url,
             "MLFLOW_TRACKING_URI": mlflow_uri,
             "AIFX_DATA_DIR": str(work / "data"),
+            "AIFX_REDIS_URL": "" if args.no_events else REDIS_URL,
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
+        from aifx_ml.events.relay import STREAM, redis_client  # noqa: PLC0415
+
+        redis = redis_client(REDIS_URL)
+        redis.delete(STREAM)  # this run's events only
         server = serve(env, port)
         deadline = time.monotonic() + 120
         while True:
@@ -283,7 +328,10 @@ def main() -> None:
         SERVER_MS.clear()
         single, single_wall, single_errors = load(port, args.latency_requests, 1)
         handler_p50 = float(np.nanpercentile(SERVER_MS, 50))
+        ANSWERED.clear()
         latencies, wall, errors = load(port, args.requests, args.clients)
+        # Events of the throughput phase: how soon after its answer each reached the stream.
+        stream_delays = to_stream(redis, set() if args.no_events else set(ANSWERED))
         # The shadow's cost, in the same run: Production alone and Production with B
         # shadowing every request, in alternating blocks.
         paths = shadow_phases(
@@ -317,6 +365,11 @@ def main() -> None:
                 "p50_ms": round(float(np.percentile(ms, 50)), 3),
                 "p99_ms": round(float(np.percentile(ms, 99)), 3),
             },
+            "events": {
+                "relay": "aifx serve's relay loop, woken by each commit that writes events",
+                "requests_per_s": round(rps, 1),
+                "answer_to_stream": stream_delays,
+            },
             "shadow": {
                 **paths,
                 "p50_shadow_vs_champion_only": round(shadow_ratio, 3),
@@ -329,6 +382,11 @@ def main() -> None:
                 "requests_per_s_min": rps >= TARGETS["requests_per_s_min"],
                 "shadow_p50_vs_champion_only_max": shadow_ratio
                 <= TARGETS["shadow_p50_vs_champion_only_max"],
+                "answer_to_stream_p99_max": args.no_events
+                or (
+                    stream_delays["p99_ms"] <= TARGETS["answer_to_stream_p99_ms_max"]
+                    and stream_delays["missing"] == 0
+                ),
                 "no_errors": errors + single_errors + sum(p["errors"] for p in paths.values()) == 0,
             },
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

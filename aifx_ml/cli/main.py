@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,8 @@ from aifx_ml.cli.demo import demo_cmd
 from aifx_ml.cli.replay import replay_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
 from aifx_ml.errors import AifxError
+from aifx_ml.events.outbox import on_commit
+from aifx_ml.events.relay import RelayReport, relay_outbox
 
 app = typer.Typer(
     name="aifx",
@@ -50,7 +53,35 @@ def root(
     ] = Path(DEFAULT_ENV_FILE),
 ) -> None:
     """Settings come from the environment and mlflow.env; with none, everything is under ./.aifx."""
-    ctx.obj = AppContext(settings=load_settings(env_file), debug=debug)
+    app_ctx = ctx.obj = AppContext(settings=load_settings(env_file), debug=debug)
+    # What the command announced goes to Redis as it ends, not at the next relay.
+    committed = threading.Event()
+    stop_listening = on_commit(committed.set)
+
+    def deliver() -> None:
+        stop_listening()
+        if committed.is_set():
+            relay_after_command(app_ctx)
+
+    ctx.call_on_close(deliver)
+
+
+def relay_after_command(app_ctx: AppContext) -> None:
+    """Deliver the events a command committed, best effort: with Redis away (or not
+    configured) they wait in the outbox for the next relay, as always, and a line says so."""
+    url = app_ctx.settings.redis_url
+    if url is None:
+        return
+    try:
+        report = relay_outbox(app_ctx.engine(), url, now=app_ctx.now, timeout=2.0)
+    except Exception as exc:  # the command itself succeeded: never fail it here
+        report = RelayReport(error=str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    if report.error is not None:
+        err_console.print(
+            f"[yellow]events not delivered yet ({report.error}); they wait in the outbox[/]",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

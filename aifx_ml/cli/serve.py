@@ -39,9 +39,11 @@ def build_app(
     policy: SignalPolicy | None = None,
     refresh_seconds: float = 2.0,
     max_buffer: int = 50_000,
+    relay: bool = True,
 ) -> FastAPI:
     """The app over the settings' stores: MLflow for models, the registry for promotions
-    (`max_buffer`: answered signals kept in memory while the database is away)."""
+    (`max_buffer`: answered signals kept in memory while the database is away; `relay`:
+    deliver events to the settings' Redis as they are committed)."""
     # FastAPI, MLflow and the registry load only when serving, not for every command.
     from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
     from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
@@ -85,6 +87,7 @@ def build_app(
         policy=policy,
         refresh_seconds=refresh_seconds,
         max_buffer=max_buffer,
+        relay=relay,
     )
 
 

@@ -4,16 +4,22 @@ If the change rolls back, so does its event; if Redis is down or not configured,
 waits in `event_outbox` until a relay publishes it. Nothing is announced that did not happen,
 and nothing that happened goes unannounced. Rows are numbered (`seq`) in the order they were
 written, which is the order the relay publishes them in.
+
+A commit that wrote events wakes whoever delivers them: listeners in this process
+(`on_commit`: the service's relay loop, the CLI's relay as a command ends), and on PostgreSQL
+any process that LISTENs on `NOTIFY_CHANNEL` (the NOTIFY is part of the transaction, so it is
+sent at commit, and not at all on rollback).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.models import EventOutbox
@@ -27,12 +33,49 @@ from aifx_ml.events.schemas import (
 
 __all__ = [
     "CHANNELS",
+    "NOTIFY_CHANNEL",
     "InvalidEventError",
     "enqueue",
     "enqueue_many",
     "envelope",
+    "on_commit",
     "published_message",
 ]
+
+NOTIFY_CHANNEL = "aifx_outbox"  # PostgreSQL NOTIFY on every commit that wrote events
+_FLAG = "aifx.events_written"  # in Session.info while a transaction holds unannounced events
+_listeners: list[Callable[[], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def on_commit(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call `listener()` after each commit in this process that wrote events (it must be
+    quick and must not raise: it runs in the committing thread). Returns what removes it."""
+    with _listeners_lock:
+        _listeners.append(listener)
+
+    def remove() -> None:
+        with _listeners_lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+
+    return remove
+
+
+def _committed(session: Session) -> None:
+    if session.info.pop(_FLAG, False):
+        with _listeners_lock:
+            listeners = list(_listeners)
+        for listener in listeners:
+            listener()
+
+
+def _rolled_back(session: Session) -> None:
+    session.info.pop(_FLAG, None)
+
+
+event.listen(Session, "after_commit", _committed)
+event.listen(Session, "after_rollback", _rolled_back)
 
 
 def envelope(payload: EventPayload, timestamp: datetime) -> dict[str, Any]:
@@ -92,6 +135,10 @@ def enqueue_many(session: Session, payloads: Iterable[EventPayload], as_of: date
                 seq=select(func.coalesce(func.max(EventOutbox.seq), 0) + 1).scalar_subquery()
             )
         session.execute(statement, rows)
+        if not session.info.get(_FLAG):
+            session.info[_FLAG] = True
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     return len(rows)
 
 

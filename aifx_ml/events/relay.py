@@ -205,14 +205,16 @@ def relay_outbox(
     batch_size: int = BATCH_SIZE,
     stream: str = STREAM,
     maxlen: int | None = STREAM_MAXLEN,
+    timeout: float = 5.0,
 ) -> RelayReport:
-    """One relay run from the settings' Redis URL, as a flow ends or `aifx events relay` runs.
+    """One relay run from the settings' Redis URL, as a flow or a command ends or
+    `aifx events relay` runs (`timeout`: seconds to wait for Redis).
 
     Without a URL nothing is sent: the report says how many events wait for one.
     """
     if redis_url is None:
         return RelayReport(pending=count_pending(engine), configured=False)
-    client = redis_client(redis_url)
+    client = redis_client(redis_url, timeout=timeout)
     try:
         return relay_events(
             engine, client, now=now, batch_size=batch_size, stream=stream, maxlen=maxlen

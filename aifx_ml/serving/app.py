@@ -35,6 +35,7 @@ from aifx_ml.errors import (
     RegistryError,
     StoreUnavailableError,
 )
+from aifx_ml.events.relay_loop import RelayLoop
 from aifx_ml.models.store import ArtifactIntegrityError, ModelStore
 from aifx_ml.monitoring.health import error_line
 from aifx_ml.serving.deps import RegistryActions, Services
@@ -63,8 +64,12 @@ def create_app(
     policy: SignalPolicy | None = None,
     refresh_seconds: float = 2.0,
     max_buffer: int = 50_000,
+    relay: bool = False,
 ) -> FastAPI:
     """The app over the given stores; `now` is the clock (a replay passes its own).
+
+    With `relay` (and a Redis URL in the settings) the app delivers events while it runs:
+    a relay loop woken by every commit that writes events (`events.relay_loop`).
 
     `store` loads the versions that serve; `registry` is how an A/B decision made through the
     API reaches the model registry (the edge that builds the app supplies both). Answered
@@ -118,8 +123,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        relay_loop = None
+        if relay and settings.redis_url is not None:
+            relay_loop = RelayLoop(engine, settings.redis_url, now).start()
         yield
         predictions.close()  # the signal writer commits what waits, then stops
+        if relay_loop is not None:
+            relay_loop.stop()  # after the writer: its last rounds' events go out too
 
     app = FastAPI(
         title="AIFX",

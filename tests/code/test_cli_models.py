@@ -164,3 +164,22 @@ def test_the_signal_rule_a_version_shows() -> None:
     assert signal_rule({"buy_threshold": 0.53, "sell_threshold": None}) == (
         "buy at calibrated P(up) ≥ 0.53, never sells"
     )
+
+
+def test_promote_announces_the_deployment_on_the_stream_as_it_ends(
+    aifx: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aifx_ml.events.consumers import read_stream
+    from aifx_ml.events.relay import STREAM, redis_client
+    from tests.conftest import REDIS_URL
+
+    client = redis_client(REDIS_URL)
+    newest = client.xrevrange(STREAM, count=1)
+    before = newest[0][0].decode() if newest else "0-0"
+    monkeypatch.setenv("AIFX_REDIS_URL", REDIS_URL)
+    code, _, err = aifx("models", "promote", "lstm-v3", "--force", "--reason", "live")
+    assert code == 0 and err == ""
+    # On the stream when the command returns: no relay run by hand.
+    events, _ = read_stream(client, after_id=before, channels=["ml:model_deployed"])
+    assert [e.data["version"] for e in events] == ["lstm-v3"]
+    client.close()
