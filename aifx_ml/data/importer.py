@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -141,6 +141,29 @@ def import_frame(
     raw["timestamp"] = pd.DatetimeIndex(candles["timestamp"]).strftime("%Y-%m-%dT%H:%M:%S%z")
     if "volume" not in candles:
         raw["volume"] = "0"
+    raw.index = pd.RangeIndex(1, len(raw) + 1, name="row")
+    checked = validate_candles(raw, pair, timeframe, as_of)
+    return import_validated(engine, checked, pair, timeframe, as_of, source, len(raw))
+
+
+def import_rows(
+    engine: Engine,
+    rows: Sequence[Mapping[str, Any]],
+    pair: str,
+    timeframe: str,
+    as_of: datetime,
+    source: str,
+) -> ImportReport:
+    """Import candles as a feed sends them (`timestamp` ISO 8601 or epoch, `open`, `high`,
+    `low`, `close`, optional `volume`; values as numbers or text), row by row like a CSV: a
+    row that fails a rule is quarantined with its reason, the rest stored, in one transaction."""
+    columns = ["timestamp", *VALUE_COLUMNS]
+    raw = pd.DataFrame(
+        [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows],
+        columns=columns,
+        dtype=str,
+    )
+    raw.loc[raw["volume"] == "", "volume"] = "0"
     raw.index = pd.RangeIndex(1, len(raw) + 1, name="row")
     checked = validate_candles(raw, pair, timeframe, as_of)
     return import_validated(engine, checked, pair, timeframe, as_of, source, len(raw))

@@ -43,7 +43,7 @@ from aifx_ml.serving.errors import http_error, unstorable_value, validation_erro
 from aifx_ml.serving.inference import ModelServer, ModelUnavailableError, ServingFailure
 from aifx_ml.serving.limits import BodySizeLimit, rate_limit
 from aifx_ml.serving.predict import PredictionService
-from aifx_ml.serving.routers import ab_tests, dashboard, monitoring, predict
+from aifx_ml.serving.routers import ab_tests, dashboard, market_data, monitoring, predict
 from aifx_ml.serving.signal_writer import RejectedRow
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ def create_app(
     app.state.model_server = server
     app.include_router(predict.router)
     app.include_router(ab_tests.router)
+    app.include_router(market_data.router)
     app.include_router(monitoring.router)
     app.include_router(dashboard.router)
 

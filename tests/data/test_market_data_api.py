@@ -1,0 +1,118 @@
+"""Candles pushed over HTTP land exactly like an import: counts that add up, bad rows
+quarantined with their reason, nothing stored twice, one event; and the next prediction
+uses them, without a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
+
+from aifx_ml.config import load_settings
+from aifx_ml.data.importer import import_frame
+from aifx_ml.db.models import DataQuarantine, MarketData
+from aifx_ml.events.schemas import NewMarketData
+from aifx_ml.serving.app import create_app
+from aifx_ml.serving.deps import RegistryActions
+from tests.event_payloads import announced
+from tests.memory_registry import T0, TOKEN, World
+from tests.serving_helpers import trending_candles
+
+pytestmark = pytest.mark.integration
+HISTORY = 24 * 14
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    """Two weeks of candles up to T0 and a Production version."""
+    frame = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)
+    import_frame(engine, frame, "EUR/USD", "1h", T0, source="history")
+    world = World(engine)
+    world.promote(world.register(0.8))
+    return world
+
+
+@pytest.fixture
+def api(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("AIFX_API_TOKEN", TOKEN)
+    clock = [T0 + timedelta(minutes=30)]
+    app = create_app(
+        load_settings(env_file=None),
+        store=world.store,
+        registry=RegistryActions(
+            complete_with_winner=lambda *a, **k: None, mark_challenger=lambda e, t: None
+        ),
+        engine=world.engine,
+        now=lambda: clock[0],
+        refresh_seconds=0,
+    )
+    with TestClient(app) as client:
+        client.clock = clock  # type: ignore[attr-defined]
+        yield client
+
+
+def candle(hour: int, price: float, **changes: Any) -> dict[str, Any]:
+    ts = (T0 + timedelta(hours=hour)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"timestamp": ts, "open": price, "high": price + 0.001, "low": price - 0.001,
+            "close": price, "volume": 10, **changes}  # fmt: skip
+
+
+def count(engine: Engine, model: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_pushed_candles_land_like_an_import_and_the_next_prediction_uses_them(
+    world: World, api: TestClient
+) -> None:
+    before = count(world.engine, MarketData)
+    api.clock[0] = T0 + timedelta(hours=3, minutes=5)  # type: ignore[attr-defined]
+    body = {
+        "pair": "EUR/USD",
+        "timeframe": "1h",
+        "source": "feed-1",
+        "candles": [
+            candle(0, 1.31),
+            candle(1, 1.32),
+            candle(2, 1.33, open="1.33", close="1.33"),  # text, like a CSV cell
+            candle(2, 1.33),  # the same candle again in the push: a duplicate
+            candle(3, 1.2, high=1.1),  # high below close: quarantined
+            candle(4, 1.3, close="x"),  # not a number: quarantined
+        ],
+    }
+    assert api.post("/api/v1/market-data", json=body).status_code == 401
+    pushed = api.post("/api/v1/market-data", json=body, headers=AUTH)
+    assert pushed.status_code == 200, pushed.text
+    got = pushed.json()
+    assert (got["read"], got["accepted"], got["duplicates"], got["quarantined"]) == (6, 3, 1, 2)
+    assert got["accepted"] + got["duplicates"] + got["quarantined"] == got["read"]
+    assert count(world.engine, MarketData) == before + 3
+    assert count(world.engine, DataQuarantine) == 2
+    (event,) = [e for e in announced(world.engine, NewMarketData) if e.source == "feed-1"]
+    assert (event.inserted, event.updated) == (3, 0)
+
+    # The next prediction reads the pushed candles: its entry price is the last one's close.
+    answer = api.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"}).json()
+    assert answer["entry_price"] == pytest.approx(1.33)
+
+    # Pushing the same again stores nothing twice.
+    again = api.post("/api/v1/market-data", json=body, headers=AUTH).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 4)
+    assert count(world.engine, MarketData) == before + 3
+
+
+def test_a_push_that_is_not_candles_is_refused_whole(api: TestClient) -> None:
+    bad = {"pair": "EURUSD", "timeframe": "1h", "candles": [candle(0, 1.3)]}
+    assert api.post("/api/v1/market-data", json=bad, headers=AUTH).status_code == 422
+    empty = {"pair": "EUR/USD", "timeframe": "1h", "candles": []}
+    assert api.post("/api/v1/market-data", json=empty, headers=AUTH).status_code == 422
+    wrong_tf = {"pair": "EUR/USD", "timeframe": "2h", "candles": [candle(0, 1.3)]}
+    refused = api.post("/api/v1/market-data", json=wrong_tf, headers=AUTH)
+    assert refused.status_code == 422 and "2h" in refused.text
