@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from aifx_ml.config import Settings
 from aifx_ml.db.engine import ensure_schema, make_engine
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.events.relay import RelayReport, relay_outbox
 
 if TYPE_CHECKING:
     from registry.mlflow_store import MlflowModelStore
@@ -106,3 +107,21 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.4f}"
     return str(value)
+
+
+def relay_after_command(app_ctx: AppContext) -> None:
+    """Deliver the events a command committed, best effort: with Redis away (or not
+    configured) they wait in the outbox for the next relay, as always, and a line says so."""
+    url = app_ctx.settings.redis_url
+    if url is None:
+        return
+    try:
+        report = relay_outbox(app_ctx.engine(), url, now=app_ctx.now, timeout=2.0)
+    except Exception as exc:  # the command itself succeeded: never fail it here
+        report = RelayReport(error=str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    if report.error is not None:
+        err_console.print(
+            f"[yellow]events not delivered yet ({report.error}); they wait in the outbox[/]",
+            soft_wrap=True,
+            highlight=False,
+        )

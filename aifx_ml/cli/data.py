@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,15 @@ import typer
 from rich.progress import Progress
 from sqlalchemy import select
 
-from aifx_ml.cli.common import app_context, console, frame_table, parse_list, parse_time
+from aifx_ml.cli.common import (
+    app_context,
+    console,
+    err_console,
+    frame_table,
+    parse_list,
+    parse_time,
+    relay_after_command,
+)
 from aifx_ml.data.export import dataset_stats, export_dataset
 from aifx_ml.data.importer import CandleFile, ImportReport, import_csv_files, import_frame
 from aifx_ml.data.reader import series_from_filename
@@ -70,6 +79,52 @@ def import_cmd(
             engine, files, as_of, source, on_file=lambda _: progress.advance(task)
         )
     print_import_reports(reports)
+
+
+@app.command("watch")
+def watch_cmd(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="The drop folder (PAIR_TIMEFRAME.csv files).")],
+    once: Annotated[
+        bool, typer.Option("--once", help="Import what waits, then stop (for cron or a flow).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between looks at the folder.")
+    ] = 5.0,
+) -> None:
+    """Import candle files dropped in a folder, each in its own transaction, then move them to
+    processed/ (or, not candles, to rejected/ with the reason beside them).
+
+    Files named .*, *.part or *.tmp are being written and are left alone: write to such a
+    name, then rename. Each file is imported once; events go out as each import commits.
+    """
+    from aifx_ml.data.watch import import_dropped  # noqa: PLC0415  (only this command needs it)
+
+    if not folder.is_dir():
+        raise InvalidInputError(f"{folder}: no such folder")
+    app_ctx = app_context(ctx)
+    engine = app_ctx.engine()
+    if not once:
+        console.print(f"watching {folder} every {interval:g} s; Ctrl-C stops")
+    try:
+        while True:
+            handled = import_dropped(engine, folder, app_ctx.now())
+            for done in handled:
+                if done.report is None:
+                    err_console.print(
+                        f"[red]rejected[/] {done.name}: {done.error} (moved to {done.moved_to})",
+                        soft_wrap=True,
+                        highlight=False,
+                    )
+                else:
+                    print_import_reports([done.report])
+            if once:
+                return  # the command's end delivers the events
+            if handled:
+                relay_after_command(app_ctx)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        console.print("stopped")
 
 
 def print_import_reports(reports: list[ImportReport]) -> None:

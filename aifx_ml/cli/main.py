@@ -12,13 +12,12 @@ import click
 import typer
 
 from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, serve, signals, train
-from aifx_ml.cli.common import AppContext, console, err_console
+from aifx_ml.cli.common import AppContext, console, err_console, relay_after_command
 from aifx_ml.cli.demo import demo_cmd
 from aifx_ml.cli.replay import replay_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
 from aifx_ml.errors import AifxError
 from aifx_ml.events.outbox import on_commit
-from aifx_ml.events.relay import RelayReport, relay_outbox
 
 app = typer.Typer(
     name="aifx",
@@ -64,24 +63,6 @@ def root(
             relay_after_command(app_ctx)
 
     ctx.call_on_close(deliver)
-
-
-def relay_after_command(app_ctx: AppContext) -> None:
-    """Deliver the events a command committed, best effort: with Redis away (or not
-    configured) they wait in the outbox for the next relay, as always, and a line says so."""
-    url = app_ctx.settings.redis_url
-    if url is None:
-        return
-    try:
-        report = relay_outbox(app_ctx.engine(), url, now=app_ctx.now, timeout=2.0)
-    except Exception as exc:  # the command itself succeeded: never fail it here
-        report = RelayReport(error=str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-    if report.error is not None:
-        err_console.print(
-            f"[yellow]events not delivered yet ({report.error}); they wait in the outbox[/]",
-            soft_wrap=True,
-            highlight=False,
-        )
 
 
 def main(argv: list[str] | None = None) -> int:

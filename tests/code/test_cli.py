@@ -214,3 +214,46 @@ def test_a_usage_error_says_what_is_wrong_without_a_class_name(aifx) -> None:  #
     assert "NoSuchOption" not in out + err and "Try 'aifx models list --help'" in out + err
     code, out, err = aifx("models", "lst")
     assert code == 2 and "No such command 'lst'" in out + err and "UsageError" not in out + err
+
+
+def test_files_dropped_in_the_watched_folder_are_imported_once_and_moved(  # type: ignore[no-untyped-def]
+    aifx, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = hourly_candles("2026-03-02", 24)
+    good.loc[5, "high"] = 0.5  # below the close: quarantined
+    good.to_csv(drop / "EURUSD_1h.csv", index=False)
+    (drop / "GBPUSD_1h.csv").write_bytes(b"\x00\xff not a csv")
+    (drop / "notes.csv").write_text("timestamp,open,high,low,close\n")
+    (drop / "USDJPY_1h.csv.part").write_text("still being written")
+
+    code, out, err = aifx("data", "watch", str(drop), "--once")
+    assert code == 0, err
+    assert "EURUSD_1h.csv" in out and "GBPUSD_1h.csv" in err and "notes.csv" in err
+    engine = make_engine(aifx.db_url)
+    with engine.connect() as conn:
+        stored = conn.scalar(select(func.count()).select_from(MarketData))
+    assert stored == 23  # 24 read, 1 quarantined
+    assert sorted(p.name for p in drop.iterdir() if p.is_file()) == ["USDJPY_1h.csv.part"]
+    assert [p.name for p in (drop / "processed").iterdir()] == ["EURUSD_1h.csv"]
+    rejected = sorted(p.name for p in (drop / "rejected").iterdir())
+    assert rejected == [
+        "GBPUSD_1h.csv", "GBPUSD_1h.csv.error.txt", "notes.csv", "notes.csv.error.txt"
+    ]  # fmt: skip
+    reason = (drop / "rejected" / "notes.csv.error.txt").read_text()
+    assert "does not say the series" in reason
+
+    # The same file dropped again: nothing stored twice, and the first copy is kept.
+    good.to_csv(drop / "EURUSD_1h.csv", index=False)
+    code, out, _ = aifx("data", "watch", str(drop), "--once")
+    assert code == 0
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(MarketData)) == 23
+    assert sorted(p.name for p in (drop / "processed").iterdir()) == [
+        "EURUSD_1h.1.csv",
+        "EURUSD_1h.csv",
+    ]
+    engine.dispose()
+    code, _, err = aifx("data", "watch", str(tmp_path / "nowhere"), "--once")
+    assert code == 1 and "no such folder" in err
