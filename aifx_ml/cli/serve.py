@@ -40,10 +40,12 @@ def build_app(
     refresh_seconds: float = 2.0,
     max_buffer: int = 50_000,
     relay: bool = True,
+    preload: bool = False,
 ) -> FastAPI:
     """The app over the settings' stores: MLflow for models, the registry for promotions
     (`max_buffer`: answered signals kept in memory while the database is away; `relay`:
-    deliver events to the settings' Redis as they are committed)."""
+    deliver events to the settings' Redis as they are committed; `preload`: load and compile
+    the serving versions as the app starts, `/api/v1/monitoring/ready` answering 200 after)."""
     # FastAPI, MLflow and the registry load only when serving, not for every command.
     from aifx_ml.serving.app import create_app, wall_clock  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
     from aifx_ml.serving.deps import RegistryActions  # noqa: PLC0415  (FastAPI, MLflow: only when serving)
@@ -88,6 +90,7 @@ def build_app(
         refresh_seconds=refresh_seconds,
         max_buffer=max_buffer,
         relay=relay,
+        preload=preload,
     )
 
 
@@ -101,7 +104,7 @@ def policy_from_env(environ: Mapping[str, str]) -> SignalPolicy:
 
 def app_factory() -> FastAPI:
     """What each uvicorn worker process calls: settings from the environment."""
-    return build_app(load_settings(), policy=policy_from_env(os.environ))
+    return build_app(load_settings(), policy=policy_from_env(os.environ), preload=True)
 
 
 def serve_cmd(
@@ -144,7 +147,7 @@ def serve_cmd(
     console.print(f"signals: {policy.describe()}")
     console.print(f"serving on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
     if workers == 1:
-        api = build_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy)
+        api = build_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy, preload=True)
         uvicorn.run(api, host=host, port=port, log_level="info")
         return
     # Several processes: uvicorn needs an import string; each worker builds its own app (its

@@ -9,6 +9,7 @@ the limit 413, too many writes 429 (`serving.limits`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -54,6 +55,15 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+def _preload(server: ModelServer) -> None:
+    try:
+        readiness = server.preload()
+    except Exception:  # the service still answers, loading versions as they are asked for
+        log.exception("loading the serving versions ahead failed")
+        return
+    log.info("ready: %s loaded", ", ".join(readiness.loaded) or "no version")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -65,11 +75,14 @@ def create_app(
     refresh_seconds: float = 2.0,
     max_buffer: int = 50_000,
     relay: bool = False,
+    preload: bool = False,
 ) -> FastAPI:
     """The app over the given stores; `now` is the clock (a replay passes its own).
 
     With `relay` (and a Redis URL in the settings) the app delivers events while it runs:
-    a relay loop woken by every commit that writes events (`events.relay_loop`).
+    a relay loop woken by every commit that writes events (`events.relay_loop`). With
+    `preload` the versions that should serve are loaded and compiled on a thread as the app
+    starts (`/api/v1/monitoring/ready` says when); without it, by the first request for each.
 
     `store` loads the versions that serve; `registry` is how an A/B decision made through the
     API reaches the model registry (the edge that builds the app supplies both). Answered
@@ -126,6 +139,8 @@ def create_app(
         relay_loop = None
         if relay and settings.redis_url is not None:
             relay_loop = RelayLoop(engine, settings.redis_url, now).start()
+        if preload:
+            threading.Thread(target=_preload, args=(server,), name="preload", daemon=True).start()
         yield
         predictions.close()  # the signal writer commits what waits, then stops
         if relay_loop is not None:

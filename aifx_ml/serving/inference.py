@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -138,6 +138,19 @@ def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingMode
     )
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the versions that should serve are loaded and compiled (`ModelServer.preload`)."""
+
+    preloaded: bool
+    loaded: list[str] = field(default_factory=list)
+    unserved: list[str] = field(default_factory=list)  # model types nothing can serve, why
+
+    @property
+    def ready(self) -> bool:
+        return self.preloaded and not self.unserved
+
+
 class ModelServer:
     """The serving models of every model type, refreshed from the table."""
 
@@ -159,6 +172,7 @@ class ModelServer:
         self._failures: dict[str, ServingFailure] = {}  # refused versions, and why
         self._tried: dict[str, float] = {}  # when a refused version's load was last tried
         self._serving: dict[str, str] = {}  # the Production version each type answers with
+        self._readiness = Readiness(False)
         self._lock = threading.Lock()
 
     def assignment(self, model_type: str) -> Assignment:
@@ -183,6 +197,30 @@ class ModelServer:
                 self._assignments.clear()
             else:
                 self._assignments.pop(model_type, None)
+
+    def preload(self) -> Readiness:
+        """Load and compile every version that should serve now (Production and the arms of
+        active tests, of every model type), so that no request pays for it; then ready."""
+        with session_factory(self._engine)() as session:
+            production = session.scalars(
+                select(ModelVersion.model_type).where(ModelVersion.status == ModelStatus.PRODUCTION)
+            ).all()
+            tested = session.scalars(
+                select(ModelABTest.model_type).where(ModelABTest.status == TestStatus.ACTIVE)
+            ).all()
+        types = sorted({t for t in [*production, *tested] if t is not None})
+        unserved = []
+        for model_type in types:
+            assignment = self.assignment(model_type)
+            if assignment.production is None:
+                unserved.append(assignment.unavailable or f"no {model_type} model can serve")
+        self._readiness = Readiness(True, self.loaded_versions(), unserved)
+        return self._readiness
+
+    @property
+    def readiness(self) -> Readiness:
+        """Not ready until `preload` has run."""
+        return self._readiness
 
     def loaded_versions(self) -> list[str]:
         return sorted(self._models)

@@ -9,6 +9,7 @@ rise 0.2 % an hour, so within the 4-hour horizon a buy wins and a sell loses.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -328,3 +329,35 @@ def test_the_caller_never_waits_for_the_challenger_nor_loses_its_row_to_it(
             b,
             "buy",
         )
+
+
+def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = arms(world)
+    shadow_test(world, a, b)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path))
+    app = create_app(
+        load_settings(env_file=None),
+        store=world.store,
+        registry=RegistryActions(
+            complete_with_winner=lambda *args, **kw: None, mark_challenger=lambda e, t: None
+        ),
+        engine=world.engine,
+        now=lambda: T0 + timedelta(hours=1),
+        refresh_seconds=60,
+        preload=True,
+    )
+    server = app.state.model_server
+    assert server.readiness.ready is False  # nothing loaded before the app starts
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 60
+        while (ready := client.get("/api/v1/monitoring/ready")).status_code != 200:
+            assert ready.status_code == 503 and ready.json()["status"] == "loading"
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        assert ready.json() == {"status": "ready", "loaded": sorted([a, b]), "unserved": []}
+        # Loaded ahead: the first request loads nothing.
+        loaded_before = server.loaded_versions()
+        answer = client.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"})
+        assert answer.status_code == 200 and server.loaded_versions() == loaded_before

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 
 from aifx_ml.events.relay import outbox_status
@@ -303,6 +303,32 @@ def get_health(
             refused=[RefusedVersionOut.model_validate(f) for f in refused],
         ),
     )
+
+
+class ReadyOut(BaseModel):
+    """Whether this process may take traffic: the versions that should serve are loaded and
+    compiled (a load balancer's readiness probe; `health` says whether the system is well)."""
+
+    status: Literal["ready", "loading", "unavailable"]
+    loaded: list[str] = Field(description="Versions in memory, compiled.")
+    unserved: list[str] = Field(description="Model types no version can serve, and why.")
+
+
+@router.get(
+    f"{PREFIX}/ready",
+    responses={503: {"model": ReadyOut, "description": "Still loading, or a type cannot serve."}},
+)
+def get_ready(svc: ServicesDep, response: Response) -> ReadyOut:
+    """200 once the versions that should serve (Production, and the arms of active tests)
+    are loaded and compiled (`aifx serve` loads them as it starts); 503 while it loads, or
+    when a model type has no version that can serve. Reads nothing but this process."""
+    readiness = svc.predictions.server.readiness
+    if readiness.ready:
+        status_ = "ready"
+    else:
+        status_ = "unavailable" if readiness.preloaded else "loading"
+        response.status_code = 503
+    return ReadyOut(status=status_, loaded=readiness.loaded, unserved=readiness.unserved)
 
 
 HIDDEN = "the reason is shown with the API token (it names hosts)"
