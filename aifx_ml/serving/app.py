@@ -55,9 +55,11 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _preload(server: ModelServer) -> None:
+def _preload(predictions: PredictionService) -> None:
+    """The versions, then the input windows they will ask for: a ready server's first
+    requests find both built."""
     try:
-        readiness = server.preload()
+        readiness = predictions.server.preload(then=predictions.warm)
     except Exception:  # the service still answers, loading versions as they are asked for
         log.exception("loading the serving versions ahead failed")
         return
@@ -140,7 +142,9 @@ def create_app(
         if relay and settings.redis_url is not None:
             relay_loop = RelayLoop(engine, settings.redis_url, now).start()
         if preload:
-            threading.Thread(target=_preload, args=(server,), name="preload", daemon=True).start()
+            threading.Thread(
+                target=_preload, args=(predictions,), name="preload", daemon=True
+            ).start()
         yield
         predictions.close()  # the signal writer commits what waits, then stops
         if relay_loop is not None:

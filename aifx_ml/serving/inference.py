@@ -198,9 +198,10 @@ class ModelServer:
             else:
                 self._assignments.pop(model_type, None)
 
-    def preload(self) -> Readiness:
+    def preload(self, then: Callable[[], object] | None = None) -> Readiness:
         """Load and compile every version that should serve now (Production and the arms of
-        active tests, of every model type), so that no request pays for it; then ready."""
+        active tests, of every model type), so that no request pays for it; run `then` (what
+        else must be ready first); then ready."""
         with session_factory(self._engine)() as session:
             production = session.scalars(
                 select(ModelVersion.model_type).where(ModelVersion.status == ModelStatus.PRODUCTION)
@@ -214,6 +215,8 @@ class ModelServer:
             assignment = self.assignment(model_type)
             if assignment.production is None:
                 unserved.append(assignment.unavailable or f"no {model_type} model can serve")
+        if then is not None:
+            then()
         self._readiness = Readiness(True, self.loaded_versions(), unserved)
         return self._readiness
 
@@ -221,6 +224,10 @@ class ModelServer:
     def readiness(self) -> Readiness:
         """Not ready until `preload` has run."""
         return self._readiness
+
+    def loaded_models(self) -> list[ServingModel]:
+        with self._lock:
+            return list(self._models.values())
 
     def loaded_versions(self) -> list[str]:
         return sorted(self._models)

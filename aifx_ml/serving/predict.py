@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from aifx_ml.abtest.routing import assign_variant
+from aifx_ml.db.models import MarketData
 from aifx_ml.domain import Cutoffs, SignalPolicy, TestMode, decide
-from aifx_ml.errors import NotFoundError
+from aifx_ml.errors import AifxError, NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
 from aifx_ml.serving.inference import (
     Assignment,
@@ -282,6 +283,22 @@ class PredictionService:
             "entry_price": served.entry_price,
             "created_at": now,
         }
+
+    def warm(self) -> int:
+        """Build the input windows the loaded versions will ask for, for every stored series,
+        so that the first request of each reads them like any other; how many were built."""
+        with self.engine.connect() as conn:
+            series = conn.execute(select(MarketData.pair, MarketData.timeframe).distinct()).all()
+        windows = {model.window for model in self.server.loaded_models()}
+        built, now = 0, self.now()
+        for pair, timeframe in series:
+            for window in windows:
+                try:
+                    self.windows.get(pair, timeframe, window, now)
+                except AifxError:  # too few candles for this length: its requests will say so
+                    continue
+                built += 1
+        return built
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every answered prediction is committed (False: `timeout` passed)."""
