@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     mlflow_registry_uri: str | None = Field(default=None, validation_alias="MLFLOW_REGISTRY_URI")
     artifact_root: str | None = Field(default=None, validation_alias="AIFX_ARTIFACT_ROOT")
+    # The folder the market-data deployment imports candle files from (`aifx data watch`).
+    drop_dir: Path | None = Field(default=None, validation_alias="AIFX_DROP_DIR")
     api_token: SecretStr | None = Field(default=None, validation_alias="AIFX_API_TOKEN")
     predict_token: SecretStr | None = Field(default=None, validation_alias="AIFX_PREDICT_TOKEN")
     # Input limits of `aifx serve` (README "Limits"): request bodies, and requests per client
@@ -113,6 +115,7 @@ class Settings(BaseSettings):
         self.mlflow_registry_uri = normalize_database_url(self.mlflow_registry_uri)
         if self.artifact_root is None:
             self.artifact_root = str(data_dir / "mlartifacts")
+        self.drop_dir = (self.drop_dir or data_dir / "drop").expanduser().absolute()
         return self
 
     @property

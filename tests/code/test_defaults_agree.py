@@ -58,6 +58,7 @@ NO_RETRIES = {
     "flows.training_tasks.train_task": "a failed run is recorded, not repeated blindly",
     "flows.ab_evaluation.evaluate_task": "acts on the registry: a look is not repeated blindly",
     "flows.monthly_evaluation.evaluate_task": "writes reports and rows: not repeated blindly",
+    "flows.market_data.import_task": "each file is its own transaction: the next run retries",
 }
 FLOW_MODULES = (
     "flows.common",
@@ -67,6 +68,7 @@ FLOW_MODULES = (
     "flows.ab_evaluation",
     "flows.label_signals",
     "flows.monthly_evaluation",
+    "flows.market_data",
 )
 
 

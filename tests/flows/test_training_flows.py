@@ -171,4 +171,5 @@ def test_prefect_deploy_all_accepts_every_deployment(prefect_api: None, tmp_path
     assert deployments["daily-incremental"] == ([("0 1 * * *", "UTC")], 1)
     assert deployments["weekly-full"] == ([("0 1 * * 0", "UTC")], 1)
     assert deployments["label-signals"][0] == [("*/5 * * * *", "UTC")]
+    assert deployments["market-data"] == ([("* * * * *", "UTC")], 1)
     assert deployments["ab-evaluation"] == ([("0 * * * *", "UTC")], 1)
