@@ -140,7 +140,7 @@ def plan(engine: Engine, store: MlflowModelStore) -> Plan:
         rows = _rows(engine, model_type)
         present = _mlflow_numbers(store, model_type)
         fixes += _planned_missing(rows, present)
-        fixes += _planned_orphans(model_type, rows, present)
+        fixes += [fix for _, fix in _planned_orphans(model_type, rows, present)]
         known = {number_of(r): r for r in rows if r.model_path}
         for number, row in known.items():
             have = getattr(present.get(number), "current_stage", None)
@@ -186,24 +186,25 @@ def _planned_missing(rows: list[ModelVersion], present: dict[str, object]) -> li
 
 def _planned_orphans(
     model_type: str, rows: list[ModelVersion], present: dict[str, object]
-) -> list[Fix]:
+) -> list[tuple[str, Fix]]:
+    """The versions MLflow has that the table never recorded (an orphan already archived and
+    tagged is done), each with its number and what archiving it means."""
     recorded = {number_of(r) for r in rows if r.model_path}
-    fixes = []
+    orphans = []
     for number, found in present.items():
         stage = getattr(found, "current_stage", "None")
         tags = getattr(found, "tags", {}) or {}
         if number in recorded or (stage == "Archived" and tags.get(ORPHAN_TAG) == "true"):
             continue
-        fixes.append(
-            Fix(
-                "orphan_in_mlflow",
-                version_label(model_type, number),
-                f"in MLflow ({stage}) but never recorded in the table: archived and tagged "
-                f"{ORPHAN_TAG}",
-                loss=stage != "Archived",
-            )
+        fix = Fix(
+            "orphan_in_mlflow",
+            version_label(model_type, number),
+            f"in MLflow ({stage}) but never recorded in the table: archived and tagged "
+            f"{ORPHAN_TAG}",
+            loss=stage != "Archived",
         )
-    return fixes
+        orphans.append((number, fix))
+    return orphans
 
 
 def _aliases(store: MlflowModelStore, model_type: str) -> dict[str, str]:
@@ -248,31 +249,15 @@ def _orphans_in_mlflow(
     store: MlflowModelStore, model_type: str, rows: list[ModelVersion]
 ) -> list[Fix]:
     name = registered_name(model_type)
-    recorded = {number_of(r) for r in rows if r.model_path}
-    fixes = []
-    for number, found in _mlflow_numbers(store, model_type).items():
-        if number in recorded:
-            continue
-        stage = getattr(found, "current_stage", "None")
-        tags = getattr(found, "tags", {}) or {}
-        if stage == "Archived" and tags.get(ORPHAN_TAG) == "true":
-            continue
+    orphans = _planned_orphans(model_type, rows, _mlflow_numbers(store, model_type))
+    for number, _ in orphans:
         transition_stage(store.client, name, number, "Archived")
         store.client.set_model_version_tag(name, number, ORPHAN_TAG, "true")
         aliases = store.client.get_registered_model(name).aliases or {}
         for alias in (CHAMPION, CHALLENGER):
             if str(aliases.get(alias)) == number:
                 store.client.delete_registered_model_alias(name, alias)
-        fixes.append(
-            Fix(
-                "orphan_in_mlflow",
-                version_label(model_type, number),
-                f"in MLflow ({stage}) but never recorded in the table: archived and tagged "
-                f"{ORPHAN_TAG}",
-                loss=stage != "Archived",
-            )
-        )
-    return fixes
+    return [fix for _, fix in orphans]
 
 
 def _missing_in_mlflow(

@@ -140,7 +140,14 @@ def active_count(engine: Engine) -> int:
         )
 
 
-def serving_app(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def serving_app(
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    now: Callable[[], datetime] = lambda: T0,
+    **options: Any,
+) -> Any:
+    """The app over the world's stores (`options`: `create_app`'s, e.g. relay, preload)."""
     monkeypatch.setenv("AIFX_DATABASE_URL", world.engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -155,6 +162,6 @@ def serving_app(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         store=world.store,
         registry=RegistryActions(complete_with_winner=complete, mark_challenger=lambda e, t: None),
         engine=world.engine,
-        now=lambda: T0,
-        refresh_seconds=0,
+        now=now,
+        **{"refresh_seconds": 0, **options},
     )

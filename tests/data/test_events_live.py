@@ -18,15 +18,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from aifx_ml.cli.main import main
-from aifx_ml.config import load_settings
 from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.events.consumers import Event, read_stream
 from aifx_ml.events.relay import STREAM, count_pending
 from aifx_ml.events.relay_loop import RelayLoop
-from aifx_ml.serving.app import create_app
-from aifx_ml.serving.deps import RegistryActions
 from tests.conftest import REDIS_URL, _postgres_database, hourly_candles
-from tests.memory_registry import T0, World
+from tests.memory_registry import T0, World, serving_app
 from tests.serving_helpers import trending_candles
 
 pytestmark = pytest.mark.integration
@@ -104,19 +101,11 @@ def world(engine: Engine) -> World:
     return world
 
 
-def app_client(world: World, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+def app_client(
+    world: World, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> TestClient:
     monkeypatch.setenv("AIFX_REDIS_URL", redis_url)
-    app = create_app(
-        load_settings(env_file=None),
-        store=world.store,
-        registry=RegistryActions(
-            complete_with_winner=lambda *a, **k: None, mark_challenger=lambda e, t: None
-        ),
-        engine=world.engine,
-        now=lambda: T0 + timedelta(hours=1),
-        refresh_seconds=0,
-        relay=True,
-    )
+    app = serving_app(world, tmp_path, monkeypatch, now=lambda: T0 + timedelta(hours=1), relay=True)
     return TestClient(app)
 
 
@@ -125,7 +114,7 @@ def test_a_prediction_reaches_the_stream_within_a_second(
 ) -> None:
     monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path))
     before = last_id(client)
-    with app_client(world, REDIS_URL, monkeypatch) as api:
+    with app_client(world, REDIS_URL, tmp_path, monkeypatch) as api:
         for _ in range(5):
             answer = api.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"})
             assert answer.status_code == 200
@@ -150,7 +139,10 @@ def test_with_redis_cut_events_wait_and_arrive_once_after_it_returns(
     before = last_id(client)
     host, port, db = "127.0.0.1", 6379, REDIS_URL.rsplit("/", 1)[1]
     proxy = CuttableProxy((host, port))
-    with proxy, app_client(world, f"redis://127.0.0.1:{proxy.port}/{db}", monkeypatch) as api:
+    with (
+        proxy,
+        app_client(world, f"redis://127.0.0.1:{proxy.port}/{db}", tmp_path, monkeypatch) as api,
+    ):
         within(5.0, lambda: count_pending(world.engine) == 0)  # what waited at start
         proxy.cut()
         ids = [
@@ -183,7 +175,8 @@ def test_on_postgresql_another_process_commit_wakes_the_relay(
 ) -> None:
     engine = pg_engine
     before = last_id(client)
-    # Polling every 30 s: only the NOTIFY can explain a delivery within a second.
+    # Polling every 30 s: only the NOTIFY can explain a delivery within seconds. (How soon,
+    # under load, is the benchmark's to measure: bench_predict's answer_to_stream p99.)
     loop = RelayLoop(engine, REDIS_URL, now=lambda: T0, interval=30.0).start()
     try:
         within(5.0, lambda: count_pending(engine) == 0)
@@ -199,7 +192,7 @@ def test_on_postgresql_another_process_commit_wakes_the_relay(
         )
         subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
         committed = time.monotonic()
-        within(1.0, lambda: arrived(client, before, "ml:model_deployed") != [])
-        assert time.monotonic() - committed < 1.0
+        within(3.0, lambda: arrived(client, before, "ml:model_deployed") != [])
+        assert time.monotonic() - committed < 3.0
     finally:
         loop.stop()

@@ -13,14 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from aifx_ml.config import load_settings
 from aifx_ml.data.importer import import_frame
 from aifx_ml.db.models import DataQuarantine, MarketData
 from aifx_ml.events.schemas import NewMarketData
-from aifx_ml.serving.app import create_app
-from aifx_ml.serving.deps import RegistryActions
 from tests.event_payloads import announced
-from tests.memory_registry import T0, TOKEN, World
+from tests.memory_registry import T0, TOKEN, World, serving_app
 from tests.serving_helpers import trending_candles
 
 pytestmark = pytest.mark.integration
@@ -40,20 +37,8 @@ def world(engine: Engine) -> World:
 
 @pytest.fixture
 def api(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("AIFX_API_TOKEN", TOKEN)
     clock = [T0 + timedelta(minutes=30)]
-    app = create_app(
-        load_settings(env_file=None),
-        store=world.store,
-        registry=RegistryActions(
-            complete_with_winner=lambda *a, **k: None, mark_challenger=lambda e, t: None
-        ),
-        engine=world.engine,
-        now=lambda: clock[0],
-        refresh_seconds=0,
-    )
-    with TestClient(app) as client:
+    with TestClient(serving_app(world, tmp_path, monkeypatch, now=lambda: clock[0])) as client:
         client.clock = clock  # type: ignore[attr-defined]
         yield client
 

@@ -36,7 +36,7 @@ from aifx_ml.serving.inference import Assignment, ModelServer
 from aifx_ml.serving.predict import PredictionService, PredictRequest
 from registry.abtest import complete_with_winner
 from tests.event_payloads import announced
-from tests.memory_registry import T0, TOKEN, World
+from tests.memory_registry import T0, TOKEN, World, serving_app
 from tests.serving_helpers import trending_candles
 
 pytestmark = pytest.mark.integration
@@ -336,14 +336,10 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
 ) -> None:
     a, b = arms(world)
     shadow_test(world, a, b)
-    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path))
-    app = create_app(
-        load_settings(env_file=None),
-        store=world.store,
-        registry=RegistryActions(
-            complete_with_winner=lambda *args, **kw: None, mark_challenger=lambda e, t: None
-        ),
-        engine=world.engine,
+    app = serving_app(
+        world,
+        tmp_path,
+        monkeypatch,
         now=lambda: T0 + timedelta(hours=1),
         refresh_seconds=60,
         preload=True,
