@@ -70,7 +70,8 @@ def _loop(
     clock = SimulatedClock(run.cursor or params.start)
     policy = params.policy
     # Who serves changes only through the replay's own jobs, which invalidate the server.
-    server = ModelServer(engine, store, refresh_seconds=math.inf)
+    # Compiled on first use, never in the background: answers must not depend on timing.
+    server = ModelServer(engine, store, refresh_seconds=math.inf, background_compile=False)
     service = PredictionService(engine, server, clock, policy)
     redis_url = settings.redis_url
 

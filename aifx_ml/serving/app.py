@@ -126,6 +126,8 @@ def create_app(
         raise_alert_safely(engine, settings, draft, as_of=now())
 
     server = ModelServer(engine, store, refresh_seconds, on_failure=refused)
+    if not preload:
+        server.ready_without_preload()
     predictions = PredictionService(
         engine,
         server,

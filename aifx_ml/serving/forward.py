@@ -7,7 +7,8 @@ answers (to 1e-7); at 64 windows, ~27 ms against ~17 ms. XLA compiles once per i
 (~0.6 s each), so batches are padded to a few sizes (`BUCKETS`) and each size is compiled on
 a background thread the first time it is needed: until it is ready (or if XLA fails on this
 machine), that size runs on the traced graph. Nothing waits for a compilation, and no request
-pays one; `warm()` compiles sizes ahead, before a service reports ready.
+pays one; `warm()` compiles sizes ahead, before a service reports ready. A replay compiles on
+first use instead (`background=False`), so that its answers never depend on timing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ class Forward:
     """`forward(x)` for a float32 (batch, window, features) array: the model's raw output,
     (batch, 1)."""
 
-    def __init__(self, model: Any, window: int, n_features: int, name: str) -> None:
+    def __init__(
+        self, model: Any, window: int, n_features: int, name: str, background: bool = True
+    ) -> None:
+        """`background`: compile a new size on a thread, the graph answering meanwhile;
+        without it the first call of a size compiles it and waits (results then never depend
+        on timing: what a replay needs)."""
         import tensorflow as tf  # noqa: PLC0415  (only a serving process pays for TensorFlow)
 
         spec = tf.TensorSpec([None, window, n_features], tf.float32)
@@ -47,6 +53,7 @@ class Forward:
         self._started: dict[int, threading.Event] = {}  # set once compiled (or failed)
         self._lock = threading.Lock()
         self._tf = tf
+        self._background = background
 
     def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         largest = BUCKETS[-1]
@@ -54,8 +61,12 @@ class Forward:
             return np.concatenate([self(x[i : i + largest]) for i in range(0, len(x), largest)])
         bucket = _bucket(len(x))
         if bucket not in self._ready:
-            self._compile_later(bucket)
-            return self.traced(x)
+            if not self._background:
+                self.warm([bucket])
+            else:
+                self._compile_later(bucket)
+            if bucket not in self._ready:  # compiling, or XLA failed here: the graph answers
+                return self.traced(x)
         padded = np.zeros((bucket, *self._shape), np.float32)
         padded[: len(x)] = x
         out: npt.NDArray[np.float32] = self._xla(self._tf.constant(padded)).numpy()

@@ -113,11 +113,13 @@ class Assignment:
     unavailable: str | None = None  # why no model answers (see ModelUnavailableError)
 
 
-def compile_model(model: Any, card: ModelCard, row: ModelVersion) -> ServingModel:
+def compile_model(
+    model: Any, card: ModelCard, row: ModelVersion, background: bool = True
+) -> ServingModel:
     """The model's forward pass traced and compiled with XLA for one window now (a lone
     request never waits for a compilation), for larger batches as they come
     (`serving.forward`); batched across concurrent callers."""
-    call = Forward(model, card.window, len(card.features), name=row.version)
+    call = Forward(model, card.window, len(card.features), row.version, background=background)
     call.warm([1])
 
     def call_many(windows: Sequence[npt.NDArray[np.float32]]) -> list[float]:
@@ -163,7 +165,11 @@ class ModelServer:
         *,
         on_failure: Callable[[ServingFailure], None] | None = None,
         retry_seconds: float = RETRY_FAILED_SECONDS,
+        background_compile: bool = True,
     ) -> None:
+        """`background_compile`: new batch sizes are compiled with XLA on a thread while the
+        traced graph answers them (a service: no request waits); without it, on first use
+        (a replay: every answer comes from the same compiled function, run after run)."""
         self._engine, self._store = engine, store
         self._refresh, self._monotonic = refresh_seconds, monotonic
         self._on_failure, self._retry = on_failure, retry_seconds
@@ -173,6 +179,7 @@ class ModelServer:
         self._tried: dict[str, float] = {}  # when a refused version's load was last tried
         self._serving: dict[str, str] = {}  # the Production version each type answers with
         self._readiness = Readiness(False)
+        self._background_compile = background_compile
         self._lock = threading.Lock()
 
     def assignment(self, model_type: str) -> Assignment:
@@ -222,8 +229,12 @@ class ModelServer:
 
     @property
     def readiness(self) -> Readiness:
-        """Not ready until `preload` has run."""
+        """Not ready until `preload` has run (or `ready_without_preload`)."""
         return self._readiness
+
+    def ready_without_preload(self) -> None:
+        """Ready now: versions are loaded by the first request that needs them."""
+        self._readiness = Readiness(True, self.loaded_versions())
 
     def loaded_models(self) -> list[ServingModel]:
         with self._lock:
@@ -261,7 +272,9 @@ class ModelServer:
         except ModelStoreError as exc:  # tampered, truncated or missing files
             self._tried[version] = self._monotonic()
             return str(exc)
-        self._models[version] = compile_model(loaded.model, loaded.card, row)
+        self._models[version] = compile_model(
+            loaded.model, loaded.card, row, background=self._background_compile
+        )
         return None
 
     def _resolve(self, model_type: str) -> tuple[Assignment, list[ServingFailure]]:

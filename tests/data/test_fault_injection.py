@@ -137,8 +137,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> It
         monkey.chdir(tmp)
         # Who serves is re-read every second (so an outage reaches requests quickly); a small
         # memory buffer, so a short outage already spills to disk.
+        # The test relays to a stream of its own (below), so the app's relay loop stays off.
         app = build_app(
-            load_settings(), engine=engine, now=lambda: T0, refresh_seconds=1, max_buffer=20
+            load_settings(),
+            engine=engine,
+            now=lambda: T0,
+            refresh_seconds=1,
+            max_buffer=20,
+            relay=False,
         )
         port = free_port()
         server = uvicorn.Server(
