@@ -12,7 +12,6 @@ table.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -36,30 +35,24 @@ class StoreMismatchError(RefusedError):
     """The tables and the MLflow store do not belong together."""
 
 
-@dataclass(frozen=True)
-class Identity:
-    identity: str
-    recorded: bool  # written now (first use, or adopted)
-
-
 def check_store(
     engine: Engine,
     store: MlflowModelStore,
     as_of: datetime,
     adopt: bool = False,
     record: bool = True,
-) -> Identity:
+) -> str:
     """The identity the tables and `store` share, written on first use; StoreMismatchError
     (nothing written) when they belong to different installations, unless `adopt`.
     Without `record` nothing is written (a dry run): the identity is what would be."""
     table, mlflow = table_identity(engine), mlflow_identity(store)
     if table is not None and table == mlflow:
-        return Identity(table, recorded=False)
+        return table
     if (table is None and mlflow is None) or adopt:
         identity = table or mlflow or str(uuid.uuid4())
         if not record:
-            return Identity(identity, recorded=False)
-        return Identity(_record(engine, store, identity, as_of), recorded=True)
+            return identity
+        return _record(engine, store, identity, as_of)
     recorded = _recorded_uri(engine)
     if table is None:
         raise StoreMismatchError(
