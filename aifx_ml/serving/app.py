@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,6 +50,7 @@ from aifx_ml.serving.signal_writer import RejectedRow
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5  # what a 503 asks the caller to wait before trying again
+DOCS_ASSETS = "/static/docs"  # Swagger UI's and ReDoc's scripts, served from the package
 
 
 def wall_clock() -> datetime:
@@ -152,11 +154,14 @@ def create_app(
         if relay_loop is not None:
             relay_loop.stop()  # after the writer: its last rounds' events go out too
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) load their scripts from the installed
+    # fastapi-offline package, under /static/docs, not from a CDN: the pages work offline.
+    app = FastAPIOffline(
         title="AIFX",
         version=aifx_ml.__version__,
         description="Trading signals from continuously learned models, A/B tests, monitoring.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     app.state.services = Services(
         settings=settings,
