@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -107,6 +108,22 @@ def app_factory() -> FastAPI:
     return build_app(load_settings(), policy=policy_from_env(os.environ), preload=True)
 
 
+def multiprocess_metrics_dir(data_dir: Path) -> Path:
+    """Where the workers' Prometheus samples go (prometheus_client's multiprocess mode): the
+    `PROMETHEUS_MULTIPROC_DIR` given, else `<data dir>/prometheus`. Emptied of the samples a
+    previous run left, then handed to the workers through the environment (they read it when
+    they first import prometheus_client)."""
+    from aifx_ml.serving.metrics import MULTIPROC_ENV  # noqa: PLC0415  (prometheus_client: only when serving)
+
+    given = os.environ.get(MULTIPROC_ENV)
+    path = Path(given) if given else data_dir / "prometheus"
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.db"):
+        old.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path
+
+
 def serve_cmd(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -163,6 +180,8 @@ def serve_cmd(
             os.environ.pop(name, None)
         else:
             os.environ[name] = str(value)
+    metrics_dir = multiprocess_metrics_dir(app_ctx.settings.data_dir)
+    console.print(f"metrics: every worker's samples in {metrics_dir}, summed at /metrics")
     uvicorn.run(
         f"{__name__}:app_factory",
         factory=True,

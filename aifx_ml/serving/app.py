@@ -44,6 +44,7 @@ from aifx_ml.serving.deps import RegistryActions, Services
 from aifx_ml.serving.errors import http_error, unstorable_value, validation_error
 from aifx_ml.serving.inference import ModelServer, ModelUnavailableError, ServingFailure
 from aifx_ml.serving.limits import BodySizeLimit, rate_limit
+from aifx_ml.serving.metrics import RequestMetrics
 from aifx_ml.serving.predict import PredictionService
 from aifx_ml.serving.routers import ab_tests, dashboard, market_data, monitoring, predict
 from aifx_ml.serving.signal_writer import RejectedRow
@@ -175,6 +176,7 @@ def create_app(
         predict_limit=rate_limit("predictions", settings.rate_limit_predict, settings.redis_url),
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: refused bodies are timed too
     app.state.model_server = server
     app.include_router(predict.router)
     app.include_router(ab_tests.router)

@@ -40,6 +40,7 @@ from aifx_ml.models.card import ModelCard
 from aifx_ml.models.store import ModelStore, ModelStoreError
 from aifx_ml.serving.batching import Batcher
 from aifx_ml.serving.forward import Forward
+from aifx_ml.serving.metrics import observe_model_call
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_SECONDS = 60.0  # how often a version that failed to load is tried again
@@ -123,7 +124,10 @@ def compile_model(
     call.warm([1])
 
     def call_many(windows: Sequence[npt.NDArray[np.float32]]) -> list[float]:
-        return [float(p) for p in call(np.stack(windows)).reshape(-1)]
+        started = time.perf_counter()
+        out = [float(p) for p in call(np.stack(windows)).reshape(-1)]
+        observe_model_call(row.version, len(windows), time.perf_counter() - started)
+        return out
 
     return ServingModel(
         version=row.version,

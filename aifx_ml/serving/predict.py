@@ -8,6 +8,7 @@ version and A/B test) and announced on `ml:new_prediction`, in one transaction p
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from aifx_ml.serving.inputs import (
     request_window,
     stored_close,
 )
+from aifx_ml.serving.metrics import PREDICTION_SECONDS
 from aifx_ml.serving.signal_writer import RejectedRow, SignalWriter
 from aifx_ml.signals import SHADOW, check_storable_text
 
@@ -172,7 +174,7 @@ class PredictionService:
 
         StoreUnavailableError (nothing answered) when the rows can be neither committed
         (`wait`) nor kept until the database takes them."""
-        now = self.now()
+        started, now = time.perf_counter(), self.now()
         plans = [self._plan(request, now) for request in requests]
         shadowed = [i for i, p in enumerate(plans) if p.shadow is not None]
         # The challenger's calls start first, on its own worker thread, and run while
@@ -227,6 +229,9 @@ class PredictionService:
             self.writer.write_now(rows)
         else:
             self.writer.enqueue(rows)
+        elapsed = time.perf_counter() - started
+        for answer in answers:
+            PREDICTION_SECONDS.labels(answer.model_version).observe(elapsed)
         return answers
 
     @staticmethod

@@ -1,5 +1,5 @@
 """`aifx serve --workers 2` as a user runs it: two uvicorn worker processes that each build the
-app from the settings and answer over HTTP."""
+app from the settings and answer over HTTP, and whose metrics add up in one scrape."""
 
 from __future__ import annotations
 
@@ -13,10 +13,25 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 AIFX = Path(sys.executable).parent / "aifx"
+ASKED = 12
+
+
+def served_list(text: str) -> float:
+    """How many GET /api/v1/ml/ab-tests answered 200, read from a Prometheus scrape."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "aifx_http_request_duration_seconds_count" and sample.labels == {
+                "method": "GET",
+                "route": "/api/v1/ml/ab-tests",
+                "status": "200",
+            }:
+                return sample.value
+    return 0.0
 
 
 def free_port() -> int:
@@ -59,9 +74,17 @@ def test_serve_with_two_workers_answers(tmp_path: Path) -> None:
         started = sum("Application startup complete" in line for line in lines)
         assert started == 2, "".join(lines[-20:])
         assert not [line for line in lines if "died" in line], "".join(lines)
-        reply = httpx.get(f"http://127.0.0.1:{port}/api/v1/ml/ab-tests", timeout=30)
-        assert reply.status_code == 200
-        assert reply.json() == {"tests": []}
+        for _ in range(ASKED):  # a connection each: the kernel hands them to either worker
+            reply = httpx.get(f"http://127.0.0.1:{port}/api/v1/ml/ab-tests", timeout=30)
+            assert reply.status_code == 200
+            assert reply.json() == {"tests": []}
+        # Whichever worker answers a scrape, it counts every worker's requests
+        # (prometheus_client's multiprocess mode, in <data dir>/prometheus).
+        for _ in range(4):
+            scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+            assert scrape.status_code == 200
+            assert served_list(scrape.text) == ASKED
+        assert list((tmp_path / "prometheus").glob("histogram_*.db"))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

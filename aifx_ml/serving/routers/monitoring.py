@@ -32,6 +32,7 @@ from aifx_ml.monitoring.queries import (
 from aifx_ml.serving.deps import ServicesDep, has_token
 from aifx_ml.serving.errors import error_responses
 from aifx_ml.serving.fields import Identifier, QueryTime
+from aifx_ml.serving.metrics import exposition
 from aifx_ml.serving.signal_writer import writer_families
 
 PREFIX = "/api/v1/monitoring"
@@ -376,10 +377,12 @@ def _without_addresses(checks: ChecksOut) -> ChecksOut:
 def get_metrics(svc: ServicesDep) -> PlainTextResponse:
     """Prometheus text format: training runs by status, last successes, predictions and
     outcomes by version, outbox backlog, active A/B tests, versions by status; the signal
-    writer's backlog and rejected rows."""
+    writer's backlog and rejected rows; HTTP request, prediction and model-call latency
+    histograms and batch sizes (`serving.metrics`; summed over workers under --workers N)."""
     with _database():
         text = prometheus_metrics(svc.engine, svc.now(), outbox_status(svc.engine))
     text += render_prometheus(writer_families(svc.predictions.writer.status()))
+    text += exposition().decode()  # request, prediction and model-call histograms
     return PlainTextResponse(text, media_type=PROMETHEUS_TEXT)
 
 
