@@ -22,11 +22,14 @@ from aifx_ml.abtest.store import (
     list_tests,
 )
 from aifx_ml.cli.common import AppContext, app_context, console, frame_table, model_store
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.db.models import ModelABTest
 from aifx_ml.domain import TestMode
 from aifx_ml.errors import InvalidInputError
 
-app = typer.Typer(help="A/B tests between model versions.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=MARKUP, help="A/B tests between model versions.", no_args_is_help=True
+)
 
 
 @app.command("create")

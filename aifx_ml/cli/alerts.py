@@ -12,10 +12,15 @@ from rich.text import Text
 from aifx_ml.alerts.notify import AlertDeliveryError, list_alerts, raise_alert, sender_for
 from aifx_ml.alerts.rules import AlertDraft
 from aifx_ml.cli.common import app_context, console
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.db.models import ALERT_STATUSES, Alert
 from aifx_ml.errors import InvalidInputError
 
-app = typer.Typer(help="Alerts: what was raised and sent, and a test alert.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=MARKUP,
+    help="Alerts: what was raised and sent, and a test alert.",
+    no_args_is_help=True,
+)
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 STATUS_STYLE = {"sent": "green", "suppressed": "dim", "failed": "red", "pending": "yellow"}

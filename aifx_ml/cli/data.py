@@ -20,6 +20,7 @@ from aifx_ml.cli.common import (
     parse_time,
     relay_after_command,
 )
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.data.export import dataset_stats, export_dataset
 from aifx_ml.data.importer import CandleFile, ImportReport, import_csv_files, import_frame
 from aifx_ml.data.reader import series_from_filename
@@ -29,7 +30,11 @@ from aifx_ml.db.models import DataQuarantine
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import TIMEFRAMES, validate_pair, validate_timeframe
 
-app = typer.Typer(help="Market data: import, synthesize, export, statistics.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=MARKUP,
+    help="Market data: import, synthesize, export, statistics.",
+    no_args_is_help=True,
+)
 
 
 @app.command("import")

@@ -7,10 +7,13 @@ from typing import Annotated
 import typer
 
 from aifx_ml.cli.common import app_context, console
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.db.engine import current_revision, downgrade, head_revision, upgrade
 
 app = typer.Typer(
-    help="Database schema: apply, roll back and inspect migrations.", no_args_is_help=True
+    rich_markup_mode=MARKUP,
+    help="Database schema: apply, roll back and inspect migrations.",
+    no_args_is_help=True,
 )
 
 

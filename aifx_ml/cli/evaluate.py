@@ -8,10 +8,13 @@ import pandas as pd
 import typer
 
 from aifx_ml.cli.common import app_context, console, frame_table, model_store, parse_time
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.evaluation.params import EVALUATION
 
 app = typer.Typer(
-    help="Evaluate models in production: drift and degradation.", no_args_is_help=True
+    rich_markup_mode=MARKUP,
+    help="Evaluate models in production: drift and degradation.",
+    no_args_is_help=True,
 )
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.text import Text
 
 from aifx_ml.cli.common import app_context, console, err_console
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.events.consumers import Event, StreamConsumer, validate_channels
 from aifx_ml.events.outbox import CHANNELS
@@ -26,6 +27,7 @@ from aifx_ml.events.relay import (
 )
 
 app = typer.Typer(
+    rich_markup_mode=MARKUP,
     help="Events: relay the outbox to Redis, tail the stream, show what waits.",
     no_args_is_help=True,
 )

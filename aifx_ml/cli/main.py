@@ -14,12 +14,15 @@ import typer
 from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, serve, signals, train
 from aifx_ml.cli.common import AppContext, console, err_console, relay_after_command
 from aifx_ml.cli.demo import demo_cmd
+from aifx_ml.cli.help import MARKUP, use_click_placeholders
 from aifx_ml.cli.replay import replay_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
 from aifx_ml.errors import AifxError
 from aifx_ml.events.outbox import on_commit
 
+use_click_placeholders()
 app = typer.Typer(
+    rich_markup_mode=MARKUP,
     name="aifx",
     help="AIFX: continuous learning for forex trading-signal models.",
     no_args_is_help=True,

@@ -17,6 +17,7 @@ from aifx_ml.cli.common import (
     model_store,
     parse_time,
 )
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
 from aifx_ml.errors import InvalidInputError
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from aifx_ml.evaluation.gate import GateDecision
 
 app = typer.Typer(
+    rich_markup_mode=MARKUP,
     help="Model versions: list, show, history, promote, rollback, reconcile.",
     no_args_is_help=True,
 )

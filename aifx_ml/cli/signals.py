@@ -10,6 +10,7 @@ import typer
 from sqlalchemy import Engine, select
 
 from aifx_ml.cli.common import app_context, console, frame_table, parse_list, parse_time
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import MarketData, TradingSignal
 from aifx_ml.errors import InvalidInputError
@@ -19,7 +20,9 @@ from aifx_ml.labeling.store import label_pending
 from aifx_ml.markets import TIMEFRAMES, candle_close_times, validate_pair, validate_timeframe
 from aifx_ml.signals import record_signals
 
-app = typer.Typer(help="Trading signals: record baseline signals.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=MARKUP, help="Trading signals: record baseline signals.", no_args_is_help=True
+)
 
 
 def label_cmd(

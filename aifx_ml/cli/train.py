@@ -17,6 +17,7 @@ from aifx_ml.cli.common import (
     parse_list,
     parse_time,
 )
+from aifx_ml.cli.help import MARKUP
 from aifx_ml.config import git_commit
 from aifx_ml.domain import TrainingStatus, TrainingType
 from aifx_ml.errors import InvalidInputError
@@ -29,7 +30,9 @@ from aifx_ml.training.config import (
 )
 
 app = typer.Typer(
-    help="Train models: weekly from scratch, daily fine-tuning.", no_args_is_help=True
+    rich_markup_mode=MARKUP,
+    help="Train models: weekly from scratch, daily fine-tuning.",
+    no_args_is_help=True,
 )
 
 # Every default is TRAINING's (aifx_ml/training/config.py), as the training flows' are.

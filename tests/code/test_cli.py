@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +179,28 @@ def _command_paths() -> list[list[str]]:
 @pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "aifx")
 def test_help_everywhere(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*path, "--help"]) == 0
-    assert "Usage" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    usage = next(line for line in out.splitlines() if "Usage:" in line)
+    # Click's placeholders, not Typer's type column: no `<bool>` beside a switch, no `{paths}`.
+    assert not re.search(r"<(bool|str|int|float|Path|datetime)>|<list\[", out), out
+    assert "{" not in usage, usage
+
+
+def test_help_reads_like_click(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["data", "import", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Usage: aifx data import \[OPTIONS\] PATHS\.\.\.", out), out
+    assert re.search(r"--pair +TEXT +Currency pair", out), out
+    assert re.search(r"--help +Show this message", out), out  # a switch: no placeholder
+    # A docstring's paragraph is reflowed, not broken where its source lines break.
+    assert "duplicate, or quarantined with its reason" in out, out
+    assert main(["train", "weekly", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"--epochs +INTEGER", out) and re.search(r"--wait +FLOAT", out), out
+    assert re.search(r"--include-signals +--no-include-signals +Add labeled", out), out
 
 
 def test_series_from_filename() -> None:
