@@ -22,6 +22,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ENV_FILE = "mlflow.env"
+# The artifact root of an MLflow tracking server that serves artifacts (its default).
+SERVED_ARTIFACTS = "mlflow-artifacts:/"
 
 
 class Settings(BaseSettings):
@@ -114,7 +116,11 @@ class Settings(BaseSettings):
         self.mlflow_tracking_uri = normalize_database_url(self.mlflow_tracking_uri)
         self.mlflow_registry_uri = normalize_database_url(self.mlflow_registry_uri)
         if self.artifact_root is None:
-            self.artifact_root = str(data_dir / "mlartifacts")
+            # A tracking server keeps the artifacts it serves (`mlflow server`'s
+            # --artifacts-destination): every worker on every host then logs and loads
+            # through it. Otherwise, a folder in the data directory.
+            server = self.mlflow_tracking_uri.startswith(("http://", "https://"))
+            self.artifact_root = SERVED_ARTIFACTS if server else str(data_dir / "mlartifacts")
         self.drop_dir = (self.drop_dir or data_dir / "drop").expanduser().absolute()
         return self
 

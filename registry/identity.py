@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from sqlalchemy import Engine, select
@@ -23,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import StoreIdentity
 from aifx_ml.errors import RefusedError
-from registry.mlflow_store import MlflowModelStore
+from registry.mlflow_store import MlflowModelStore, artifact_uri
 
 EXPERIMENT = "aifx-identity"
 TAG = "aifx.store_identity"
@@ -129,8 +128,7 @@ def _experiment(store: MlflowModelStore) -> str:
     found = store.client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
         return str(found.experiment_id)
-    root = store.artifact_root
-    location = root if "://" in root else Path(root).absolute().as_uri()
+    location = artifact_uri(store.artifact_root)
     try:
         return str(
             store.client.create_experiment(

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
@@ -272,8 +273,7 @@ def _artifact_location(
     store: MlflowModelStore, experiment: str, model_type: str, artifact_root: str | None
 ) -> str | None:
     if artifact_root is not None:
-        local = Path(artifact_root).absolute().as_uri()
-        root: str | None = artifact_root if "://" in artifact_root else local
+        root: str | None = artifact_uri(artifact_root)
     else:
         # The experiment `experiment_for` made for the model type.
         sibling = store.client.get_experiment_by_name(f"aifx-{model_type}")
@@ -286,13 +286,21 @@ def model_source(client: MlflowClient, run_id: str) -> str:
     return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
 
 
+def artifact_uri(root: str) -> str:
+    """An artifact root as MLflow takes it: a URI as given (`s3://…`, `file://…`, or
+    `mlflow-artifacts:/`, a tracking server's served artifacts), a local path as a file URI."""
+    if urlparse(root).scheme not in ("", "file") or root.startswith("file:"):
+        return root
+    return Path(root).absolute().as_uri()
+
+
 def experiment_for(client: MlflowClient, model_type: str, artifact_root: str) -> str:
     """The experiment of a model type, created on first use with our artifact location."""
     name = f"aifx-{model_type}"
     found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    location = artifact_root if "://" in artifact_root else Path(artifact_root).absolute().as_uri()
+    location = artifact_uri(artifact_root)
     return str(client.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}"))
 
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from aifx_ml.config import Settings, load_settings, normalize_database_url
+from registry.mlflow_store import artifact_uri
 
 ENV_VARS = (
     "AIFX_DATABASE_URL",
@@ -79,6 +80,23 @@ def test_explicit_urls_win(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.mlflow_registry_uri == "http://mlflow:5000"  # follows tracking
     assert settings.redis_url == "redis://cache:6379/0"
+    # A tracking server keeps the artifacts: every worker logs and loads them through it.
+    assert settings.artifact_root == "mlflow-artifacts:/"
+    clean_env.setenv("AIFX_ARTIFACT_ROOT", "s3://bucket/aifx")
+    assert load_settings(env_file=None).artifact_root == "s3://bucket/aifx"
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        ("mlflow-artifacts:/", "mlflow-artifacts:/"),
+        ("s3://bucket/aifx", "s3://bucket/aifx"),
+        ("file:///srv/mlartifacts", "file:///srv/mlartifacts"),
+        ("/srv/mlartifacts", "file:///srv/mlartifacts"),
+    ],
+)
+def test_artifact_roots_reach_mlflow_as_uris(root: str, expected: str) -> None:
+    assert artifact_uri(root) == expected
 
 
 def test_registry_uri_can_differ_from_tracking(clean_env: pytest.MonkeyPatch) -> None:
