@@ -16,7 +16,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,12 +52,33 @@ TARGETS = {
     "shadow_p50_vs_champion_only_max": 1.3,
     "answer_to_stream_p99_ms_max": 1000.0,
     "first_after_ready_vs_p50_max": 2.0,
+    "workers2_requests_per_s_min": 1000.0,
+    "workers2_p99_ms_max": 50.0,
+    "one_connection_p50_vs_bare_max": 1.5,
 }
 ADMIN_DSN = os.environ.get(
     "AIFX_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
 )
 PAIRS = ["EUR/USD", "GBP/USD", "USD/JPY"]
-NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+# The wall clock's current hour: `aifx serve --workers 2` (the 2-worker phase) serves on the
+# wall clock, so the candles must end now for its answers to be fresh ones.
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+AIFX = Path(sys.executable).parent / "aifx"
+# wrk (Debian's package) sends the 2-worker phase's requests: a compiled client, so the
+# load generator does not take the server's cores (as the Python client of the 1-process
+# phases does). Each request a fresh routing key, the pairs in turn.
+WRK_SCRIPT = """
+local pairs = {"EUR/USD", "GBP/USD", "USD/JPY"}
+local n = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local body = string.format('{"pair": "%s", "timeframe": "1h", "routing_key": "w%d-%d"}',
+    pairs[n % 3 + 1], math.random(1000000000), n)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
 
 
 def database(work: Path) -> tuple[str, str | None]:
@@ -271,6 +294,87 @@ def to_stream(client: Any, signal_ids: set[str]) -> dict[str, float]:
     }
 
 
+def wrk_run(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    """One wrk run: requests/s, latency percentiles (ms), non-2xx answers and socket errors."""
+    threads = min(connections, 2)
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+         str(script), url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = done.stdout
+
+    def ms(text: str) -> float:
+        value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "connections": connections,
+        "seconds": seconds,
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        **{f"p{k}_ms": round(ms(v), 3) for k, v in pct.items()},
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
+    }
+
+
+def workers_pass(workers: dict[str, Any], bare_ms: float) -> dict[str, bool | None]:
+    """The 2-worker targets (None: the phase did not run)."""
+    if "loaded" not in workers:
+        return dict.fromkeys(
+            ("workers2_requests_per_s_min", "workers2_p99_ms_max", "one_connection_p50_vs_bare_max")
+        )
+    loaded, one = workers["loaded"], workers["one"]
+    workers["one"]["p50_vs_bare"] = round(one["p50_ms"] / bare_ms, 3)
+    clean = loaded["non_2xx"] == 0 and loaded["socket_errors"] == 0
+    return {
+        "workers2_requests_per_s_min": clean
+        and loaded["requests_per_s"] >= TARGETS["workers2_requests_per_s_min"],
+        "workers2_p99_ms_max": loaded["p99_ms"] <= TARGETS["workers2_p99_ms_max"],
+        "one_connection_p50_vs_bare_max": one["p50_ms"] / bare_ms
+        <= TARGETS["one_connection_p50_vs_bare_max"],
+    }
+
+
+def two_workers(env: dict[str, str], work: Path, connections: int, seconds: int) -> dict[str, Any]:
+    """`aifx serve --workers 2` as a user starts it, loaded by wrk: 16 connections for
+    throughput, then one connection for latency without queueing."""
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    port = free_port()
+    server = subprocess.Popen(
+        [str(AIFX), "serve", "--workers", "2", "--port", str(port)],
+        env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline, ready_in_a_row = time.monotonic() + 240, 0
+        while ready_in_a_row < 20:  # both workers ready (a connection each lands on either)
+            try:
+                ok = httpx.get(f"{base}/api/v1/monitoring/ready", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            ready_in_a_row = ready_in_a_row + 1 if ok else 0
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("aifx serve --workers 2 did not come up")
+            time.sleep(0.05 if ok else 0.2)
+        script = work / "predict.lua"
+        script.write_text(WRK_SCRIPT)
+        url = f"{base}/api/v1/predict"
+        wrk_run(url, script, connections, 3)  # warm-up: every batch size compiled in both
+        loaded = wrk_run(url, script, connections, seconds)
+        one = wrk_run(url, script, 1, seconds)
+        return {"server": "aifx serve --workers 2", "client": "wrk", "loaded": loaded, "one": one}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
@@ -285,6 +389,9 @@ def main() -> None:
     parser.add_argument(
         "--shadow-rounds", type=int, default=4, help="alternating blocks of each shadow phase"
     )
+    parser.add_argument("--wrk-connections", type=int, default=16, help="2-worker phase")
+    parser.add_argument("--wrk-seconds", type=int, default=10, help="2-worker phase, per run")
+    parser.add_argument("--workers-only", action="store_true", help="only the 2-worker phase")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="aifx-bench-predict-"))
@@ -296,7 +403,6 @@ def main() -> None:
         a, b = prepare(db_url, mlflow_uri, artifacts)
         bares = bare_call(db_url, mlflow_uri, artifacts, a, 300)
         bare = bares["xla"]
-        port = free_port()
         env = {
             **os.environ,
             "AIFX_DATABASE_URL": db_url,
@@ -305,6 +411,18 @@ def main() -> None:
             "AIFX_REDIS_URL": "" if args.no_events else REDIS_URL,
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
+        if args.workers_only:  # the 2-worker phase alone (quicker, while tuning it)
+            set_test(db_url, a, b, "split")
+            workers = two_workers(env, work, args.wrk_connections, args.wrk_seconds)
+            print(json.dumps({
+                "benchmark": "predict_http_workers",
+                "bare_model_call_ms": round(bare * 1000, 3),
+                "workers2": workers,
+                "targets": TARGETS,
+                "pass": workers_pass(workers, bare * 1000),
+            }, indent=2))  # fmt: skip
+            return
+        port = free_port()
         from aifx_ml.events.relay import STREAM, redis_client  # noqa: PLC0415
 
         redis = redis_client(REDIS_URL)
@@ -342,6 +460,13 @@ def main() -> None:
             port, db_url, a, b, args.latency_requests, args.warmup // 4, args.shadow_rounds
         )
         shadow_ratio = paths["shadow"]["p50_ms"] / paths["champion_only"]["p50_ms"]
+        # Two worker processes, loaded by a compiled client, under the same split test. The
+        # one-process server stops first: the two phases do not share the cores.
+        set_test(db_url, a, b, "split")
+        server.terminate()
+        server.wait(timeout=30)
+        server = None
+        workers = two_workers(env, work, args.wrk_connections, args.wrk_seconds)
         one = np.array(single) * 1000
         ms = np.array(latencies) * 1000
         p50, p99 = float(np.percentile(one, 50)), float(np.percentile(one, 99))
@@ -380,6 +505,7 @@ def main() -> None:
                 **paths,
                 "p50_shadow_vs_champion_only": round(shadow_ratio, 3),
             },
+            "workers2": workers,
             "errors": errors + single_errors + sum(int(p["errors"]) for p in paths.values()),
             "targets": TARGETS,
             "pass": {
@@ -396,6 +522,7 @@ def main() -> None:
                 "first_after_ready_vs_p50_max": first_ms / p50
                 <= TARGETS["first_after_ready_vs_p50_max"],
                 "no_errors": errors + single_errors + sum(p["errors"] for p in paths.values()) == 0,
+                **workers_pass(workers, bare * 1000),
             },
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         }

@@ -29,6 +29,8 @@ def _option_placeholder(self: typer.core.TyperOption, ctx: Any) -> str | None:
     if not self.type_descriptor.is_choice:  # a choice shows its values as they are typed
         # "int range" (its bounds follow in the column), "path", "file", "datetime", ...
         kind = kind.removesuffix(" range")
+        if kind.startswith("list[") and kind.endswith("]"):  # a repeatable option: each value
+            kind = kind[5:-1]
         kind = KINDS.get(kind, kind).upper()
     return kind if self.nargs == 1 else f"{kind}..."
 

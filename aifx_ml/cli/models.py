@@ -20,6 +20,7 @@ from aifx_ml.cli.common import (
 from aifx_ml.cli.help import MARKUP
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
+from aifx_ml.domain import ModelStatus
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.models.history import lineage, serving_at, stage_history
 from aifx_ml.models.versions import get_version
@@ -212,6 +213,11 @@ def promote_cmd(
     if not 0 <= margin < 1:
         raise InvalidInputError(f"invalid --margin {margin}: expected an accuracy in [0, 1)")
     app_ctx = app_context(ctx)
+    if get_version(app_ctx.engine(), version).status == ModelStatus.PRODUCTION:
+        # What was asked for already holds: say so and succeed, as a second run of a
+        # deployment script expects.
+        console.print(f"{version} is already in Production: nothing changed")
+        return
     moment = parse_time(as_of, "--as-of") if as_of else app_ctx.now()
     store = model_store(app_ctx)
     with console.status("scoring on the recent holdout…"):

@@ -99,6 +99,9 @@ def test_refused_then_forced_promotion_then_rollback_and_history(aifx: Run) -> N
 
     code, out, _ = aifx("models", "rollback", at, "2026-03-03T02:00")
     assert code == 0 and "lstm-v1 is in Production again" in out
+    # Asking again for what already holds succeeds and changes nothing (a rerun script).
+    code, out, _ = aifx("models", "promote", "lstm-v1", "--force", "--reason", "again")
+    assert code == 0 and "lstm-v1 is already in Production: nothing changed" in out
 
     code, out, _ = aifx("models", "history", "--at", "2026-03-02T14:00")
     assert code == 0 and "lstm-v2 was in Production" in out
