@@ -17,9 +17,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import Table, event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from aifx_ml.db.models import EventOutbox
@@ -126,7 +126,8 @@ def enqueue_many(session: Session, payloads: Iterable[EventPayload], as_of: date
     messages = [envelope(payload, as_of) for payload in payloads]
     rows = [{"channel": m["channel"], "payload": m, "created_at": as_of} for m in messages]
     if rows:
-        statement = insert(EventOutbox)
+        # Core, into the table: SQLAlchemy's ORM bulk path costs several times more per row.
+        statement = insert(cast(Table, EventOutbox.__table__))
         if session.get_bind().dialect.name == "sqlite":
             # No sequences in SQLite. An INSERT holds the write lock from its first step, so
             # max(seq) read inside it cannot race another writer; each row of the

@@ -54,8 +54,11 @@ def test_weekly_prints_the_version_and_the_comparison_table(aifx: Run) -> None:
     assert "the best baseline" in out
 
     # Monday 01:00: only three candles since the weekly run; without a Production model the
-    # daily run falls back to a full one, and says so.
-    code, out, _ = aifx("train", "daily", "--as-of", "2026-03-02T01:00", "--epochs", "1")
+    # daily run falls back to a full one, and says so. (One pair: the fallback trains the
+    # default architecture, which costs a minute on both.)
+    code, out, _ = aifx(
+        "train", "daily", "--as-of", "2026-03-02T01:00", "--epochs", "1", "--pairs", "EUR/USD"
+    )
     assert code == 0
     assert "no Production lstm model yet: ran a full training instead" in out
     engine = make_engine(aifx.db_url)  # type: ignore[attr-defined]
