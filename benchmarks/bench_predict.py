@@ -66,6 +66,8 @@ PAIRS = ["EUR/USD", "GBP/USD", "USD/JPY"]
 # wall clock, so the candles must end now for its answers to be fresh ones.
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 AIFX = Path(sys.executable).parent / "aifx"
+# As the README's production path runs it: behind a proxy that logs the requests.
+SERVE_ARGS = ["--workers", "2", "--no-access-log"]
 # wrk (Debian's package) sends the 2-worker phase's requests: a compiled client, so the
 # load generator does not take the server's cores (as the Python client of the 1-process
 # phases does). Each request a fresh routing key, the pairs in turn.
@@ -349,7 +351,7 @@ def two_workers(env: dict[str, str], work: Path, connections: int, seconds: int)
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
     port = free_port()
     server = subprocess.Popen(
-        [str(AIFX), "serve", "--workers", "2", "--port", str(port)],
+        [str(AIFX), "serve", *SERVE_ARGS, "--port", str(port)],
         env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -371,7 +373,8 @@ def two_workers(env: dict[str, str], work: Path, connections: int, seconds: int)
         wrk_run(url, script, connections, 3)  # warm-up: every batch size compiled in both
         loaded = wrk_run(url, script, connections, seconds)
         one = wrk_run(url, script, 1, seconds)
-        return {"server": "aifx serve --workers 2", "client": "wrk", "loaded": loaded, "one": one}
+        server_line = " ".join(["aifx serve", *SERVE_ARGS])
+        return {"server": server_line, "client": "wrk", "loaded": loaded, "one": one}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)

@@ -155,6 +155,13 @@ def serve_cmd(
             max=1.0,
         ),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Log every request (uvicorn's access log). Behind a proxy that logs them, "
+            "--no-access-log saves the service that work on every request.",
+        ),
+    ] = True,
 ) -> None:
     """Serve predictions and the A/B test API (OpenAPI at /docs)."""
     import uvicorn  # noqa: PLC0415  (only the serving process pays for uvicorn)
@@ -165,7 +172,7 @@ def serve_cmd(
     console.print(f"serving on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
     if workers == 1:
         api = build_app(app_ctx.settings, engine=app_ctx.engine(), policy=policy, preload=True)
-        uvicorn.run(api, host=host, port=port, log_level="info")
+        uvicorn.run(api, host=host, port=port, log_level="info", access_log=access_log)
         return
     # Several processes: uvicorn needs an import string; each worker builds its own app (its
     # own engine, model cache and signal writer; the tables are the truth they share).
@@ -190,4 +197,5 @@ def serve_cmd(
         workers=workers,
         timeout_worker_healthcheck=worker_timeout,
         log_level="info",
+        access_log=access_log,
     )

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from aifx_ml.abtest.store import WinnerPromoter
 from aifx_ml.config import Settings
@@ -66,12 +67,14 @@ class Services:
     predict_limit: RateLimit | None = None
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found = request.app.state.services
     assert isinstance(found, Services)
     return found
 
 
+# The dependencies are `async def` where they only read memory: FastAPI runs a plain `def`
+# dependency in its thread pool, a hop that cost a prediction more than its model call.
 ServicesDep = Annotated[Services, Depends(services)]
 _bearer = HTTPBearer(auto_error=False)
 
@@ -107,7 +110,7 @@ def token_problem(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_token(svc: ServicesDep, credentials: Credentials) -> None:
+async def require_token(svc: ServicesDep, credentials: Credentials) -> None:
     """Writes need `Authorization: Bearer <AIFX_API_TOKEN>`: 401 without, 403 if wrong (or
     none configured: writes are disabled)."""
     problem = token_problem(credentials, svc.settings.api_token, "AIFX_API_TOKEN")
@@ -115,7 +118,7 @@ def require_token(svc: ServicesDep, credentials: Credentials) -> None:
         raise problem
 
 
-def require_predict_token(svc: ServicesDep, request: Request) -> None:
+async def require_predict_token(svc: ServicesDep, request: Request) -> None:
     """With `AIFX_PREDICT_TOKEN` set, predictions need `Authorization: Bearer <it>` (401
     without, 403 if wrong); unset, anyone who reaches the service may ask. The header is read
     directly: the token is optional, so the OpenAPI schema does not declare the route secured
@@ -130,7 +133,7 @@ def require_predict_token(svc: ServicesDep, request: Request) -> None:
         raise problem
 
 
-def has_token(svc: ServicesDep, request: Request) -> bool:
+async def has_token(svc: ServicesDep, request: Request) -> bool:
     """True when the request carries the write token (reads that show more with it). Read
     from the header directly: the route stays open in the OpenAPI schema."""
     scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
@@ -140,10 +143,12 @@ def has_token(svc: ServicesDep, request: Request) -> bool:
     return token_problem(found, svc.settings.api_token, "AIFX_API_TOKEN") is None
 
 
-def _enforce(limit: RateLimit | None, request: Request) -> None:
+async def _enforce(limit: RateLimit | None, request: Request) -> None:
     if limit is None:
         return
-    retry = limit.retry_after(request.client.host if request.client else "unknown")
+    client = request.client.host if request.client else "unknown"
+    # The count may live in Redis: a network call, made off the event loop.
+    retry = await run_in_threadpool(limit.retry_after, client)
     if retry is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -153,14 +158,14 @@ def _enforce(limit: RateLimit | None, request: Request) -> None:
         )
 
 
-def limit_writes(svc: ServicesDep, request: Request) -> None:
+async def limit_writes(svc: ServicesDep, request: Request) -> None:
     """429 with Retry-After past AIFX_RATE_LIMIT_WRITES requests from one address."""
-    _enforce(svc.write_limit, request)
+    await _enforce(svc.write_limit, request)
 
 
-def limit_predictions(svc: ServicesDep, request: Request) -> None:
+async def limit_predictions(svc: ServicesDep, request: Request) -> None:
     """429 with Retry-After past AIFX_RATE_LIMIT_PREDICT requests from one address."""
-    _enforce(svc.predict_limit, request)
+    await _enforce(svc.predict_limit, request)
 
 
 WriteAccess = Depends(require_token)
