@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from aifx_ml.config import load_settings
+from aifx_ml.data.importer import import_frame
 from aifx_ml.db.engine import make_engine, transaction, upgrade
 from aifx_ml.db.models import ModelABTest, ModelTrainingLog
 from aifx_ml.features.engineering import FEATURE_NAMES
@@ -29,7 +30,7 @@ from aifx_ml.serving.deps import RegistryActions
 from registry.abtest import complete_with_winner
 from registry.stages import change_stage
 from tests.conftest import _postgres_database
-from tests.serving_helpers import WINDOW, _card, constant_model
+from tests.serving_helpers import WINDOW, _card, constant_model, trending_candles
 
 T0 = datetime.fromisoformat("2026-03-02T00:00:00+00:00")
 TOKEN = "s3cret"
@@ -138,6 +139,15 @@ def active_count(engine: Engine) -> int:
                 )
             ).scalar_one()
         )
+
+
+def serving_world(engine: Engine, hours: int = 24 * 14) -> World:
+    """`hours` of trending EUR/USD 1h candles up to T0 and a Production version (P(up) 0.8)."""
+    frame = trending_candles(str((T0 - timedelta(hours=hours)).date()), hours)
+    import_frame(engine, frame, "EUR/USD", "1h", T0, source="history")
+    world = World(engine)
+    world.promote(world.register(0.8))
+    return world
 
 
 def serving_app(

@@ -8,13 +8,19 @@ model card, checksum, `model_versions` row and history).
 from __future__ import annotations
 
 import math
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
+import uvicorn
 from sqlalchemy import Engine
 
 from aifx_ml.db.engine import transaction
@@ -180,3 +186,23 @@ def trending_candles(start: str, hours: int, drift: float = 0.002, seed: int = 0
             "volume": rng.integers(10, 100, hours).astype(float),
         }
     )
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """`app` served by uvicorn on a free port, in a thread; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -13,12 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from aifx_ml.data.importer import import_frame
 from aifx_ml.db.models import DataQuarantine, MarketData
 from aifx_ml.events.schemas import NewMarketData
 from tests.event_payloads import announced
-from tests.memory_registry import T0, TOKEN, World, serving_app
-from tests.serving_helpers import trending_candles
+from tests.memory_registry import T0, TOKEN, World, serving_app, serving_world
 
 pytestmark = pytest.mark.integration
 HISTORY = 24 * 14
@@ -28,11 +26,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def world(engine: Engine) -> World:
     """Two weeks of candles up to T0 and a Production version."""
-    frame = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)
-    import_frame(engine, frame, "EUR/USD", "1h", T0, source="history")
-    world = World(engine)
-    world.promote(world.register(0.8))
-    return world
+    return serving_world(engine, HISTORY)
 
 
 @pytest.fixture

@@ -12,13 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from aifx_ml.data.importer import import_frame
 from aifx_ml.db.engine import make_engine, upgrade
-from tests.memory_registry import T0, World, serving_app
-from tests.serving_helpers import trending_candles
+from tests.memory_registry import T0, World, serving_app, serving_world
 
 pytestmark = pytest.mark.integration
-HISTORY = 24 * 14
 METRICS = "/metrics"
 PREDICT = {"pair": "EUR/USD", "timeframe": "1h"}
 
@@ -28,11 +25,7 @@ def world(tmp_path: Path) -> World:
     """Two weeks of candles up to T0 and a Production version."""
     engine = make_engine(f"sqlite:///{tmp_path / 'aifx.db'}")
     upgrade(engine)
-    frame = trending_candles(str((T0 - timedelta(hours=HISTORY)).date()), HISTORY)
-    import_frame(engine, frame, "EUR/USD", "1h", T0, source="history")
-    world = World(engine)
-    world.promote(world.register(0.8))
-    return world
+    return serving_world(engine)
 
 
 @pytest.fixture

@@ -4,17 +4,13 @@ charts, and shows the versions and A/B tests the database holds. A screenshot is
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import Engine, select
 
 from aifx_ml.abtest.store import create_test
@@ -23,6 +19,7 @@ from aifx_ml.config import load_settings
 from aifx_ml.db.models import ModelABTest, ModelVersion
 from tests.conftest import IN_CI, TRAIN_AS_OF
 from tests.registry_world import World, copy_world, promote_now
+from tests.serving_helpers import running
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,20 +71,8 @@ def served(
         as_of=TRAIN_AS_OF + timedelta(hours=1),
     )
     now = TRAIN_AS_OF + timedelta(hours=2)
-    app = build_app(load_settings(), engine=engine, now=lambda: now)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(build_app(load_settings(), engine=engine, now=lambda: now)) as url:
+        yield url
 
 
 class Rows(HTMLParser):

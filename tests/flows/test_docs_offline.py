@@ -3,20 +3,17 @@ the service: their scripts come from the installed package, not from a CDN."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.serving.app import DOCS_ASSETS
 from tests.flows.test_dashboard_browser import CHROMIUM_FLAGS, chromium
 from tests.memory_registry import World, serving_app
+from tests.serving_helpers import running
 
 pytestmark = pytest.mark.integration
 # Every host name but the service's address fails to resolve: a page that needs a CDN breaks.
@@ -28,20 +25,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The app on a real port, over an empty database (the pages need only the schema)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'aifx.db'}")
     upgrade(engine)
-    app = serving_app(World(engine), tmp_path, monkeypatch)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(serving_app(World(engine), tmp_path, monkeypatch)) as url:
+        yield url
 
 
 def rendered(url: str, profile: Path) -> str:
