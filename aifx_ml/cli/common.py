@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -48,11 +50,39 @@ class AppContext:
         return datetime.now(UTC)
 
 
+# What TensorFlow 2.21's C++ side prints at import whatever TF_CPP_MIN_LOG_LEVEL says: absl's
+# note that it is not initialized yet, and oneDNN's notice.
+TF_START_UP_NOISE = ("before absl::InitializeLog() is called", "oneDNN custom operations are on")
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow now, with its start-up lines kept off the terminal: the commands that
+    train, load or serve models call this first. Whatever else it writes to stderr while it
+    loads (a real problem) is passed on."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401, PLC0415  (only the commands that need it)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            said = caught.read().decode("utf-8", errors="replace").splitlines()
+    for line in said:
+        if not any(noise in line for noise in TF_START_UP_NOISE):
+            print(line, file=sys.stderr)  # noqa: T201  (passed on as TensorFlow wrote it)
+
+
 def model_store(app_ctx: AppContext) -> MlflowModelStore:
     """The model store the settings name (MLflow), built once per invocation."""
     # MLflow takes seconds to import: only the commands that use the registry pay for it.
     from registry.mlflow_store import MlflowModelStore  # noqa: PLC0415  (MLflow: only the commands that use the registry)
 
+    quiet_tensorflow()  # its models are Keras models
     if app_ctx._store is None:
         app_ctx._store = MlflowModelStore.from_settings(app_ctx.settings)
     return app_ctx._store

@@ -14,7 +14,14 @@ import pandas as pd
 import typer
 from rich.progress import Progress
 
-from aifx_ml.cli.common import app_context, console, frame_table, parse_list, parse_time
+from aifx_ml.cli.common import (
+    app_context,
+    console,
+    frame_table,
+    parse_list,
+    parse_time,
+    quiet_tensorflow,
+)
 from aifx_ml.cli.data import print_import_reports
 from aifx_ml.cli.signals import record_baseline_signals
 from aifx_ml.data.export import dataset_stats, export_dataset
@@ -32,6 +39,7 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic market.")] = 42,
 ) -> None:
     """Run the main job end to end on whatever store the settings name (default: ./.aifx)."""
+    quiet_tensorflow()  # before anything imports it: its start-up lines stay off the terminal
     app_ctx = app_context(ctx)
     settings = app_ctx.settings
     first, last = parse_time(start, "--start"), parse_time(end, "--end")

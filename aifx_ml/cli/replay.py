@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aifx_ml.cli.common import app_context, console, parse_list, parse_time
+from aifx_ml.cli.common import app_context, console, parse_list, parse_time, quiet_tensorflow
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ReplayRun
 from aifx_ml.domain import TestMode
@@ -119,6 +119,7 @@ def replay_cmd(
     served and labeled; ends with a report (HTML + JSON, also in MLflow)."""
     if synthetic == (data is not None):
         raise InvalidInputError("give exactly one of --synthetic or --data PATH")
+    quiet_tensorflow()  # before anything imports it: its start-up lines stay off the terminal
     app_ctx = app_context(ctx)
     params = with_change_point(
         ReplayParams(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aifx_ml.cli.common import app_context, console
+from aifx_ml.cli.common import app_context, console, quiet_tensorflow
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.domain import SignalPolicy
 
@@ -105,6 +105,7 @@ def policy_from_env(environ: Mapping[str, str]) -> SignalPolicy:
 
 def app_factory() -> FastAPI:
     """What each uvicorn worker process calls: settings from the environment."""
+    quiet_tensorflow()
     return build_app(load_settings(), policy=policy_from_env(os.environ), preload=True)
 
 
@@ -166,6 +167,7 @@ def serve_cmd(
     """Serve predictions and the A/B test API (OpenAPI at /docs)."""
     import uvicorn  # noqa: PLC0415  (only the serving process pays for uvicorn)
 
+    quiet_tensorflow()  # before anything imports it: its start-up lines stay off the terminal
     app_ctx = app_context(ctx)
     policy = SignalPolicy.with_thresholds(buy_threshold, sell_threshold)
     console.print(f"signals: {policy.describe()}")

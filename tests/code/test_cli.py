@@ -279,3 +279,17 @@ def test_files_dropped_in_the_watched_folder_are_imported_once_and_moved(  # typ
     engine.dispose()
     code, _, err = aifx("data", "watch", str(tmp_path / "nowhere"), "--once")
     assert code == 1 and "no such folder" in err
+
+
+def test_commands_that_load_models_import_tensorflow_without_its_start_up_lines() -> None:
+    # TensorFlow 2.21 prints absl's and oneDNN's notices at import whatever
+    # TF_CPP_MIN_LOG_LEVEL says; a fresh process shows what a user's terminal would.
+    code = (
+        "import sys; from aifx_ml.cli.common import quiet_tensorflow; quiet_tensorflow(); "
+        "print('tensorflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "True"
+    assert "absl::InitializeLog" not in done.stderr and "oneDNN" not in done.stderr, done.stderr
