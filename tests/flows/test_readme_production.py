@@ -10,11 +10,13 @@ fails here rather than going untested."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_group(pgid: int, grace: float = 30.0) -> None:
+    """End the walk's background services (its process group): SIGTERM, then SIGKILL for
+    whatever is still there after `grace` seconds (a Prefect worker busy with a flow run
+    was once seen to outlive the SIGTERM)."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def readme_script() -> str:
@@ -110,11 +131,8 @@ def test_the_production_path_works_as_written(databases: tuple[str, str], tmp_pa
         except subprocess.TimeoutExpired:
             code = None
         finally:
-            try:
-                os.killpg(walk.pid, signal.SIGTERM)
-                walk.wait(timeout=60)
-            except ProcessLookupError:
-                pass
+            stop_group(walk.pid)
+            walk.wait(timeout=60)
     said = log.read_text("utf-8", errors="replace")
     assert code == 0, f"the walk ended with {code}; its last lines:\n{said[-6000:]}"
 
