@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -282,6 +283,13 @@ def import_synthetic(engine: Engine, start: str = "2026-01-20", end: str = "2026
     )
     for pair, frame in frames.items():
         import_frame(engine, frame, pair, "1h", AS_OF, source="synthetic")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # --- Redis: the test database, and a cuttable proxy in front of it ---------------------------

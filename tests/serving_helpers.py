@@ -8,7 +8,6 @@ model card, checksum, `model_versions` row and history).
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from aifx_ml.models.lstm import LSTMConfig, build_lstm
 from aifx_ml.models.store import version_label
 from aifx_ml.models.versions import record_version
 from registry.mlflow_store import MlflowModelStore
+from tests.conftest import free_port
 
 WINDOW = 8
 
@@ -191,9 +191,7 @@ def trending_candles(start: str, hours: int, drift: float = 0.002, seed: int = 0
 @contextmanager
 def running(app: Any) -> Iterator[str]:
     """`app` served by uvicorn on a free port, in a thread; yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

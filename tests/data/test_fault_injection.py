@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -37,7 +36,7 @@ from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.db.models import Alert, TradingSignal
 from aifx_ml.events.relay import redis_client, relay_forever
 from aifx_ml.serving.signal_writer import SignalWriter
-from tests.conftest import REDIS_URL, _postgres_database
+from tests.conftest import REDIS_URL, _postgres_database, free_port
 from tests.serving_helpers import register_constant, trending_candles
 from tests.tcp_proxy import CuttableProxy
 
@@ -46,12 +45,6 @@ OUTAGE_SECONDS = float(os.environ.get("AIFX_FAULT_OUTAGE_SECONDS", "20"))
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 HISTORY = 24 * 14
 HEALTH = "/api/v1/monitoring/health"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def poll(condition: Callable[[], bool], seconds: float = 120.0, what: str = "condition") -> None:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -26,19 +25,13 @@ import pytest
 import redis
 from psycopg.conninfo import make_conninfo
 
-from tests.conftest import POSTGRES_ADMIN_DSN, REDIS_URL
+from tests.conftest import POSTGRES_ADMIN_DSN, REDIS_URL, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = re.compile(r"<!-- production-path: begin -->(.*?)<!-- production-path: end -->", re.S)
 BASH = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 TIMEOUT = 900  # seconds for the whole walk (two servers, a training run, a served model)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop_group(pgid: int, grace: float = 30.0) -> None:
