@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from mlflow.exceptions import MlflowException
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
@@ -22,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import StoreIdentity
 from aifx_ml.errors import RefusedError
-from registry.mlflow_store import MlflowModelStore, artifact_uri
+from registry.mlflow_store import MlflowModelStore, experiment_named
 
 EXPERIMENT = "aifx-identity"
 TAG = "aifx.store_identity"
@@ -125,18 +124,4 @@ def shown(uri: str) -> str:
 
 
 def _experiment(store: MlflowModelStore) -> str:
-    found = store.client.get_experiment_by_name(EXPERIMENT)
-    if found is not None:
-        return str(found.experiment_id)
-    location = artifact_uri(store.artifact_root)
-    try:
-        return str(
-            store.client.create_experiment(
-                EXPERIMENT, artifact_location=f"{location.rstrip('/')}/{EXPERIMENT}"
-            )
-        )
-    except MlflowException:  # created by another process meanwhile
-        found = store.client.get_experiment_by_name(EXPERIMENT)
-        if found is None:
-            raise
-        return str(found.experiment_id)
+    return experiment_named(store.client, EXPERIMENT, store.artifact_root)

@@ -288,20 +288,30 @@ def model_source(client: MlflowClient, run_id: str) -> str:
 
 def artifact_uri(root: str) -> str:
     """An artifact root as MLflow takes it: a URI as given (`s3://…`, `file://…`, or
-    `mlflow-artifacts:/`, a tracking server's served artifacts), a local path as a file URI."""
-    if urlparse(root).scheme not in ("", "file") or root.startswith("file:"):
-        return root
-    return Path(root).absolute().as_uri()
+    `mlflow-artifacts:/`, a tracking server's served artifacts), a local path as a file URI
+    (a one-letter scheme is a Windows drive, not a URI)."""
+    return root if len(urlparse(root).scheme) > 1 else Path(root).absolute().as_uri()
+
+
+def experiment_named(client: MlflowClient, name: str, artifact_root: str) -> str:
+    """The experiment `name`, created on first use with its artifacts under `artifact_root`
+    (another process creating it meanwhile is fine: its experiment is the one)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = f"{artifact_uri(artifact_root).rstrip('/')}/{name}"
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
 
 
 def experiment_for(client: MlflowClient, model_type: str, artifact_root: str) -> str:
     """The experiment of a model type, created on first use with our artifact location."""
-    name = f"aifx-{model_type}"
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    location = artifact_uri(artifact_root)
-    return str(client.create_experiment(name, artifact_location=f"{location.rstrip('/')}/{name}"))
+    return experiment_named(client, f"aifx-{model_type}", artifact_root)
 
 
 def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
