@@ -5,7 +5,7 @@ switches that take no value, `--help` included) and writes required arguments as
 the usage line. `aifx` prints what Click and most command-line tools print instead: a value's
 kind in capitals (TEXT, INTEGER, FLOAT, PATH; a choice's values as typed), nothing for a switch, and
 `PATHS...` in the usage line. Typer has no setting for this, so `use_click_placeholders`
-replaces the two methods that build those strings (tests/code/test_cli_help.py checks every
+replaces the three methods that build those strings (tests/code/test_cli.py checks every
 command's help). Groups use `MARKUP` so that a docstring's paragraphs are reflowed to the
 terminal instead of breaking where the source lines break.
 """
