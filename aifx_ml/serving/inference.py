@@ -16,6 +16,7 @@ load is tried again every `retry_seconds`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Engine, select
@@ -94,6 +96,15 @@ class ServingModel:
         if futures is None:
             return lambda: self.p_up_each(windows)
         return lambda: [float(p) for p in self._calibrated([f.result() for f in futures])]
+
+    async def p_up_awaited(self, windows: Sequence[npt.NDArray[np.float32]]) -> list[float]:
+        """`p_up_each` for a caller on an event loop: the windows join the model's worker
+        thread's next batched call, and the loop serves other requests until it is made."""
+        futures = None if self._batcher is None else self._batcher.enqueue(windows)
+        if futures is None:  # no worker (or a closed one, the service stopping): a thread
+            return await anyio.to_thread.run_sync(self.p_up_each, windows)
+        raw = [await asyncio.wrap_future(f) for f in futures]
+        return [float(p) for p in self._calibrated(raw)]
 
     def _calibrated(self, raw: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return calibrated(self.calibration, raw)
@@ -188,9 +199,9 @@ class ModelServer:
 
     def assignment(self, model_type: str) -> Assignment:
         """Who serves `model_type`, at most `refresh_seconds` old."""
-        cached = self._assignments.get(model_type)
-        if cached is not None and self._monotonic() - cached[0] < self._refresh:
-            return cached[1]
+        in_memory = self.assignment_in_memory(model_type)
+        if in_memory is not None:
+            return in_memory
         with self._lock:
             cached = self._assignments.get(model_type)
             if cached is not None and self._monotonic() - cached[0] < self._refresh:
@@ -200,6 +211,14 @@ class ModelServer:
         for failure in new_failures:  # outside the lock: an alert may take a moment to send
             self._report(failure)
         return fresh
+
+    def assignment_in_memory(self, model_type: str) -> Assignment | None:
+        """`assignment` if it needs neither the database nor the model store (None: it does,
+        being older than `refresh_seconds`)."""
+        cached = self._assignments.get(model_type)
+        if cached is not None and self._monotonic() - cached[0] < self._refresh:
+            return cached[1]
+        return None
 
     def invalidate(self, model_type: str | None = None) -> None:
         """Forget who serves (all types, or one): the next request reads the table again."""

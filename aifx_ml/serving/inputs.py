@@ -165,13 +165,22 @@ class WindowCache:
         self._asking: dict[tuple[str, str, int], threading.Lock] = {}
         self._asked: dict[tuple[str, str, int], tuple[float, InputWindow]] = {}
 
-    def get(self, pair: str, timeframe: str, window: int, now: datetime) -> InputWindow:
-        key = (pair, timeframe, window)
-        cached = self._windows.get(key)
+    def in_memory(
+        self, pair: str, timeframe: str, window: int, now: datetime
+    ) -> InputWindow | None:
+        """The window `get` would give if it needs no question (None: it must ask)."""
+        cached = self._windows.get((pair, timeframe, window))
         if cached is not None and cached.last_open == newest_closed_open(
             pd.Timestamp(now), timeframe
         ):
             return cached  # it already ends at the newest candle there can be
+        return None
+
+    def get(self, pair: str, timeframe: str, window: int, now: datetime) -> InputWindow:
+        key = (pair, timeframe, window)
+        cached = self.in_memory(pair, timeframe, window, now)
+        if cached is not None:
+            return cached
         arrived = self._monotonic()
         with self._lock:
             asking = self._asking.setdefault(key, threading.Lock())

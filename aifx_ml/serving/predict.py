@@ -17,7 +17,9 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sqlalchemy import Engine, select
 
@@ -170,22 +172,50 @@ class PredictionService:
 
     def predict(self, requests: Sequence[PredictRequest], wait: bool = True) -> list[Prediction]:
         """Answer every request and record them all: committed before returning, or (with
-        `wait=False`, as the HTTP service does) committed by the writer moments later.
+        `wait=False`) committed by the writer moments later.
 
         StoreUnavailableError (nothing answered) when the rows can be neither committed
         (`wait`) nor kept until the database takes them."""
         started, now = time.perf_counter(), self.now()
         plans = [self._plan(request, now) for request in requests]
-        shadowed = [i for i, p in enumerate(plans) if p.shadow is not None]
-        # The challenger's calls start first, on its own worker thread, and run while
-        # Production's are made here. Unless the rows are committed before returning (`wait`),
-        # nobody waits for them here: the writer does, before it commits the rows.
-        shadow_p = cache(
-            self._p_up_later(
-                [(plans[i].shadow, plans[i].shadow_inputs) for i in shadowed]  # type: ignore[misc]
-            )
-        )
+        shadow_p = self._shadow_later(plans)
         p_up = self._p_up_later([(p.model, p.inputs) for p in plans], inline=True)()
+        return self._record(requests, plans, p_up, shadow_p, now, started, wait)
+
+    async def answer(self, request: PredictRequest) -> Prediction:
+        """`predict([request], wait=False)` for a caller on an event loop, as the HTTP service
+        is: the model call joins the model's worker thread's next batched call, and the loop
+        serves other requests meanwhile. Only what needs the database or the model store
+        (a window or an assignment not in memory, candles sent with the request) runs on a
+        worker thread, so a database that hangs never stalls the loop."""
+        started, now = time.perf_counter(), self.now()
+        plan = self._plan_in_memory(request, now)
+        if plan is None:
+            plan = await anyio.to_thread.run_sync(self._plan, request, now)
+        shadow_p = self._shadow_later([plan])
+        p_up = await plan.model.p_up_awaited([self._scaled(plan.model, plan.inputs)])
+        (answer,) = self._record([request], [plan], p_up, shadow_p, now, started, wait=False)
+        return answer
+
+    def _shadow_later(self, plans: Sequence[_Plan]) -> Callable[[], list[float]]:
+        """The challenger's calls of a shadow test, started on its own worker thread: what
+        waits for them (cached: the writer resolves each row once, whoever asks first)."""
+        calls = [(p.shadow, p.shadow_inputs) for p in plans if p.shadow is not None]
+        return cache(self._p_up_later(calls))  # type: ignore[arg-type]
+
+    def _record(
+        self,
+        requests: Sequence[PredictRequest],
+        plans: Sequence[_Plan],
+        p_up: Sequence[float],
+        shadow_p: Callable[[], list[float]],
+        now: datetime,
+        started: float,
+        wait: bool,
+    ) -> list[Prediction]:
+        """The answers to planned requests given their P(up), handed to the signal writer
+        (and, `wait`, committed); a shadowed request's challenger row waits for `shadow_p`."""
+        shadowed = [i for i, p in enumerate(plans) if p.shadow is not None]
         answers, rows = [], []
         for i, (request, plan) in enumerate(zip(requests, plans, strict=True)):
             reason = staleness(plan.model, plan.inputs, request.timeframe, now, self.policy)
@@ -246,9 +276,7 @@ class PredictionService:
         pending: list[tuple[list[int], Callable[[], list[float]]]] = []
         for indices in by_model.values():
             model = calls[indices[0]][0]
-            windows = [
-                model.scaler.transform(calls[i][1].features).astype(np.float32) for i in indices
-            ]
+            windows = [PredictionService._scaled(model, calls[i][1]) for i in indices]
             later = partial(model.p_up_each, windows) if inline else model.p_up_later(windows)
             pending.append((indices, later))
 
@@ -260,6 +288,10 @@ class PredictionService:
             return out
 
         return wait
+
+    @staticmethod
+    def _scaled(model: ServingModel, inputs: InputWindow) -> npt.NDArray[np.float32]:
+        return model.scaler.transform(inputs.features).astype(np.float32)
 
     def _shadow_row(
         self,
@@ -314,11 +346,29 @@ class PredictionService:
         self.writer.close()
 
     def _plan(self, request: PredictRequest, now: datetime) -> _Plan:
-        validate_pair(request.pair)
-        validate_timeframe(request.timeframe)
-        check_storable_text("model_type", request.model_type)
-        check_storable_text("routing_key", request.routing_key)
+        """Who answers the request, on which inputs (asking the database or the model store
+        where memory does not know)."""
+        _check(request)
         assignment = self.server.assignment(request.model_type)
+        plan = self._planned(request, now, assignment, self.windows.get)
+        assert plan is not None  # `get` always gives a window (or raises)
+        return plan
+
+    def _plan_in_memory(self, request: PredictRequest, now: datetime) -> _Plan | None:
+        """`_plan` if it needs neither the database nor the model store (None: it does)."""
+        _check(request)
+        assignment = self.server.assignment_in_memory(request.model_type)
+        if assignment is None or request.candles is not None:
+            return None
+        return self._planned(request, now, assignment, self.windows.in_memory)
+
+    def _planned(
+        self,
+        request: PredictRequest,
+        now: datetime,
+        assignment: Assignment,
+        window_of: Callable[[str, str, int, datetime], InputWindow | None],
+    ) -> _Plan | None:
         chosen = pick(assignment, request.routing_key or uuid.uuid4().hex)
         model = chosen.model
         test_id = assignment.test_id if chosen.variant else None
@@ -331,15 +381,24 @@ class PredictionService:
                 inputs = replace(inputs, entry_price=close)
             # Candles a caller sent decide nothing (verified = false): no shadow answer either.
             return _Plan(model, inputs, chosen.variant, test_id)
-        inputs = self.windows.get(request.pair, request.timeframe, model.window, now)
+        served = window_of(request.pair, request.timeframe, model.window, now)
         shadow, shadow_inputs = chosen.shadow, None
         if shadow is not None:
             shadow_inputs = (
-                inputs
+                served
                 if shadow.window == model.window
-                else self.windows.get(request.pair, request.timeframe, shadow.window, now)
+                else window_of(request.pair, request.timeframe, shadow.window, now)
             )
-        return _Plan(model, inputs, chosen.variant, test_id, shadow, shadow_inputs)
+        if served is None or (shadow is not None and shadow_inputs is None):
+            return None
+        return _Plan(model, served, chosen.variant, test_id, shadow, shadow_inputs)
+
+
+def _check(request: PredictRequest) -> None:
+    validate_pair(request.pair)
+    validate_timeframe(request.timeframe)
+    check_storable_text("model_type", request.model_type)
+    check_storable_text("routing_key", request.routing_key)
 
 
 def _nth(values: Callable[[], list[float]], j: int) -> float:
