@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -24,6 +24,7 @@ from aifx_ml.data.validation import validate_candles
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import MarketData
 from aifx_ml.errors import InvalidInputError
+from aifx_ml.features.dataset import Scaler
 from aifx_ml.features.engineering import candle_features
 from aifx_ml.features.indicators import compute_indicators, indicators_from_json
 from aifx_ml.markets import newest_closed_open, step_offset
@@ -39,6 +40,19 @@ class InputWindow:
     last_open: pd.Timestamp
     closed_at: pd.Timestamp  # when the newest candle closed: the signal's moment
     entry_price: float  # its close
+    _scaled: dict[str, npt.NDArray[np.float32]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def scaled(self, version: str, scaler: Scaler) -> npt.NDArray[np.float32]:
+        """The features scaled by `version`'s scaler, computed once per window and version
+        (read-only): the requests between two candles share it."""
+        found = self._scaled.get(version)
+        if found is None:
+            found = scaler.transform(self.features).astype(np.float32)
+            found.flags.writeable = False
+            self._scaled[version] = found  # two threads racing compute the same array
+        return found
 
 
 def stored_window(

@@ -291,7 +291,7 @@ class PredictionService:
 
     @staticmethod
     def _scaled(model: ServingModel, inputs: InputWindow) -> npt.NDArray[np.float32]:
-        return model.scaler.transform(inputs.features).astype(np.float32)
+        return inputs.scaled(model.version, model.scaler)
 
     def _shadow_row(
         self,
