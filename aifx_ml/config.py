@@ -7,9 +7,10 @@ file for the tables, MLflow on SQLite with a local artifact folder.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -54,6 +55,16 @@ class Settings(BaseSettings):
     rate_limit_writes: str = Field(default="60/minute", validation_alias="AIFX_RATE_LIMIT_WRITES")
     rate_limit_predict: str = Field(default="", validation_alias="AIFX_RATE_LIMIT_PREDICT")
     # NoDecode: the variable holds plain URLs separated by commas or spaces, not a JSON list.
+    # How a flow runs the tasks it fans out (README "Past one machine"): "process" (threads of
+    # the flow's own process), or "dask": the scheduler at `dask_address`, else a local cluster
+    # of `dask_workers` processes with `dask_threads` threads each (TensorFlow's threads too).
+    # Unset, it is "dask" when an address is given, else "process".
+    task_runner: Literal["process", "dask"] | None = Field(
+        default=None, validation_alias="AIFX_TASK_RUNNER"
+    )
+    dask_address: str | None = Field(default=None, validation_alias="AIFX_DASK_ADDRESS")
+    dask_workers: int = Field(default=2, ge=1, le=1024, validation_alias="AIFX_DASK_WORKERS")
+    dask_threads: int = Field(default=1, ge=1, le=256, validation_alias="AIFX_DASK_THREADS")
     alert_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("AIFX_ALERT_URLS")
     )
@@ -92,6 +103,8 @@ class Settings(BaseSettings):
         "artifact_root",
         "api_token",
         "predict_token",
+        "task_runner",
+        "dask_address",
         mode="before",
     )
     @classmethod
@@ -100,6 +113,23 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return cls.model_fields[info.field_name or ""].get_default(call_default_factory=True)
         return value
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(tcp|tls|ucx|ws|wss)://[^\s/]+:\d+", value):
+            raise ValueError(f"expected a scheduler address like tcp://host:8786, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _task_runner(self) -> Settings:
+        if self.task_runner is None:
+            self.task_runner = "dask" if self.dask_address else "process"
+        elif self.task_runner == "process" and self.dask_address:
+            raise ValueError(
+                "AIFX_DASK_ADDRESS is set but AIFX_TASK_RUNNER=process: unset one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

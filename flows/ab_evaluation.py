@@ -18,6 +18,7 @@ from aifx_ml.db.engine import engine_for
 from aifx_ml.domain import TestStatus
 from aifx_ml.training.config import TRAINING
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
+from flows.runner import FROM_SETTINGS
 from registry.abtest import complete_with_winner
 from registry.hygiene import retire_stale_candidates
 from registry.mlflow_store import MlflowModelStore
@@ -56,7 +57,7 @@ def evaluate_task(
     return {**seen.as_dict(), "test": test}
 
 
-@flow(name="ab-evaluation", log_prints=False)
+@flow(name="ab-evaluation", log_prints=False, task_runner=FROM_SETTINGS)
 def ab_evaluation_flow(
     as_of: datetime | None = None, keep_waiting: int | None = TRAINING.keep_waiting
 ) -> dict[str, Any]:

@@ -17,10 +17,11 @@ from aifx_ml.training.config import (
     TrainingResult,
     training_config,
 )
+from flows.runner import FROM_SETTINGS
 from flows.training_tasks import training_steps
 
 
-@flow(name="daily-incremental", log_prints=False)
+@flow(name="daily-incremental", log_prints=False, task_runner=FROM_SETTINGS)
 def daily_incremental_flow(
     pairs: Sequence[str] | None = TRAINING.pairs,
     timeframes: Sequence[str] = TRAINING.timeframes,

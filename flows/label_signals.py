@@ -12,6 +12,7 @@ from aifx_ml.db.engine import engine_for, ensure_schema
 from aifx_ml.labeling.rules import DEFAULT_THRESHOLD
 from aifx_ml.labeling.store import LabelReport, label_pending
 from flows.common import IO_RETRIES, alerts_task, reconcile_task, relay_task
+from flows.runner import FROM_SETTINGS
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
@@ -22,7 +23,7 @@ def label_task(database_url: str, embedded: bool, as_of: datetime, threshold: fl
         return label_pending(engine, as_of, threshold)
 
 
-@flow(name="label-signals", log_prints=False)
+@flow(name="label-signals", log_prints=False, task_runner=FROM_SETTINGS)
 def label_signals_flow(
     threshold: float = DEFAULT_THRESHOLD, as_of: datetime | None = None
 ) -> LabelReport:

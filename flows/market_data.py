@@ -12,6 +12,7 @@ from aifx_ml.config import load_settings
 from aifx_ml.data.watch import import_dropped
 from aifx_ml.db.engine import engine_for, ensure_schema
 from flows.common import relay_task
+from flows.runner import FROM_SETTINGS
 
 
 @task(cache_policy=NO_CACHE)
@@ -30,7 +31,7 @@ def import_task(database_url: str, embedded: bool, folder: str, as_of: datetime)
     ]
 
 
-@flow(name="market-data", log_prints=False)
+@flow(name="market-data", log_prints=False, task_runner=FROM_SETTINGS)
 def market_data_flow(folder: str | None = None) -> list[str]:
     """Import every candle file waiting in `folder` (default: AIFX_DROP_DIR, or the data
     folder's drop/), each in its own transaction, then move it to processed/ or rejected/."""

@@ -18,6 +18,7 @@ from aifx_ml.evaluation.monthly import Thresholds, previous_month, wants_retrain
 from aifx_ml.evaluation.monthly_run import MonthlyFlowResult, run_monthly
 from aifx_ml.evaluation.params import EVALUATION
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
+from flows.runner import FROM_SETTINGS
 from registry.mlflow_store import MlflowModelStore
 
 WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
@@ -58,7 +59,7 @@ def trigger_retrain_task(model_type: str) -> str:
     return str(run.id)
 
 
-@flow(name="monthly-evaluation", log_prints=False)
+@flow(name="monthly-evaluation", log_prints=False, task_runner=FROM_SETTINGS)
 def monthly_evaluation_flow(
     month: str | None = None,
     as_of: datetime | None = None,

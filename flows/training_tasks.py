@@ -1,7 +1,8 @@
 """Prefect tasks shared by the two training flows: thin wrappers over `aifx_ml.training`.
 
-Loading is mapped per (pair, timeframe), so a Dask or Ray task runner fans it out; the reads
-retry, the training itself does not (a failed run is recorded, not repeated blindly).
+Loading is mapped per (pair, timeframe), so with `AIFX_TASK_RUNNER=dask` (flows/runner.py)
+it fans out over the cluster; the reads retry, the training itself does not (a failed run is
+recorded, not repeated blindly).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aifx_ml.training.config import ChallengerPolicy, Stores, TrainingConfig, Tr
 from aifx_ml.training.data import load_series, load_start, samples_since, stored_series
 from aifx_ml.training.runs import train_full, train_incremental
 from flows.common import IO_RETRIES, alerts_task, challenger_task, reconcile_task, relay_task
+from flows.runner import share_cores_on_dask_worker
 from registry.mlflow_store import MlflowModelStore
 
 
@@ -51,6 +53,7 @@ def train_task(
     frames: list[pd.DataFrame],
 ) -> TrainingResult:
     """One training run on the loaded series; its record says how it ended."""
+    share_cores_on_dask_worker()
     with engine_for(settings.db_url) as engine:
         actor = (
             "flow weekly-full" if training_type == TrainingType.FULL else "flow daily-incremental"

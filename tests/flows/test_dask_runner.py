@@ -1,0 +1,151 @@
+"""The flows on a Dask cluster of real separate processes: `dask scheduler` and two
+`dask worker` processes started from the CLI, the flow pointed at them by the settings alone
+(AIFX_DASK_ADDRESS), as a deployment's worker would be."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+from prefect.settings import PREFECT_API_URL
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
+from sqlalchemy import Engine, func, select
+
+from aifx_ml.config import Settings
+from aifx_ml.db.models import ModelTrainingLog, ModelVersion
+from flows.runner import THREAD_VARIABLES, FromSettings, task_runner
+from flows.weekly_full import weekly_full_flow
+from tests.conftest import TRAIN_AS_OF, free_port, import_synthetic
+
+pytestmark = pytest.mark.integration
+DASK = Path(sys.executable).parent / "dask"
+TINY = {"epochs": 1, "batch_size": 64, "seed": 7, "window": 8, "lstm_units": [4, 2]}
+
+
+def test_the_settings_choose_the_runner_when_a_run_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing set: Prefect's thread pool. AIFX_TASK_RUNNER=dask: a local cluster of the
+    settings' size, TensorFlow's threads matched to each worker's; an address: that cluster.
+    The choice is read when the run starts (the flow's runner is duplicated per run)."""
+    assert isinstance(task_runner(Settings()), ThreadPoolTaskRunner)
+    local = task_runner(Settings(AIFX_TASK_RUNNER="dask", AIFX_DASK_WORKERS=3, AIFX_DASK_THREADS=2))
+    assert isinstance(local, DaskTaskRunner)
+    assert local.cluster_kwargs["n_workers"] == 3
+    assert local.cluster_kwargs["threads_per_worker"] == 2
+    assert local.cluster_kwargs["env"] == dict.fromkeys(THREAD_VARIABLES, "2")
+    remote = task_runner(Settings(AIFX_DASK_ADDRESS="tcp://10.0.0.5:8786"))
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
+
+    monkeypatch.setenv("AIFX_DASK_ADDRESS", "tcp://10.0.0.6:8786")
+    chosen = FromSettings().duplicate()
+    assert isinstance(chosen, DaskTaskRunner) and chosen.address == "tcp://10.0.0.6:8786"
+    monkeypatch.delenv("AIFX_DASK_ADDRESS")
+    assert type(FromSettings().duplicate()) is ThreadPoolTaskRunner
+
+
+def test_a_dask_address_with_the_process_runner_is_refused() -> None:
+    with pytest.raises(ValueError, match="AIFX_DASK_ADDRESS is set but AIFX_TASK_RUNNER=process"):
+        Settings(AIFX_TASK_RUNNER="process", AIFX_DASK_ADDRESS="tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="expected a scheduler address like tcp://host:8786"):
+        Settings(AIFX_DASK_ADDRESS="127.0.0.1")
+
+
+@pytest.fixture
+def dask_cluster(prefect_api: None, tmp_path: Path) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker` processes (one thread each), as a user starts
+    them; the workers report their task runs to the same Prefect API as the flow."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    logs = tmp_path / "dask"
+    logs.mkdir()
+    commands = [
+        [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        *[
+            [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard",
+             "--name", f"w{i}", "--local-directory", str(logs / f"w{i}")]
+            for i in (1, 2)
+        ],
+    ]  # fmt: skip
+    procs = []
+    try:
+        for i, command in enumerate(commands):
+            out = (logs / f"{i}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            if i == 0:
+                _wait_for_scheduler(address, procs[0])
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _wait_for_scheduler(address: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with Client(address, timeout=2):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dask scheduler did not start at {address}") from None
+
+
+def test_the_weekly_flow_fans_out_over_dask_workers(
+    dask_cluster: str,
+    engine: Engine,
+    db_url: str,
+    mlflow_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same deployed flow, pointed at the cluster by AIFX_DASK_ADDRESS alone: its mapped
+    loads run on the workers (their own processes), and the training they feed completes and
+    registers one version, as in process."""
+    import_synthetic(engine)
+    monkeypatch.setenv("AIFX_DATABASE_URL", db_url)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("AIFX_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("AIFX_DASK_ADDRESS", dask_cluster)
+    monkeypatch.chdir(tmp_path)
+    with Client(dask_cluster) as client:
+        before = sum(client.run(_executed).values())
+
+    pairs = ["EUR/USD", "GBP/USD"]
+    result = weekly_full_flow(pairs=pairs, as_of=TRAIN_AS_OF, dense_units=2, **TINY)
+
+    assert result.status == "completed", result.reason
+    assert result.version == "lstm-v1"
+    with Client(dask_cluster) as client:
+        executed = client.run(_executed)
+    # One load per series ran on the workers, not in this process.
+    assert sum(executed.values()) - before == 2, executed
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(ModelVersion)) == 1
+        status = conn.scalars(select(ModelTrainingLog.status)).all()
+    assert status == ["completed"]
+
+
+def _executed(dask_worker: object) -> int:
+    return int(dask_worker.state.executed_count)  # type: ignore[attr-defined]
