@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from distributed import Client
@@ -27,7 +28,7 @@ from tests.conftest import TRAIN_AS_OF, free_port, import_synthetic
 
 pytestmark = pytest.mark.integration
 DASK = Path(sys.executable).parent / "dask"
-TINY = {"epochs": 1, "batch_size": 64, "seed": 7, "window": 8, "lstm_units": [4, 2]}
+TINY: dict[str, Any] = {"epochs": 1, "batch_size": 64, "seed": 7, "window": 8, "lstm_units": [4, 2]}
 
 
 def test_the_settings_choose_the_runner_when_a_run_starts(monkeypatch: pytest.MonkeyPatch) -> None:
