@@ -17,6 +17,8 @@ from aifx_ml.training.config import (
     TrainingResult,
     training_config,
 )
+from aifx_ml.training.sweep import SearchSpace
+from aifx_ml.training.sweep import candidates as sweep_candidates
 from flows.runner import FROM_SETTINGS
 from flows.training_tasks import training_steps
 
@@ -40,9 +42,13 @@ def weekly_full_flow(
     ab_test_plan: dict[str, Any] | None = TRAINING.ab_test_plan,
     refresh_days: float = TRAINING.refresh_days,
     keep_waiting: int = TRAINING.keep_waiting,
+    candidates: int = TRAINING.candidates,
+    search_space: dict[str, list[Any]] = TRAINING.search_space,
 ) -> TrainingResult:
-    """Train from scratch as of `as_of` (default: now, UTC) on every series asked for; every
-    other default is TRAINING's (aifx_ml/training/config.py)."""
+    """Train from scratch as of `as_of` (default: now, UTC) on every series asked for; with
+    `candidates` > 1, that many configurations (these parameters', then draws from
+    `search_space`) are fitted on the task runner and the best on the validation split is
+    the one registered. Every other default is TRAINING's (aifx_ml/training/config.py)."""
     settings = load_settings()
     moment = as_of or datetime.now(UTC)
     config = training_config(
@@ -75,6 +81,7 @@ def weekly_full_flow(
         moment,
         "flow weekly-full",
         challenger,
+        sweep_candidates(config, SearchSpace.from_mapping(search_space), candidates, seed),
     )
     get_run_logger().info(
         "weekly full training %s: %s", result.status, result.version or result.reason

@@ -151,6 +151,19 @@ class TrainingParams:
     # test, when not shown worse (aifx_ml.evaluation.refresh); 0: never.
     refresh_days: float = DEFAULT_REFRESH_AGE / timedelta(days=1)
     keep_waiting: int = 3  # candidates left waiting in Staging per model type, newest first
+    # The weekly flow's sweep (aifx_ml/training/sweep.py): this many configurations, the
+    # flow's own first and the others drawn from `search_space`, the best chosen on the
+    # validation split. 1: no sweep, one training as before sweeps existed.
+    candidates: int = 1
+    search_space: dict[str, list[Any]] = field(
+        default_factory=lambda: {
+            "window": [30, 60, 90],
+            "lstm_units": [[64, 32], [128, 64]],
+            "dense_units": [16, 32],
+            "learning_rate": [0.0005, 0.001, 0.002],
+            "dropout": [0.2, 0.3],
+        }
+    )
 
 
 TRAINING = TrainingParams()

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ from aifx_ml.training.config import (
 )
 from aifx_ml.training.fit import EpochCallback
 from aifx_ml.training.lock import TrainingBusyError, training_lock
+
+if TYPE_CHECKING:
+    from aifx_ml.training.sweep import CandidateFit
 
 log = logging.getLogger(__name__)
 OnEpoch = Callable[[int, dict[str, float]], None]
@@ -218,6 +221,28 @@ def end_store_run(run: Run, status: str) -> None:
     if run.store_run is not None:
         run.stores.models.end_run(run.store_run, status)
         run.store_run = None
+
+
+def log_candidates(run: Run, fits: Sequence[CandidateFit], chosen: CandidateFit) -> None:
+    """Each candidate of a sweep as a nested run of this one (MLflow's `mlflow.parentRunId`):
+    its parameters, curves and validation scores, and whether it was the one chosen."""
+    assert run.store_run is not None
+    models = run.stores.models
+    for fit in fits:
+        child = models.start_run(
+            run.config.model_type,
+            f"candidate-{fit.index}",
+            {
+                "mlflow.parentRunId": run.store_run,
+                "aifx.candidate": str(fit.index),
+                "aifx.chosen": str(fit is chosen).lower(),
+            },
+        )
+        models.log_params(child, {**fit.params(), "candidate": fit.index})
+        models.log_metrics(child, fit.metrics())
+        models.log_curves(child, fit.history)
+        models.end_run(child, "FINISHED")
+    models.set_tags(run.store_run, {"aifx.chosen_candidate": str(chosen.index)})
 
 
 def start_store_run(run: Run, dataset: Dataset, split: Split, extra: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ the same holdout; `lifecycle` does the bookkeeping around both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from aifx_ml.domain import TrainingStatus, TrainingType
-from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.metrics import (
     baseline_probabilities,
     compare_with_baselines,
@@ -23,7 +23,6 @@ from aifx_ml.features.dataset import (
     Dataset,
     Split,
     build_dataset,
-    chronological_split,
     scaler_for,
 )
 from aifx_ml.features.engineering import FEATURE_NAMES
@@ -44,10 +43,13 @@ from aifx_ml.training.lifecycle import (
     OnEpoch,
     complete,
     epoch_logger,
+    log_candidates,
     model_card,
     start_store_run,
     training_run,
 )
+from aifx_ml.training.splits import split_for, split_samples
+from aifx_ml.training.sweep import CandidateFit, FitCandidates, best, fit_each, widest
 
 
 def train_full(
@@ -57,43 +59,60 @@ def train_full(
     candles: pd.DataFrame | None = None,
     on_epoch: OnEpoch | None = None,
     signals: pd.DataFrame | None = None,
+    candidates: Sequence[TrainingConfig] = (),
+    fit_candidates: FitCandidates = fit_each,
 ) -> TrainingResult:
     """Train from scratch on the last `config.days` days before `as_of` (80/20 chronological).
 
     The current Production model, if any, is scored on the same holdout for comparison.
+    With several `candidates` (a sweep, `training.sweep`), `fit_candidates` fits each (on a
+    task runner's workers, or here one after another), the one with the best validation loss
+    becomes the run's model, finished like a single training, and every candidate is logged
+    as a nested run of this one. Whatever fails in the sweep fails the run, recorded.
     """
     since = samples_since(stores.engine, config, TrainingType.FULL, as_of)
     with training_run(stores, config, TrainingType.FULL, as_of) as run:
         if run.result.status != TrainingStatus.RUNNING:
             return run.result
         if candles is None:
-            candles = load_training_candles(stores.engine, config, load_start(since, config), as_of)
+            start = load_start(since, widest(config, candidates))
+            candles = load_training_candles(stores.engine, config, start, as_of)
         if candles.empty:
             raise TrainingSkipped(f"no candles between {since.isoformat()} and {as_of.isoformat()}")
         if config.include_signals and signals is None:
             signals = load_training_signals(stores.engine, config, since, as_of)
-        dataset = build_dataset(
-            candles, config.lstm.window, signals if config.include_signals else None
-        )
-        split = _split(dataset, config, config.validation_fraction, since)
+        used_signals = signals if config.include_signals else None
+        sweep: list[CandidateFit] = []
+        chosen = None
+        if len(candidates) > 1:
+            sweep = list(fit_candidates(candidates, candles, used_signals, since))
+            chosen = best(sweep)
+            config = run.config = chosen.config
+        dataset = build_dataset(candles, config.lstm.window, used_signals)
+        split = split_for(dataset, config, since)
         scaler = scaler_for(dataset, split)
         windows = dataset.windows(scaler)
-        start_store_run(run, dataset, split, {})
+        start_store_run(run, dataset, split, {"candidates": len(sweep)} if sweep else {})
         lstm = replace(config.lstm, n_features=len(dataset.feature_names), window=dataset.window)
         model = build_lstm(lstm, seed=config.seed)
-        history = fit_model(
-            model,
-            windows,
-            dataset.samples,
-            split.train,
-            split.validation,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            early_stopping_patience=config.early_stopping_patience,
-            reduce_lr_patience=config.reduce_lr_patience,
-            callbacks=[epoch_logger(run, on_epoch)],
-            seed=config.seed,
-        )
+        if chosen is not None:
+            log_candidates(run, sweep, chosen)
+            model.set_weights(chosen.weights)
+            history = chosen.history
+        else:
+            history = fit_model(
+                model,
+                windows,
+                dataset.samples,
+                split.train,
+                split.validation,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                early_stopping_patience=config.early_stopping_patience,
+                reduce_lr_patience=config.reduce_lr_patience,
+                callbacks=[epoch_logger(run, on_epoch)],
+                seed=config.seed,
+            )
         metrics = _evaluate(model, windows, dataset, split, history)
         production = production_version(stores.engine, config.model_type)
         if production is not None:
@@ -140,7 +159,7 @@ def train_incremental(
         parent = stores.models.load(parent_row)
         parent.card.check_features(FEATURE_NAMES, f"parent {parent.version}")
         dataset = build_dataset(candles, parent.card.window)
-        split = _split(dataset, config, 0.0, since)
+        split = split_samples(dataset, config, 0.0, since)
         # The child must see its inputs exactly as its parent did.
         scaler = parent.card.scaler
         windows = parent.card.windows(dataset, f"parent {parent.version}")
@@ -204,20 +223,6 @@ def _versus(
     return out
 
 
-def _split(
-    dataset: Dataset, config: TrainingConfig, validation_fraction: float, since: datetime
-) -> Split:
-    """[train | purge | validation | purge | holdout] over the samples decided since `since`."""
-    try:
-        split = chronological_split(
-            dataset.samples, config.holdout_fraction, validation_fraction, since=pd.Timestamp(since)
-        )
-    except InvalidInputError as too_few:
-        raise TrainingSkipped(f"too little data since {since.isoformat()}: {too_few}") from None
-    _require_enough(split, config, since)
-    return split
-
-
 def _evaluate(
     model: Any, windows: Any, dataset: Dataset, split: Split, history: dict[str, list[float]]
 ) -> dict[str, Any]:
@@ -274,15 +279,3 @@ def _calibrate(
             **thresholds.as_metrics(),
         },
     )
-
-
-def _require_enough(split: Split, config: TrainingConfig, since: datetime) -> None:
-    if (
-        len(split.train) < config.min_train_samples
-        or len(split.holdout) < config.min_holdout_samples
-    ):
-        raise TrainingSkipped(
-            f"too little data since {since.isoformat()}: {len(split.train)} training and "
-            f"{len(split.holdout)} holdout samples (need {config.min_train_samples} and "
-            f"{config.min_holdout_samples})"
-        )

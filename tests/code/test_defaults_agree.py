@@ -56,6 +56,7 @@ NO_RETRIES = {
     "flows.common.alerts_task": "never fails: a delivery problem is an alert row",
     "flows.common.raise_alerts_task": "never fails: a delivery problem is an alert row",
     "flows.training_tasks.train_task": "a failed run is recorded, not repeated blindly",
+    "flows.training_tasks.fit_candidate_task": "pure compute: a lost worker is Dask's to recompute",
     "flows.ab_evaluation.evaluate_task": "acts on the registry: a look is not repeated blindly",
     "flows.monthly_evaluation.evaluate_task": "writes reports and rows: not repeated blindly",
     "flows.market_data.import_task": "each file is its own transaction: the next run retries",
