@@ -84,3 +84,35 @@ def test_a_candidate_that_fails_fails_the_run_recorded_and_registers_nothing(
         assert conn.scalar(select(func.count()).select_from(ModelVersion)) == 0
         logged = conn.execute(select(ModelTrainingLog.status, ModelTrainingLog.error_message)).one()
     assert logged.status == "failed" and "worker lost" in logged.error_message
+
+
+def test_one_candidate_is_todays_training_unchanged(
+    engine: Engine, tmp_path: Path, mlflow_uri: str
+) -> None:
+    """K = 1, the default: no sweep runs (nothing fitted apart, no nested run), and the same
+    seed gives the same model as a training called without candidates, as before sweeps."""
+    import_synthetic(engine)
+
+    def never(*_: object) -> list[CandidateFit]:
+        raise AssertionError("K = 1 fitted candidates apart")
+
+    config = tiny_training_config(seed=5)
+    results = []
+    for i, extra in enumerate([{}, {"candidates": [config], "fit_candidates": never}]):
+        stores = Stores(
+            engine=engine,
+            models=MlflowModelStore(mlflow_uri, mlflow_uri, str(tmp_path / f"artifacts{i}")),
+            lock_dir=tmp_path / "locks",
+        )
+        results.append(train_full(stores, config, TRAIN_AS_OF, **extra))  # type: ignore[arg-type]
+    first, second = results
+    assert first.status == second.status == "completed"
+    assert (first.version, second.version) == ("lstm-v1", "lstm-v2")
+    keys = ("holdout_accuracy", "holdout_auc", "holdout_log_loss", "epochs_run", "train_samples")
+    assert {k: first.metrics[k] for k in keys} == {k: second.metrics[k] for k in keys}
+    client = MlflowClient(mlflow_uri, mlflow_uri)
+    parent = client.get_run(second.mlflow_run_id)
+    assert "candidates" not in parent.data.params
+    assert not client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )

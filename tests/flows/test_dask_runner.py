@@ -8,23 +8,30 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 from distributed import Client
+from mlflow import MlflowClient
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
-from aifx_ml.config import Settings
+from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
 from flows.runner import THREAD_VARIABLES, FromSettings, task_runner
 from flows.weekly_full import weekly_full_flow
-from tests.conftest import TRAIN_AS_OF, free_port, import_synthetic
+from registry.mlflow_store import MlflowModelStore
+from tests.conftest import TRAIN_AS_OF, _postgres_database, free_port, import_synthetic
 
 pytestmark = pytest.mark.integration
 DASK = Path(sys.executable).parent / "dask"
@@ -58,8 +65,14 @@ def test_a_dask_address_with_the_process_runner_is_refused() -> None:
         Settings(AIFX_DASK_ADDRESS="127.0.0.1")
 
 
+@dataclass
+class Cluster:
+    address: str
+    workers: dict[str, subprocess.Popen[bytes]]  # by worker name
+
+
 @pytest.fixture
-def dask_cluster(prefect_api: None, tmp_path: Path) -> Iterator[str]:
+def dask_cluster(prefect_api: None, tmp_path: Path) -> Iterator[Cluster]:
     """`dask scheduler` and two `dask worker` processes (one thread each), as a user starts
     them; the workers report their task runs to the same Prefect API as the flow."""
     port = free_port()
@@ -88,7 +101,7 @@ def dask_cluster(prefect_api: None, tmp_path: Path) -> Iterator[str]:
                 _wait_for_scheduler(address, procs[0])
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
-        yield address
+        yield Cluster(address, {"w1": procs[1], "w2": procs[2]})
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -113,7 +126,7 @@ def _wait_for_scheduler(address: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_the_weekly_flow_fans_out_over_dask_workers(
-    dask_cluster: str,
+    dask_cluster: Cluster,
     engine: Engine,
     db_url: str,
     mlflow_uri: str,
@@ -128,9 +141,9 @@ def test_the_weekly_flow_fans_out_over_dask_workers(
     monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     monkeypatch.setenv("AIFX_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("AIFX_DASK_ADDRESS", dask_cluster)
+    monkeypatch.setenv("AIFX_DASK_ADDRESS", dask_cluster.address)
     monkeypatch.chdir(tmp_path)
-    with Client(dask_cluster) as client:
+    with Client(dask_cluster.address) as client:
         before = sum(client.run(_executed).values())
 
     pairs = ["EUR/USD", "GBP/USD"]
@@ -138,7 +151,7 @@ def test_the_weekly_flow_fans_out_over_dask_workers(
 
     assert result.status == "completed", result.reason
     assert result.version == "lstm-v1"
-    with Client(dask_cluster) as client:
+    with Client(dask_cluster.address) as client:
         executed = client.run(_executed)
     # One load per series ran on the workers, not in this process.
     assert sum(executed.values()) - before == 2, executed
@@ -150,3 +163,109 @@ def test_the_weekly_flow_fans_out_over_dask_workers(
 
 def _executed(dask_worker: object) -> int:
     return int(dask_worker.state.executed_count)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """`mlflow server` on a PostgreSQL database of its own, serving its artifacts, as step 3
+    of the README's production path starts it."""
+    backend = next(databases := _postgres_database())
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend,
+         "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=(tmp_path / "mlflow.log").open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "mlflow.log").read_text()[-2000:])
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        next(databases, None)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_sweep_on_dask_survives_a_lost_worker_and_logs_to_the_tracking_server(
+    dask_cluster: Cluster,
+    mlflow_server: str,
+    engine: Engine,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """K = 4 candidates on two workers, every process logging to an `mlflow server` on
+    PostgreSQL. One worker (its nanny too) is killed while it fits a candidate: Dask fits it
+    again on the other, and the flow completes with one version registered, four nested runs
+    under the weekly run, and artifacts the serving path loads through the server."""
+    import_synthetic(engine)
+    monkeypatch.setenv("AIFX_DATABASE_URL", db_url)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("AIFX_DASK_ADDRESS", dask_cluster.address)
+    monkeypatch.chdir(tmp_path)
+    killed: list[str] = []
+    watcher = threading.Thread(target=_kill_a_fitting_worker, args=(dask_cluster, killed))
+    watcher.start()
+    try:
+        result = weekly_full_flow(
+            pairs=["EUR/USD", "GBP/USD"],
+            as_of=TRAIN_AS_OF,
+            dense_units=2,
+            candidates=4,
+            search_space={"window": [6, 8, 10], "learning_rate": [0.001, 0.01]},
+            auto_challenger=False,
+            **TINY,
+        )
+    finally:
+        watcher.join(timeout=300)
+
+    assert killed, "no worker was fitting a candidate to kill"
+    assert dask_cluster.workers[killed[0]].poll() is not None
+    assert result.status == "completed", result.reason
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(result.mlflow_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.data.tags["aifx.candidate"] for c in children) == ["0", "1", "2", "3"]
+    with Session(engine) as session:
+        rows = session.scalars(select(ModelVersion)).all()
+    assert [r.version for r in rows] == ["lstm-v1"]
+    # Served artifacts: the serving path loads the version through the tracking server.
+    loaded = MlflowModelStore.from_settings(load_settings()).load(rows[0])
+    assert loaded.card.window == int(parent.data.params["lstm_window"])
+    assert loaded.model.predict(
+        np.zeros((1, loaded.card.window, len(loaded.card.features))), verbose=0
+    ).shape == (1, 1)
+
+
+def _kill_a_fitting_worker(cluster: Cluster, killed: list[str]) -> None:
+    """Kill (SIGKILL, its nanny too) the first worker seen fitting a candidate."""
+    with Client(cluster.address, timeout=30) as client:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            for address, keys in client.processing().items():
+                if any("fit_candidate" in str(key) for key in keys):
+                    name = client.scheduler_info()["workers"][address]["name"]
+                    os.killpg(cluster.workers[name].pid, signal.SIGKILL)
+                    killed.append(name)
+                    return
+            time.sleep(0.02)
