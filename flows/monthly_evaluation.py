@@ -1,33 +1,58 @@
 """Monthly evaluation (deployment `monthly-evaluation`, the 1st of each month 02:00 UTC): an
 Evidently drift and quality report per Production (and recently archived) version, stored
 and logged; a recommendation per model type, and — when asked — a weekly full training
-started at once where it says retrain."""
+started at once where it says retrain. The versions are evaluated as mapped tasks, so a Dask
+task runner spreads them over its workers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
 from aifx_ml.evaluation.monthly import Thresholds, previous_month, wants_retrain
-from aifx_ml.evaluation.monthly_run import MonthlyFlowResult, run_monthly
+from aifx_ml.evaluation.monthly_run import (
+    Evaluated,
+    MonthlyFlowResult,
+    evaluate_each,
+    run_monthly,
+)
 from aifx_ml.evaluation.params import EVALUATION
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
-from flows.runner import FROM_SETTINGS
+from flows.runner import FROM_SETTINGS, share_cores_on_dask_worker
 from registry.mlflow_store import MlflowModelStore
 
 WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
 
 
 @task(cache_policy=NO_CACHE)
+def evaluate_version_task(
+    settings: Settings, month: str, as_of: datetime, thresholds: Thresholds, version: str
+) -> Evaluated:
+    """One version's evaluation and report, wherever the task runner puts it (it reads its
+    own candles and loads its own model; the flow's task stores what all of them found)."""
+    share_cores_on_dask_worker()
+    with engine_for(settings.db_url) as engine:
+        store = MlflowModelStore.from_settings(settings)
+        (evaluated,) = evaluate_each(engine, store, month, as_of, thresholds, [version])
+        return evaluated
+
+
+@task(cache_policy=NO_CACHE)
 def evaluate_task(
     settings: Settings, month: str, as_of: datetime, thresholds: Thresholds
 ) -> list[dict[str, Any]]:
+    def mapped(versions: Sequence[str]) -> list[Evaluated]:
+        """The versions as mapped tasks of the flow's task runner (threads, or Dask)."""
+        args = (unmapped(settings), unmapped(month), unmapped(as_of), unmapped(thresholds))
+        return list(evaluate_version_task.map(*args, list(versions)).result())
+
     with engine_for(settings.db_url) as engine:
         result = run_monthly(
             engine,
@@ -36,6 +61,7 @@ def evaluate_task(
             report_dir=settings.monthly_reports_dir,
             as_of=as_of,
             thresholds=thresholds,
+            evaluate=mapped,
         )
     logger = get_run_logger()
     for version, error in result.errors.items():

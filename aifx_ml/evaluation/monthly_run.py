@@ -9,9 +9,10 @@ Loading a model and logging to MLflow are passed in (the registry and MLflow liv
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,21 @@ def versions_to_evaluate(engine: Engine, month_start: datetime) -> list[ModelVer
         )
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One version's evaluation and its report (or why it could not be evaluated)."""
+
+    version: str
+    evaluation: VersionEvaluation | None = None
+    html: str | None = None
+    error: str | None = None
+
+
+# Evaluates the named versions for (month, start, end, thresholds): in this process one after
+# another (`evaluate_each`), or one task per version on a flow's task runner.
+EvaluateVersions = Callable[[Sequence[str]], Sequence[Evaluated]]
+
+
 def run_monthly(
     engine: Engine,
     month: str,
@@ -87,37 +103,27 @@ def run_monthly(
     report_dir: Path,
     as_of: datetime,
     thresholds: Thresholds | None = None,
+    evaluate: EvaluateVersions | None = None,
 ) -> MonthlyResult:
     """Evaluate every version that matters for `month` and store what was found: a row in
     `model_evaluations`, the report under `report_dir`, and a run in the model store linked
-    from the version."""
+    from the version. `evaluate` spreads the versions over workers (default: each here)."""
     thresholds = thresholds or Thresholds()
-    start, end = month_bounds(month)
-    if start >= pd.Timestamp(as_of):
-        raise InvalidInputError(f"month {month} has not begun as of {as_of.isoformat()}")
-    end = min(end, pd.Timestamp(as_of))
+    start, end = evaluation_window(month, as_of)
     result = MonthlyResult(month)
     rows = versions_to_evaluate(engine, start.to_pydatetime())
-    # Versions trained on the same series read the same month: read it once.
-    read: dict[tuple[Any, ...], pd.DataFrame] = {}
-
-    def candles(pairs: list[str], timeframes: list[str], lo: datetime, hi: datetime) -> Any:
-        key = (tuple(pairs), tuple(timeframes), lo, hi)
-        if key not in read:
-            read[key] = load_candles(engine, lo, hi, pairs, timeframes)
-        return read[key]
-
-    for row in rows:
-        try:
-            evaluation, html = _evaluate(engine, row, store, candles, month, start, end, thresholds)
-        except InvalidInputError as exc:  # no data for it: say so, go on with the others
-            result.errors[row.version] = str(exc)
+    if evaluate is None:
+        evaluate = partial(evaluate_each, engine, store, month, as_of, thresholds)
+    for evaluated in evaluate([row.version for row in rows]):
+        if evaluated.evaluation is None or evaluated.html is None:
+            # No data for it: say so, go on with the others.
+            result.errors[evaluated.version] = evaluated.error or "not evaluated"
             continue
-        path = report_dir / month / f"{row.version}.html"
+        path = report_dir / month / f"{evaluated.version}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(html, encoding="utf-8")
-        result.evaluations.append(evaluation)
-        result.reports[row.version] = path
+        path.write_text(evaluated.html, encoding="utf-8")
+        result.evaluations.append(evaluated.evaluation)
+        result.reports[evaluated.version] = path
     for production in result.production():
         others = [
             e
@@ -130,6 +136,51 @@ def run_monthly(
         run_id = store.log_evaluation(row, evaluation.summary(), result.reports[row.version])
         _store(engine, evaluation, result.reports[evaluation.version], run_id, as_of)
     return result
+
+
+def evaluation_window(month: str, as_of: datetime) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The part of `month` that has happened by `as_of`."""
+    start, end = month_bounds(month)
+    if start >= pd.Timestamp(as_of):
+        raise InvalidInputError(f"month {month} has not begun as of {as_of.isoformat()}")
+    return start, min(end, pd.Timestamp(as_of))
+
+
+def evaluate_each(
+    engine: Engine,
+    store: ModelStore,
+    month: str,
+    as_of: datetime,
+    thresholds: Thresholds,
+    versions: Sequence[str],
+) -> list[Evaluated]:
+    """Each named version evaluated for `month`, one after another; versions trained on the
+    same series read the month's candles once."""
+    start, end = evaluation_window(month, as_of)
+    read: dict[tuple[Any, ...], pd.DataFrame] = {}
+
+    def candles(pairs: list[str], timeframes: list[str], lo: datetime, hi: datetime) -> Any:
+        key = (tuple(pairs), tuple(timeframes), lo, hi)
+        if key not in read:
+            read[key] = load_candles(engine, lo, hi, pairs, timeframes)
+        return read[key]
+
+    out = []
+    with session_factory(engine)() as session:
+        rows = {
+            r.version: r
+            for r in session.scalars(select(ModelVersion).where(ModelVersion.version.in_(versions)))
+        }
+    for version in versions:
+        try:
+            evaluation, html = _evaluate(
+                engine, rows[version], store, candles, month, start, end, thresholds
+            )
+        except InvalidInputError as exc:
+            out.append(Evaluated(version, error=str(exc)))
+            continue
+        out.append(Evaluated(version, evaluation, html))
+    return out
 
 
 def _evaluate(

@@ -59,6 +59,7 @@ NO_RETRIES = {
     "flows.training_tasks.fit_candidate_task": "pure compute: a lost worker is Dask's to recompute",
     "flows.ab_evaluation.evaluate_task": "acts on the registry: a look is not repeated blindly",
     "flows.monthly_evaluation.evaluate_task": "writes reports and rows: not repeated blindly",
+    "flows.monthly_evaluation.evaluate_version_task": "a model and Evidently: reported, not redone",
     "flows.market_data.import_task": "each file is its own transaction: the next run retries",
 }
 FLOW_MODULES = (
