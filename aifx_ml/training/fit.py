@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from aifx_ml.features.dataset import Samples
+from aifx_ml.features.dataset import Samples, Split
+from aifx_ml.training.config import TrainingConfig
 
 
 class WindowBatches(keras.utils.PyDataset):  # type: ignore[misc]
@@ -196,3 +197,28 @@ def _copy_back(trainer: keras.Model, model: keras.Model) -> None:
         model.optimizer.build(model.trainable_variables)
     for mine, trained in zip(model.optimizer.variables, trainer.optimizer.variables, strict=True):
         mine.assign(trained)
+
+
+def fit_full(
+    model: keras.Model,
+    windows: npt.NDArray[np.float32],
+    samples: Samples,
+    split: Split,
+    config: TrainingConfig,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, list[float]]:
+    """`fit_model` as a full training (or a sweep's candidate) runs it: on the split's training
+    part, early-stopping on its validation part, with the configuration's knobs."""
+    return fit_model(
+        model,
+        windows,
+        samples,
+        split.train,
+        split.validation,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        early_stopping_patience=config.early_stopping_patience,
+        reduce_lr_patience=config.reduce_lr_patience,
+        callbacks=callbacks,
+        seed=config.seed,
+    )

@@ -38,7 +38,7 @@ from aifx_ml.training.data import (
     load_training_signals,
     samples_since,
 )
-from aifx_ml.training.fit import fit_model
+from aifx_ml.training.fit import fit_full, fit_model
 from aifx_ml.training.lifecycle import (
     OnEpoch,
     complete,
@@ -100,18 +100,8 @@ def train_full(
             model.set_weights(chosen.weights)
             history = chosen.history
         else:
-            history = fit_model(
-                model,
-                windows,
-                dataset.samples,
-                split.train,
-                split.validation,
-                epochs=config.epochs,
-                batch_size=config.batch_size,
-                early_stopping_patience=config.early_stopping_patience,
-                reduce_lr_patience=config.reduce_lr_patience,
-                callbacks=[epoch_logger(run, on_epoch)],
-                seed=config.seed,
+            history = fit_full(
+                model, windows, dataset.samples, split, config, [epoch_logger(run, on_epoch)]
             )
         metrics = _evaluate(model, windows, dataset, split, history)
         production = production_version(stores.engine, config.model_type)

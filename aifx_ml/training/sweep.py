@@ -141,7 +141,7 @@ def fit_candidate(
 ) -> CandidateFit:
     """Fit one candidate on the training part of the split `train_full` would make (its own
     window length decides which samples exist) and score it on the validation part."""
-    from aifx_ml.training.fit import fit_model  # noqa: PLC0415  (TensorFlow: only when fitting)
+    from aifx_ml.training.fit import fit_full  # noqa: PLC0415  (TensorFlow: only when fitting)
 
     dataset = build_dataset(candles, config.lstm.window, signals)
     split = split_for(dataset, config, since)
@@ -153,18 +153,7 @@ def fit_candidate(
     windows = dataset.windows(scaler)
     lstm = replace(config.lstm, n_features=len(dataset.feature_names), window=dataset.window)
     model = build_lstm(lstm, seed=config.seed)
-    history = fit_model(
-        model,
-        windows,
-        dataset.samples,
-        split.train,
-        split.validation,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        early_stopping_patience=config.early_stopping_patience,
-        reduce_lr_patience=config.reduce_lr_patience,
-        seed=config.seed,
-    )
+    history = fit_full(model, windows, dataset.samples, split, config)
     s = dataset.samples
     p = predict_proba(model, windows, s.rows[split.validation])
     outcome = s.target[split.validation]

@@ -282,7 +282,7 @@ def test_a_run_whose_process_died_is_closed_failed_by_the_next_run(
         raise KeyboardInterrupt  # the process stops here: nothing records how the run ended
 
     with monkeypatch.context() as patch:
-        patch.setattr("aifx_ml.training.runs.fit_model", killed)
+        patch.setattr("aifx_ml.training.runs.fit_full", killed)
         with pytest.raises(KeyboardInterrupt):
             train_full(stores, tiny_training_config(), TRAIN_AS_OF)
     assert [log.status for log in logs(stores.engine)] == ["running"]
