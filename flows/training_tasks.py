@@ -89,7 +89,6 @@ def train_task(
 ) -> TrainingResult:
     """One training run on the loaded series; its record says how it ended (a full training
     with several `candidates` sweeps them on the flow's task runner first)."""
-    share_cores_on_dask_worker()
     with engine_for(settings.db_url) as engine:
         actor = (
             "flow weekly-full" if training_type == TrainingType.FULL else "flow daily-incremental"
