@@ -77,9 +77,6 @@ class SearchSpace:
             raise InvalidInputError(f"invalid search space: {exc}") from None
         return space
 
-    def size(self) -> int:
-        return math.prod(max(1, len(getattr(self, d))) for d in DIMENSIONS)
-
 
 def candidates(base: TrainingConfig, space: SearchSpace, k: int, seed: int) -> list[TrainingConfig]:
     """`k` distinct configurations: the base first, then draws (by `seed`) from the grid the
