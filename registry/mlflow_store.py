@@ -39,6 +39,7 @@ from aifx_ml.models.store import (
 )
 from aifx_ml.replay.render import mlflow_metrics, mlflow_params
 from aifx_ml.replay.report import ReplayReport
+from aifx_ml.replay.study import StudyReport
 from registry.integrity import directory_sha256, download_version, verify
 
 CHAMPION = "champion"  # alias of the Production version
@@ -354,3 +355,89 @@ def transition_stage(
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def log_study_report(
+    store: MlflowModelStore,
+    report: StudyReport,
+    html: Path,
+    json_path: Path,
+    *,
+    run_name: str,
+    artifact_root: str,
+    experiment: str = "aifx-replay-study",
+) -> str:
+    """One run for the study (its counts and pooled estimates as metrics, what varies as
+    params, the HTML and JSON as artifacts) with a nested run per replay (its effect, its
+    axes, its own report's files); returns the study run's id."""
+    client = store.client
+    experiment_id = experiment_named(client, experiment, artifact_root)
+    text = report.headline
+    parent = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={"aifx.run_type": "replay_study", "mlflow.note.content": text},
+    )
+    parent_id = str(parent.info.run_id)
+    metrics = {f"replays_{k.replace(' ', '_')}": float(v) for k, v in report.counts.items()}
+    metrics["replays"], metrics["requests"] = float(len(report.outcomes)), float(report.requests)
+    pooled = {"continuous_minus_frozen_accuracy": report.accuracy}
+    pooled["continuous_minus_frozen_mean_pnl"] = report.pnl
+    pooled |= {f"continuous_minus_{b}_accuracy": p for b, p in report.versus.items()}
+    for name, p in pooled.items():
+        if p is not None:
+            metrics |= {f"pooled_{name}": p.estimate, f"pooled_{name}_lo": p.ci[0]}
+            metrics |= {f"pooled_{name}_hi": p.ci[1], f"pooled_{name}_i2": p.i2}
+    params = {
+        "spec": json.dumps(report.spec)[:6000],
+        "best_baseline": str(report.best_baseline),
+    }
+    params |= {
+        k: json.dumps(report.base[k]) for k in ("pairs", "timeframes", "source", "start", "end")
+    }
+    client.log_batch(
+        parent_id,
+        metrics=_finite_metrics(metrics),
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag("aifx.headline", text[:5000])],
+    )
+    client.log_artifact(parent_id, str(html))
+    client.log_artifact(parent_id, str(json_path))
+    for outcome in report.outcomes:
+        child = client.create_run(
+            experiment_id,
+            run_name=outcome.name,
+            tags={
+                "mlflow.parentRunId": parent_id,
+                "aifx.run_type": "replay_study_replay",
+                "aifx.outcome": outcome.outcome,
+                "mlflow.note.content": outcome.headline or outcome.error or outcome.outcome,
+            },
+        )
+        child_id = str(child.info.run_id)
+        effect = outcome.effect
+        values: dict[str, float] = {}
+        if effect is not None:
+            values = {
+                "continuous_minus_frozen_accuracy": effect.estimate,
+                "continuous_minus_frozen_accuracy_lo": effect.ci[0],
+                "continuous_minus_frozen_accuracy_hi": effect.ci[1],
+                "continuous_minus_frozen_mean_pnl": effect.pnl_estimate,
+                "requests": float(effect.requests),
+            }
+        client.log_batch(
+            child_id,
+            metrics=_finite_metrics(values),
+            params=[Param(k, json.dumps(v)) for k, v in outcome.axes.items()],
+        )
+        for path in (outcome.report_html, outcome.report_json):
+            if path and Path(path).exists():
+                client.log_artifact(child_id, path)
+        client.set_terminated(child_id, "FINISHED" if outcome.status == "completed" else "FAILED")
+    client.set_terminated(parent_id, "FINISHED")
+    return parent_id
+
+
+def _finite_metrics(values: Mapping[str, float]) -> list[Metric]:
+    at = int(time.time() * 1000)
+    return [Metric(k, float(v), at, 0) for k, v in values.items() if np.isfinite(v)]

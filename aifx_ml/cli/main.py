@@ -11,11 +11,22 @@ from typing import Annotated
 import click
 import typer
 
-from aifx_ml.cli import ab, alerts, data, db, evaluate, events, models, serve, signals, train
+from aifx_ml.cli import (
+    ab,
+    alerts,
+    data,
+    db,
+    evaluate,
+    events,
+    models,
+    replay,
+    serve,
+    signals,
+    train,
+)
 from aifx_ml.cli.common import AppContext, console, err_console, relay_after_command
 from aifx_ml.cli.demo import demo_cmd
 from aifx_ml.cli.help import MARKUP, use_click_placeholders
-from aifx_ml.cli.replay import replay_cmd
 from aifx_ml.config import DEFAULT_ENV_FILE, load_settings
 from aifx_ml.errors import AifxError
 from aifx_ml.events.outbox import on_commit
@@ -41,7 +52,7 @@ app.add_typer(evaluate.app, name="evaluate")
 app.command("serve")(serve.serve_cmd)
 app.command("label")(signals.label_cmd)
 app.command("demo")(demo_cmd)
-app.command("replay")(replay_cmd)
+app.add_typer(replay.app, name="replay")
 
 
 @app.callback()

@@ -20,6 +20,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aifx_ml.cli.common import app_context, console, parse_list, parse_time, quiet_tensorflow
+from aifx_ml.cli.help import MARKUP
+from aifx_ml.cli.study import BASE, study_cmd
 from aifx_ml.config import Settings
 from aifx_ml.db.models import ReplayRun
 from aifx_ml.domain import TestMode
@@ -39,6 +41,15 @@ NEXT_COMMANDS = (
 )
 
 
+app = typer.Typer(
+    rich_markup_mode=MARKUP,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback(invoke_without_command=True)
 def replay_cmd(
     ctx: typer.Context,
     synthetic: Annotated[
@@ -116,13 +127,19 @@ def replay_cmd(
     ] = None,
 ) -> None:
     """Replay the loop over history: candles arrive, the scheduled flows run, signals are
-    served and labeled; ends with a report (HTML + JSON, also in MLflow)."""
-    if synthetic == (data is not None):
-        raise InvalidInputError("give exactly one of --synthetic or --data PATH")
-    quiet_tensorflow()  # before anything imports it: its start-up lines stay off the terminal
-    app_ctx = app_context(ctx)
-    params = with_change_point(
-        ReplayParams(
+    served and labeled; ends with a report (HTML + JSON, also in MLflow).
+
+    `aifx replay [OPTIONS] study ...` runs many such replays (see `aifx replay study --help`).
+    """
+    if name is not None and ctx.invoked_subcommand is not None:
+        raise InvalidInputError(
+            "a study's name goes after `study`: aifx replay ... study --name NAME"
+        )
+
+    def base() -> ReplayParams:
+        if synthetic == (data is not None):
+            raise InvalidInputError("give exactly one of --synthetic or --data PATH")
+        return ReplayParams(
             pairs=tuple(parse_list(pairs) or []),
             timeframes=tuple(parse_list(timeframes) or []),
             start=parse_time(start, "--start"),
@@ -143,7 +160,16 @@ def replay_cmd(
             model=ModelParams(epochs=epochs, window=window),
             train=training,
         )
-    )
+
+    if ctx.invoked_subcommand is not None:
+        # `study`: these are its replays' shared options, checked once its own are parsed
+        # (so that `study --help` works without them).
+        ctx.meta[BASE] = base
+        return
+    raw = base()
+    quiet_tensorflow()  # before anything imports it: its start-up lines stay off the terminal
+    app_ctx = app_context(ctx)
+    params = with_change_point(raw)
     try:
         run = replay(app_ctx.settings, params, name or params.default_name(), wall=app_ctx.now)
     except KeyboardInterrupt:
@@ -153,6 +179,9 @@ def replay_cmd(
         )
         raise typer.Exit(130) from None
     print_where_to_look(app_ctx.settings, run)
+
+
+app.command("study")(study_cmd)
 
 
 def replay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,6 +111,21 @@ class ReplayParams:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, as stored in `replay_runs.params`."""
         return json.loads(json.dumps(asdict(self), default=_iso))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReplayParams:
+        """The parameters `as_dict()` stored (a study's replays are started from them)."""
+        values = dict(data)
+        for name in ("start", "end", "change_at"):
+            if values.get(name) is not None:
+                values[name] = datetime.fromisoformat(values[name])
+        for name in ("pairs", "timeframes", "pattern_lags"):
+            values[name] = tuple(values[name])
+        values["challenger_mode"] = TestMode(values["challenger_mode"])
+        model = dict(values.pop("model", {}))
+        if "lstm_units" in model:
+            model["lstm_units"] = tuple(model["lstm_units"])
+        return cls(**values, model=ModelParams(**model))
 
     def default_name(self) -> str:
         digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
