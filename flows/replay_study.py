@@ -17,8 +17,10 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,7 @@ def main(argv: list[str]) -> int:
     from flows.replay import run_to_end  # noqa: PLC0415  (TensorFlow, MLflow: in the child only)
 
     parent = os.getppid()
+    started = time.monotonic()
     with _exclusive(member_dir / ".lock"):
         try:
             run = run_to_end(
@@ -187,14 +190,17 @@ def main(argv: list[str]) -> int:
             )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            write_outcome(member_dir, ReplayOutcome(member_dir.name, axes, "failed", error=error))
+            failed = ReplayOutcome(member_dir.name, axes, "failed", error=error)
+            write_outcome(member_dir, replace(failed, seconds=time.monotonic() - started))
             raise
         if run.status != "completed":
             at = f" at {run.cursor:%Y-%m-%d %H:%M} UTC" if run.cursor else ""
             error = f"{run.status}{at}: run the study again to resume it"
-            write_outcome(member_dir, ReplayOutcome(member_dir.name, axes, "failed", error=error))
+            stopped = ReplayOutcome(member_dir.name, axes, "failed", error=error)
+            write_outcome(member_dir, replace(stopped, seconds=time.monotonic() - started))
             return 1
-        write_outcome(member_dir, completed_outcome(member_dir.name, axes, run.report))
+        done = completed_outcome(member_dir.name, axes, run.report)
+        write_outcome(member_dir, replace(done, seconds=time.monotonic() - started))
     return 0
 
 

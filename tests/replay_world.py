@@ -20,7 +20,7 @@ from aifx_ml.db.models import (
     ReplayJob,
     TradingSignal,
 )
-from aifx_ml.replay.plan import ReplayParams, with_change_point
+from aifx_ml.replay.plan import ModelParams, ReplayParams, with_change_point
 
 # Monday 5 January to Monday 16 February 2026: six Sundays, 42 daily runs, January's monthly
 # evaluation (1 February). On 31 December, five days before the replay starts, the market changes
@@ -43,6 +43,16 @@ SHORT = ReplayParams(
     ab_min_decided=30,
     ab_max_days=10.0,
     refresh_days=0.0,
+)
+
+# One week of one pair with a tiny model: a replay of a study (tests/flows/test_replay_study.py,
+# test_dask_runner.py) in about a minute. Seed 3 ends with nothing to compare (no version
+# reached Production in time), seed 4 with a comparison.
+TINY_REPLAY = replace(
+    SHORT,
+    pairs=("EUR/USD",),
+    end=datetime(2026, 1, 12, tzinfo=UTC),
+    model=ModelParams(window=8, lstm_units=(4, 2), dense_units=2, epochs=2, incremental_epochs=1),
 )
 
 

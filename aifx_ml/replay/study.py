@@ -119,6 +119,7 @@ class ReplayOutcome:
     headline: str | None = None
     report_html: str | None = None
     report_json: str | None = None
+    seconds: float | None = None  # how long its last run took (wall clock)
 
     @property
     def outcome(self) -> str:
@@ -500,6 +501,7 @@ def _outcome_dict(outcome: ReplayOutcome) -> dict[str, Any]:
         "headline": outcome.headline,
         "report_html": outcome.report_html,
         "report_json": outcome.report_json,
+        "seconds": outcome.seconds,
         "effect": None
         if effect is None
         else {

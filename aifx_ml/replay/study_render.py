@@ -105,7 +105,7 @@ def _replays_table(report: StudyReport, folder: Path) -> str:
     head = (
         "<tr><th>replay</th><th>varies</th><th>outcome</th><th>requests</th>"
         "<th>continuous − frozen (points, 95% CI)</th><th>pnl % per signal</th>"
-        "<th>frozen version</th><th>report</th></tr>"
+        "<th>frozen version</th><th>minutes</th><th>report</th></tr>"
     )
     body = []
     for o in report.outcomes:
@@ -124,6 +124,7 @@ def _replays_table(report: StudyReport, folder: Path) -> str:
             "" if e is None else _points(e.estimate, e.ci),
             "" if e is None else _signed(e.pnl_estimate, e.pnl_ci),
             "" if e is None else _e(str(e.frozen_version)),
+            "" if o.seconds is None else f"{o.seconds / 60:.1f}",
             link,
         ]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

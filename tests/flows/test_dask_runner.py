@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,10 +29,13 @@ from sqlalchemy.orm import Session
 
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.models import ModelTrainingLog, ModelVersion
+from aifx_ml.replay.study import StudySpec
+from flows.replay_study import replay_study_flow
 from flows.runner import THREAD_VARIABLES, FromSettings, task_runner
 from flows.weekly_full import weekly_full_flow
 from registry.mlflow_store import MlflowModelStore
 from tests.conftest import TRAIN_AS_OF, _postgres_database, free_port, import_synthetic
+from tests.replay_world import TINY_REPLAY
 
 pytestmark = pytest.mark.integration
 DASK = Path(sys.executable).parent / "dask"
@@ -269,3 +273,55 @@ def _kill_a_fitting_worker(cluster: Cluster, killed: list[str]) -> None:
                     killed.append(name)
                     return
             time.sleep(0.02)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_two_replay_study_runs_on_the_workers_and_logs_to_the_tracking_server(
+    dask_cluster: Cluster,
+    mlflow_server: str,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`aifx replay study`'s flow on the same two workers: each replay a task on a worker (a
+    process and store of its own under the study's folder), the study run and a nested run
+    per replay in the tracking server, and a report that lists both replays."""
+    monkeypatch.setenv("AIFX_DATABASE_URL", db_url)
+    monkeypatch.setenv("AIFX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("AIFX_DASK_ADDRESS", dask_cluster.address)
+    monkeypatch.chdir(tmp_path)
+    with Client(dask_cluster.address) as client:
+        before = client.run(_executed)
+    spec = StudySpec(seeds=(3, 4))
+
+    result = replay_study_flow(
+        name="on-dask", base=TINY_REPLAY.as_dict(), spec=spec.as_dict(), folder=str(tmp_path / "s")
+    )
+
+    with Client(dask_cluster.address) as client:
+        after = client.run(_executed)
+    # One replay on each worker: they ran side by side, not in this process.
+    assert sorted(after[w] - before[w] for w in after) == [1, 1], (before, after)
+    report = json.loads(Path(result["json"]).read_text())
+    assert [(r["name"], r["status"]) for r in report["replays"]] == [
+        ("on-dask-r01", "completed"),
+        ("on-dask-r02", "completed"),
+    ]
+    html = Path(result["html"]).read_text()
+    assert "on-dask-r01" in html and "on-dask-r02" in html
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(result["mlflow_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["on-dask-r01", "on-dask-r02"]
+    # Artifacts served by the tracking server: the study's report and each replay's own.
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
+        "study-report.html",
+        "study-report.json",
+    }
+    for child in children:
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert names == {"replay-report.html", "replay-report.json"}
