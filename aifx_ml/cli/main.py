@@ -10,6 +10,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 
 from aifx_ml.cli import (
     ab,
@@ -97,14 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     except AifxError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        # The message is text, not markup: "[2026-03-01, …]" must print as written.
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         return 1
     except Exception as exc:
         if debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         err_console.print(
-            f"[red]error:[/] {type(exc).__name__}: {message} (run with --debug for the traceback)",
+            f"[red]error:[/] {type(exc).__name__}: {escape(message)} (run with --debug for the "
+            "traceback)",
             soft_wrap=True,
             highlight=False,
         )

@@ -29,6 +29,12 @@ from aifx_ml.replay.report import BASELINES, conclusion_of
 # What a study's grid may vary: every replay parameter but what the seeds, the periods and the
 # source already say; model parameters as `model.<name>`.
 _NOT_IN_GRID = frozenset({"seed", "start", "end", "model"})
+# Parameters that may be None (null in a file), with a value of the type they take otherwise.
+_OPTIONAL: dict[str, Any] = {
+    "change_at": datetime(2000, 1, 1, tzinfo=UTC),
+    "buy_threshold": 0.5,
+    "sell_threshold": 0.5,
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Z95 = 1.959963984540054
 ACCURACY_LIMITS = (-1.0, 1.0)  # a difference of two accuracies
@@ -223,7 +229,7 @@ def plan_study(study: str, base: ReplayParams, spec: StudySpec) -> list[StudyMem
     members = []
     for i, combo in enumerate(combos, start=1):
         params = with_change_point(_with(base, combo))
-        plain = {k: _plain(v) for k, v in combo.items()}
+        plain = {k: _plain(_value(params, k)) for k in combo}
         members.append(StudyMember(f"{study}-r{i:02d}", plain, params))
     return members
 
@@ -377,9 +383,18 @@ def _with(base: ReplayParams, combo: Mapping[str, Any]) -> ReplayParams:
         if key.startswith("model."):
             name = key.removeprefix("model.")
             model[name] = _coerce(raw, model[name], f"study grid.{key}")
+        elif key in _OPTIONAL:
+            values[key] = None if raw is None else _coerce(raw, _OPTIONAL[key], f"study {key}")
         else:
             values[key] = _coerce(raw, values[key], f"study {key}")
     return ReplayParams(**{**values, "model": ModelParams(**model)})
+
+
+def _value(params: ReplayParams, key: str) -> Any:
+    """A member's parameter `key` (`model.<name>` for the model's), as the replay uses it."""
+    if key.startswith("model."):
+        return getattr(params.model, key.removeprefix("model."))
+    return getattr(params, key)
 
 
 def _check_grid_key(key: str) -> None:
@@ -395,8 +410,11 @@ def _check_grid_key(key: str) -> None:
 
 
 def _coerce(raw: Any, current: Any, where: str) -> Any:
-    """A file's or command line's value as the type the parameter has in the base."""
+    """A file's or command line's value as the type the parameter has in the base (a
+    stand-in of the type for a parameter that may be None)."""
     try:
+        if raw is None or (isinstance(raw, bool) and not isinstance(current, bool)):
+            raise ValueError
         if isinstance(current, bool):
             if not isinstance(raw, bool):
                 raise ValueError
@@ -413,8 +431,6 @@ def _coerce(raw: Any, current: Any, where: str) -> Any:
             if isinstance(raw, float) and not raw.is_integer():
                 raise ValueError
             return int(raw)
-        if isinstance(current, float) or current is None:
-            return None if raw is None else float(raw)
         return type(current)(raw)
     except (TypeError, ValueError):
         raise InvalidInputError(f"{where}: invalid value {raw!r}") from None
@@ -434,9 +450,8 @@ def _time(value: Any, where: str) -> datetime:
 
 
 def _period(value: Any, where: str) -> tuple[datetime, datetime]:
-    if isinstance(value, str):
-        value = value.split("/")
-    items = list(value) if isinstance(value, list | tuple) else None
+    parts = value.split("/") if isinstance(value, str) else value
+    items = list(parts) if isinstance(parts, list | tuple) else None
     if items is None or len(items) != 2:
         raise InvalidInputError(f"{where}: a period is START/END or [start, end], not {value!r}")
     start, end = _time(items[0], f"{where}: periods"), _time(items[1], f"{where}: periods")
