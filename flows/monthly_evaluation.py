@@ -1,8 +1,9 @@
 """Monthly evaluation (deployment `monthly-evaluation`, the 1st of each month 02:00 UTC): an
 Evidently drift and quality report per Production (and recently archived) version, stored
 and logged; a recommendation per model type, and — when asked — a weekly full training
-started at once where it says retrain. The versions are evaluated as mapped tasks, so a Dask
-task runner spreads them over its workers."""
+started at once where it says retrain. The versions are evaluated as mapped tasks — a score
+per version × series, then a verdict per version — so a Dask task runner spreads them over
+its workers."""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ from prefect.cache_policies import NO_CACHE
 from aifx_ml.alerts.rules import evaluation_alerts
 from aifx_ml.config import Settings, load_settings
 from aifx_ml.db.engine import engine_for
+from aifx_ml.errors import InvalidInputError
 from aifx_ml.evaluation.monthly import Thresholds, previous_month, wants_retrain
 from aifx_ml.evaluation.monthly_run import (
     Evaluated,
     MonthlyFlowResult,
-    evaluate_each,
+    Series,
+    SeriesScores,
+    candle_reader,
+    evaluate_scored,
+    evaluation_window,
+    plan_version,
     run_monthly,
+    score_series,
+    version_row,
 )
 from aifx_ml.evaluation.params import EVALUATION
 from flows.common import IO_RETRIES, raise_alerts_task, reconcile_task, relay_task
@@ -32,16 +41,51 @@ WEEKLY_DEPLOYMENT = "weekly-full/weekly-full"
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_version_task(
-    settings: Settings, month: str, as_of: datetime, thresholds: Thresholds, version: str
-) -> Evaluated:
-    """One version's evaluation and report, wherever the task runner puts it (it reads its
-    own candles and loads its own model; the flow's task stores what all of them found)."""
+def plan_version_task(settings: Settings, version: str) -> list[Series] | str:
+    """The series a version is evaluated on (from its card), or why it cannot be."""
     share_cores_on_dask_worker()
     with engine_for(settings.db_url) as engine:
-        store = MlflowModelStore.from_settings(settings)
-        (evaluated,) = evaluate_each(engine, store, month, as_of, thresholds, [version])
-        return evaluated
+        try:
+            return plan_version(
+                MlflowModelStore.from_settings(settings), version_row(engine, version)
+            )
+        except InvalidInputError as exc:
+            return str(exc)
+
+
+@task(cache_policy=NO_CACHE)
+def score_series_task(
+    settings: Settings, month: str, as_of: datetime, version: str, series: Series
+) -> SeriesScores:
+    """One version's samples on one series, scored wherever the task runner puts it (it
+    reads its own candles and loads its own model)."""
+    share_cores_on_dask_worker()
+    start, end = evaluation_window(month, as_of)
+    with engine_for(settings.db_url) as engine:
+        row = version_row(engine, version)
+        loaded = MlflowModelStore.from_settings(settings).load(row)
+        return score_series(loaded, row, series, candle_reader(engine), start, end)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_version_task(
+    settings: Settings,
+    month: str,
+    as_of: datetime,
+    thresholds: Thresholds,
+    version: str,
+    scores: list[SeriesScores],
+) -> Evaluated:
+    """One version's verdict and Evidently report from its series' scores."""
+    share_cores_on_dask_worker()
+    with engine_for(settings.db_url) as engine:
+        try:
+            evaluation, html = evaluate_scored(
+                engine, version_row(engine, version), scores, month, as_of, thresholds
+            )
+        except InvalidInputError as exc:
+            return Evaluated(version, error=str(exc))
+        return Evaluated(version, evaluation, html)
 
 
 @task(cache_policy=NO_CACHE)
@@ -49,9 +93,31 @@ def evaluate_task(
     settings: Settings, month: str, as_of: datetime, thresholds: Thresholds
 ) -> list[dict[str, Any]]:
     def mapped(versions: Sequence[str]) -> list[Evaluated]:
-        """The versions as mapped tasks of the flow's task runner (threads, or Dask)."""
-        args = (unmapped(settings), unmapped(month), unmapped(as_of), unmapped(thresholds))
-        return list(evaluate_version_task.map(*args, list(versions)).result())
+        """Tasks of the flow's task runner (threads, or Dask): a plan per version, a score per
+        version × series, then a verdict per version."""
+        plans = plan_version_task.map(unmapped(settings), list(versions)).result()
+        planned = [(v, p) for v, p in zip(versions, plans, strict=True) if not isinstance(p, str)]
+        jobs = [(v, series) for v, found in planned for series in found]
+        scores = score_series_task.map(
+            unmapped(settings),
+            unmapped(month),
+            unmapped(as_of),
+            [v for v, _ in jobs],
+            [series for _, series in jobs],
+        ).result()
+        judged = evaluate_version_task.map(
+            unmapped(settings),
+            unmapped(month),
+            unmapped(as_of),
+            unmapped(thresholds),
+            [v for v, _ in planned],
+            [[s for s in scores if s.version == v] for v, _ in planned],
+        ).result()
+        by_version = {e.version: e for e in judged}
+        for version, plan in zip(versions, plans, strict=True):
+            if isinstance(plan, str):  # not evaluated: the reason, as evaluate_each gives it
+                by_version[version] = Evaluated(version, error=plan)
+        return [by_version[v] for v in versions]
 
     with engine_for(settings.db_url) as engine:
         result = run_monthly(

@@ -33,7 +33,8 @@ from aifx_ml.evaluation.monthly import (
     scored_samples,
 )
 from aifx_ml.markets import approx_step
-from aifx_ml.models.store import ModelStore
+from aifx_ml.models.card import ModelCard
+from aifx_ml.models.store import LoadedModel, ModelStore
 
 ARCHIVED_WITHIN = timedelta(days=62)
 
@@ -91,8 +92,23 @@ class Evaluated:
 
 
 # Evaluates the named versions for (month, start, end, thresholds): in this process one after
-# another (`evaluate_each`), or one task per version on a flow's task runner.
+# another (`evaluate_each`), or as tasks on a flow's task runner (one per version × series,
+# then one per version).
 EvaluateVersions = Callable[[Sequence[str]], Sequence[Evaluated]]
+Series = tuple[str, str]  # (pair, timeframe)
+CandleReader = Callable[[list[str], list[str], datetime, datetime], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class SeriesScores:
+    """One version's samples on one of its series, scored by its model: those of its training
+    window (the reference) and those of the month (the current data). Plain frames: a task
+    on any worker makes them, another puts a version's together."""
+
+    version: str
+    series: Series
+    reference: pd.DataFrame
+    current: pd.DataFrame
 
 
 def run_monthly(
@@ -154,27 +170,21 @@ def evaluate_each(
     thresholds: Thresholds,
     versions: Sequence[str],
 ) -> list[Evaluated]:
-    """Each named version evaluated for `month`, one after another; versions trained on the
-    same series read the month's candles once."""
+    """Each named version evaluated for `month`, one after another, series by series (as the
+    flow's tasks do it, one per version × series); the month's candles are read once."""
     start, end = evaluation_window(month, as_of)
-    read: dict[tuple[Any, ...], pd.DataFrame] = {}
-
-    def candles(pairs: list[str], timeframes: list[str], lo: datetime, hi: datetime) -> Any:
-        key = (tuple(pairs), tuple(timeframes), lo, hi)
-        if key not in read:
-            read[key] = load_candles(engine, lo, hi, pairs, timeframes)
-        return read[key]
-
+    candles = candle_reader(engine)
+    rows = _rows(engine, versions)
     out = []
-    with session_factory(engine)() as session:
-        rows = {
-            r.version: r
-            for r in session.scalars(select(ModelVersion).where(ModelVersion.version.in_(versions)))
-        }
     for version in versions:
         try:
-            evaluation, html = _evaluate(
-                engine, rows[version], store, candles, month, start, end, thresholds
+            loaded = store.load(rows[version])
+            scores = [
+                score_series(loaded, rows[version], series, candles, start, end)
+                for series in version_series(loaded.card)
+            ]
+            evaluation, html = evaluate_scored(
+                engine, rows[version], scores, month, as_of, thresholds
             )
         except InvalidInputError as exc:
             out.append(Evaluated(version, error=str(exc)))
@@ -183,40 +193,88 @@ def evaluate_each(
     return out
 
 
-def _evaluate(
-    engine: Engine,
+def version_row(engine: Engine, version: str) -> ModelVersion:
+    rows = _rows(engine, [version])
+    if version not in rows:
+        raise InvalidInputError(f"no model version {version!r}")
+    return rows[version]
+
+
+def plan_version(store: ModelStore, row: ModelVersion) -> list[Series]:
+    """The series the version is evaluated on; InvalidInputError when it cannot be."""
+    card = store.load(row).card
+    training_window(row, card)
+    return version_series(card)
+
+
+def version_series(card: ModelCard) -> list[Series]:
+    """The series a version is evaluated on: those its card says it was trained on."""
+    return [
+        (pair, timeframe) for pair in sorted(card.pairs) for timeframe in sorted(card.timeframes)
+    ]
+
+
+def candle_reader(engine: Engine) -> CandleReader:
+    """`load_candles` with each (series, window) read once."""
+    read: dict[tuple[Any, ...], pd.DataFrame] = {}
+
+    def candles(pairs: list[str], timeframes: list[str], lo: datetime, hi: datetime) -> Any:
+        key = (tuple(pairs), tuple(timeframes), lo, hi)
+        if key not in read:
+            read[key] = load_candles(engine, lo, hi, pairs, timeframes)
+        return read[key]
+
+    return candles
+
+
+def score_series(
+    loaded: LoadedModel,
     row: ModelVersion,
-    store: ModelStore,
-    candles: Callable[[list[str], list[str], datetime, datetime], pd.DataFrame],
-    month: str,
+    series: Series,
+    candles: CandleReader,
     start: pd.Timestamp,
     end: pd.Timestamp,
+) -> SeriesScores:
+    """One series' samples of the version's training window and of the month, scored by its
+    model (`scored_samples`); a series with too few candles for a window has none."""
+    model, card = loaded.model, loaded.card
+    train_start, train_end = training_window(row, card)
+    # The same look back for every series of the version: the month's first features are
+    # computed from the same candles as when its series are scored together.
+    lookback = max(approx_step(tf) for tf in card.timeframes) * (2 * card.window + 72)
+    pair, timeframe = series
+
+    def scored(lo: pd.Timestamp, read_from: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        frame = candles([pair], [timeframe], read_from.to_pydatetime(), hi.to_pydatetime())
+        if len(frame) < card.window:
+            return pd.DataFrame()
+        return scored_samples(model, card, frame, lo, hi)
+
+    return SeriesScores(
+        version=row.version,
+        series=series,
+        reference=scored(train_start, train_start, train_end),
+        current=scored(start, start - lookback, end),
+    )
+
+
+def evaluate_scored(
+    engine: Engine,
+    row: ModelVersion,
+    scores: Sequence[SeriesScores],
+    month: str,
+    as_of: datetime,
     thresholds: Thresholds,
 ) -> tuple[VersionEvaluation, str]:
-    loaded = store.load(row)
-    model, card = loaded.model, loaded.card
-    metrics = row.metrics or {}
-    data_range = card.data_time_range
-    if "start" not in data_range or "holdout_start" not in metrics:
-        raise InvalidInputError(f"{row.version}: its card says nothing of its training window")
-    pairs, timeframes = list(card.pairs), list(card.timeframes)
-    lookback = max(approx_step(tf) for tf in timeframes) * (2 * card.window + 72)
-    train_start = pd.Timestamp(data_range["start"])
-    train_end = pd.Timestamp(metrics["holdout_start"])
-    reference = scored_samples(
-        model,
-        card,
-        candles(pairs, timeframes, train_start.to_pydatetime(), train_end.to_pydatetime()),
-        train_start,
-        train_end,
-    )
-    current = scored_samples(
-        model,
-        card,
-        candles(pairs, timeframes, (start - lookback).to_pydatetime(), end.to_pydatetime()),
-        start,
-        end,
-    )
+    """The version's verdict and report from its series' scores, put together in the order
+    one dataset of all its series has them (by series, then stably by time)."""
+    start, end = evaluation_window(month, as_of)
+    reference = _merged([s.reference for s in sorted(scores, key=lambda s: s.series)])
+    current = _merged([s.current for s in sorted(scores, key=lambda s: s.series)])
+    if reference is None:
+        raise InvalidInputError(f"{row.version}: no candles of its training window to compare with")
+    if current is None:
+        raise InvalidInputError(f"{row.version}: no candles of {month} on its series")
     return evaluate_version(
         version=row.version,
         model_type=row.model_type,
@@ -224,10 +282,34 @@ def _evaluate(
         month=month,
         reference=reference,
         current=current,
-        holdout=metrics,
+        holdout=row.metrics or {},
         thresholds=thresholds,
         live=_live(engine, row.version, start, end),
     )
+
+
+def _rows(engine: Engine, versions: Sequence[str]) -> dict[str, ModelVersion]:
+    with session_factory(engine)() as session:
+        found = session.scalars(select(ModelVersion).where(ModelVersion.version.in_(versions)))
+        return {r.version: r for r in found}
+
+
+def training_window(row: ModelVersion, card: ModelCard) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Where the version's training data began, and where its holdout began."""
+    metrics = row.metrics or {}
+    if "start" not in card.data_time_range or "holdout_start" not in metrics:
+        raise InvalidInputError(f"{row.version}: its card says nothing of its training window")
+    return pd.Timestamp(card.data_time_range["start"]), pd.Timestamp(metrics["holdout_start"])
+
+
+def _merged(frames: Sequence[pd.DataFrame]) -> pd.DataFrame | None:
+    """Per-series scored samples as one frame, stably by time; None when no series had
+    candles enough for a window."""
+    parts = [f for f in frames if len(f.columns)]
+    if not parts:
+        return None
+    merged = pd.concat(parts, ignore_index=True)
+    return merged.sort_values("time", kind="stable").reset_index(drop=True)
 
 
 def _live(engine: Engine, version: str, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, Any]:

@@ -59,7 +59,10 @@ NO_RETRIES = {
     "flows.training_tasks.fit_candidate_task": "pure compute: a lost worker is Dask's to recompute",
     "flows.ab_evaluation.evaluate_task": "acts on the registry: a look is not repeated blindly",
     "flows.monthly_evaluation.evaluate_task": "writes reports and rows: not repeated blindly",
+    "flows.monthly_evaluation.plan_version_task": "a model load: a lost worker is Dask's to redo",
+    "flows.monthly_evaluation.score_series_task": "pure compute: a lost worker is Dask's to redo",
     "flows.monthly_evaluation.evaluate_version_task": "a model and Evidently: reported, not redone",
+    "flows.replay_study.replay_member_task": "a failed replay is reported; the study resumes it",
     "flows.market_data.import_task": "each file is its own transaction: the next run retries",
 }
 FLOW_MODULES = (
@@ -71,6 +74,7 @@ FLOW_MODULES = (
     "flows.label_signals",
     "flows.monthly_evaluation",
     "flows.market_data",
+    "flows.replay_study",
 )
 
 

@@ -16,10 +16,19 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from sqlalchemy import Engine, select
 
+from aifx_ml.data.candles import load_candles
 from aifx_ml.data.importer import import_frame
 from aifx_ml.data.synth import synthesize_candles
 from aifx_ml.db.models import Alert, ModelEvaluation, ModelVersion
-from aifx_ml.evaluation.monthly import previous_month
+from aifx_ml.evaluation.monthly import (
+    Thresholds,
+    VersionEvaluation,
+    evaluate_version,
+    previous_month,
+    scored_samples,
+)
+from aifx_ml.evaluation.monthly_run import evaluation_window
+from aifx_ml.markets import approx_step
 from aifx_ml.training.config import Stores
 from aifx_ml.training.runs import train_full
 from flows.monthly_evaluation import monthly_evaluation_flow
@@ -91,6 +100,13 @@ def test_a_regime_change_is_found_and_no_change_is_not(
         "production",
     )
     assert found["samples"] > 500
+    # The flow scored each series in a task of its own and put them together: the same
+    # numbers as one dataset of both series, scored at once (the evaluation before it mapped).
+    whole = one_dataset_evaluation(engine, store, trained.version, "2026-04", EVALUATED)
+    assert found["samples"] == whole.samples
+    for key in ("accuracy", "auc", "log_loss", "brier", "drift_share"):
+        assert found[key] == pytest.approx(getattr(whole, key), abs=1e-6), key
+    assert found["drifted_features"] == whole.drifted_features
     assert found["drift"] is changed and found["degraded"] is changed, found["reasons"]
     assert found["recommendation"] == ("retrain" if changed else "keep")
     if changed:
@@ -133,6 +149,37 @@ def test_a_regime_change_is_found_and_no_change_is_not(
     assert run.data.tags["aifx.run_type"] == "monthly_evaluation"
     assert run.data.metrics["drift_share"] == pytest.approx(found["drift_share"])
     assert report.name in {a.path for a in client.list_artifacts(run_id)}
+
+
+def one_dataset_evaluation(
+    engine: Engine, store: MlflowModelStore, version: str, month: str, as_of: datetime
+) -> VersionEvaluation:
+    """The version's evaluation from one dataset of all its series (no task per series)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(ModelVersion).where(ModelVersion.version == version)).one()
+    loaded = store.load(row)  # type: ignore[arg-type]
+    card = loaded.card
+    start, end = evaluation_window(month, as_of)
+    train_start = pd.Timestamp(card.data_time_range["start"])
+    train_end = pd.Timestamp(row.metrics["holdout_start"])
+    pairs, tfs = list(card.pairs), list(card.timeframes)
+    lookback = max(approx_step(tf) for tf in tfs) * (2 * card.window + 72)
+
+    def scored(lo: pd.Timestamp, read_from: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        frame = load_candles(engine, read_from.to_pydatetime(), hi.to_pydatetime(), pairs, tfs)
+        return scored_samples(loaded.model, card, frame, lo, hi)
+
+    evaluation, _ = evaluate_version(
+        version=version,
+        model_type=row.model_type,
+        status=row.status,
+        month=month,
+        reference=scored(train_start, train_start, train_end),
+        current=scored(start, start - lookback, end),
+        holdout=row.metrics,
+        thresholds=Thresholds(),
+    )
+    return evaluation
 
 
 async def register_weekly_deployment() -> uuid.UUID:
