@@ -92,6 +92,8 @@ def build_app(
         max_buffer=max_buffer,
         relay=relay,
         preload=preload,
+        # Preloading is what a serving process of its own does (`aifx serve`, each worker).
+        freeze_heap=preload,
     )
 
 

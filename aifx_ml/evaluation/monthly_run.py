@@ -20,6 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, func, or_, select, update
 
 from aifx_ml.data.candles import load_candles
+from aifx_ml.db import lookups
 from aifx_ml.db.engine import session_factory, transaction
 from aifx_ml.db.models import ModelEvaluation, ModelVersion, TradingSignal
 from aifx_ml.domain import ModelStatus
@@ -194,10 +195,12 @@ def evaluate_each(
 
 
 def version_row(engine: Engine, version: str) -> ModelVersion:
-    rows = _rows(engine, [version])
-    if version not in rows:
-        raise InvalidInputError(f"no model version {version!r}")
-    return rows[version]
+    """The row of `version` (detached: plain values a task can hold)."""
+    with session_factory(engine)() as session:
+        row = lookups.version_row(session, version)
+        if row is None:
+            raise InvalidInputError(f"no model version {version!r}")
+        return row
 
 
 def plan_version(store: ModelStore, row: ModelVersion) -> list[Series]:

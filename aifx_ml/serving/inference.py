@@ -41,7 +41,7 @@ from aifx_ml.models.calibration import Platt, calibrated
 from aifx_ml.models.card import ModelCard
 from aifx_ml.models.store import ModelStore, ModelStoreError
 from aifx_ml.serving.batching import Batcher
-from aifx_ml.serving.forward import Forward
+from aifx_ml.serving.forward import BUCKETS, Forward
 from aifx_ml.serving.metrics import observe_model_call
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,19 @@ class ServingModel:
     _batcher: Batcher[npt.NDArray[np.float32], float] | None = None
     calibration: Platt | None = None  # None: the network's output is served as it is
     cutoffs: Cutoffs | None = None
+    _forward: Forward | None = None
+
+    def compile_batches(self) -> None:
+        """Compile every batch size the model's calls are padded to (`serving.forward`), now:
+        a service does it before it reports ready, so that a burst of traffic never waits on,
+        or competes with, a compilation (one took a core for seconds in the middle of a
+        load test)."""
+        if self._forward is not None:
+            self._forward.warm(BUCKETS)
+
+    def compiled_batches(self) -> list[int]:
+        """The batch sizes compiled so far."""
+        return [] if self._forward is None else self._forward.compiled()
 
     def p_up(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """P(up) for (batch, window, features) windows already scaled with `self.scaler`."""
@@ -152,6 +165,7 @@ def compile_model(
         _batcher=Batcher(call_many, name=f"model-{row.version}"),
         calibration=card.calibration,
         cutoffs=card.cutoffs,
+        _forward=call,
     )
 
 
@@ -230,8 +244,8 @@ class ModelServer:
 
     def preload(self, then: Callable[[], object] | None = None) -> Readiness:
         """Load and compile every version that should serve now (Production and the arms of
-        active tests, of every model type), so that no request pays for it; run `then` (what
-        else must be ready first); then ready."""
+        active tests, of every model type), for every batch size, so that no request pays for
+        it; run `then` (what else must be ready first); then ready."""
         with session_factory(self._engine)() as session:
             production = session.scalars(
                 select(ModelVersion.model_type).where(ModelVersion.status == ModelStatus.PRODUCTION)
@@ -245,6 +259,8 @@ class ModelServer:
             assignment = self.assignment(model_type)
             if assignment.production is None:
                 unserved.append(assignment.unavailable or f"no {model_type} model can serve")
+        for model in self.loaded_models():
+            model.compile_batches()
         if then is not None:
             then()
         self._readiness = Readiness(True, self.loaded_versions(), unserved)

@@ -8,6 +8,7 @@ rise 0.2 % an hour, so within the 4-hour horizon a buy wins and a sell loses.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -32,6 +33,7 @@ from aifx_ml.events.schemas import ABTestCompleted, ABTestCreated, NewPrediction
 from aifx_ml.labeling.store import label_pending
 from aifx_ml.serving.app import create_app
 from aifx_ml.serving.deps import RegistryActions
+from aifx_ml.serving.forward import BUCKETS
 from aifx_ml.serving.inference import Assignment, ModelServer
 from aifx_ml.serving.predict import PredictionService, PredictRequest
 from registry.abtest import complete_with_winner
@@ -343,9 +345,11 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
         now=lambda: T0 + timedelta(hours=1),
         refresh_seconds=60,
         preload=True,
+        freeze_heap=True,
     )
     server = app.state.model_server
     assert server.readiness.ready is False  # nothing loaded before the app starts
+    frozen_before = gc.get_freeze_count()
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
         while (ready := client.get("/api/v1/monitoring/ready")).status_code != 200:
@@ -353,6 +357,12 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
             assert time.monotonic() < deadline, "never ready"
             time.sleep(0.05)
         assert ready.json() == {"status": "ready", "loaded": sorted([a, b]), "unserved": []}
+        # Every batch size compiled before ready: a burst compiles nothing.
+        for model in server.loaded_models():
+            assert model.compiled_batches() == list(BUCKETS), model.version
+        # What was loaded is out of the collector's full passes (`aifx serve` asks for it).
+        assert gc.get_freeze_count() > frozen_before
+        gc.unfreeze()  # this is a test process: give its objects back to the collector
         # Loaded ahead: the first request loads nothing.
         loaded_before = server.loaded_versions()
         answer = client.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"})
