@@ -41,7 +41,7 @@ from aifx_ml.replay.study_files import (
     write_outcome,
 )
 from aifx_ml.replay.study_render import write_study_report
-from flows.runner import FROM_SETTINGS, THREAD_VARIABLES
+from flows.runner import FROM_SETTINGS, worker_thread_variables
 from registry.mlflow_store import MlflowModelStore, log_study_report
 
 LOG = "replay.log"
@@ -162,10 +162,8 @@ def member_environment(member_dir: Path) -> dict[str, str]:
             "PREFECT_HOME": str(member_dir / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
-    threads = _worker_threads()
-    if threads is not None:
-        for name in THREAD_VARIABLES:
-            env.setdefault(name, str(threads))
+    for name, value in worker_thread_variables().items():
+        env.setdefault(name, value)
     return env
 
 
@@ -214,18 +212,6 @@ def _exclusive(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _worker_threads() -> int | None:
-    """This Dask worker's threads, or None off a worker."""
-    if "distributed" not in sys.modules:
-        return None
-    from distributed import get_worker  # noqa: PLC0415
-
-    try:
-        return int(get_worker().state.nthreads)
-    except ValueError:
-        return None
 
 
 def _last_line(member_dir: Path) -> str:

@@ -69,13 +69,20 @@ def share_cores_on_dask_worker() -> None:
     """On a Dask worker, before TensorFlow loads: its thread pools get the worker's threads,
     so that the workers of one host do not fight over its cores. Elsewhere, or once
     TensorFlow is loaded (its pools are fixed then), nothing changes."""
-    if "distributed" not in sys.modules or "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules:
         return
+    for name, value in worker_thread_variables().items():
+        os.environ.setdefault(name, value)
+
+
+def worker_thread_variables() -> dict[str, str]:
+    """THREAD_VARIABLES set to this Dask worker's threads; empty off a worker."""
+    if "distributed" not in sys.modules:
+        return {}
     from distributed import get_worker  # noqa: PLC0415  (only on a Dask worker)
 
     try:
         threads = get_worker().state.nthreads
     except ValueError:  # not on a worker
-        return
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(threads))
+        return {}
+    return dict.fromkeys(THREAD_VARIABLES, str(threads))

@@ -272,8 +272,9 @@ def evaluate_scored(
     """The version's verdict and report from its series' scores, put together in the order
     one dataset of all its series has them (by series, then stably by time)."""
     start, end = evaluation_window(month, as_of)
-    reference = _merged([s.reference for s in sorted(scores, key=lambda s: s.series)])
-    current = _merged([s.current for s in sorted(scores, key=lambda s: s.series)])
+    ordered = sorted(scores, key=lambda s: s.series)
+    reference = _merged([s.reference for s in ordered])
+    current = _merged([s.current for s in ordered])
     if reference is None:
         raise InvalidInputError(f"{row.version}: no candles of its training window to compare with")
     if current is None:

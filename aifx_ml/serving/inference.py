@@ -78,19 +78,18 @@ class ServingModel:
     _batcher: Batcher[npt.NDArray[np.float32], float] | None = None
     calibration: Platt | None = None  # None: the network's output is served as it is
     cutoffs: Cutoffs | None = None
-    _forward: Forward | None = None
 
     def compile_batches(self) -> None:
         """Compile every batch size the model's calls are padded to (`serving.forward`), now:
         a service does it before it reports ready, so that a burst of traffic never waits on,
         or competes with, a compilation (one took a core for seconds in the middle of a
         load test)."""
-        if self._forward is not None:
-            self._forward.warm(BUCKETS)
+        if isinstance(self._call, Forward):
+            self._call.warm(BUCKETS)
 
     def compiled_batches(self) -> list[int]:
         """The batch sizes compiled so far."""
-        return [] if self._forward is None else self._forward.compiled()
+        return self._call.compiled() if isinstance(self._call, Forward) else []
 
     def p_up(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """P(up) for (batch, window, features) windows already scaled with `self.scaler`."""
@@ -165,7 +164,6 @@ def compile_model(
         _batcher=Batcher(call_many, name=f"model-{row.version}"),
         calibration=card.calibration,
         cutoffs=card.cutoffs,
-        _forward=call,
     )
 
 
