@@ -38,6 +38,7 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "envelope",
+    "events_committed",
     "on_commit",
     "published_message",
 ]
@@ -64,10 +65,16 @@ def on_commit(listener: Callable[[], None]) -> Callable[[], None]:
 
 def _committed(session: Session) -> None:
     if session.info.pop(_FLAG, False):
-        with _listeners_lock:
-            listeners = list(_listeners)
-        for listener in listeners:
-            listener()
+        events_committed()
+
+
+def events_committed() -> None:
+    """Tell this process's `on_commit` listeners that a commit wrote events: what a writer
+    that commits outside a Session (one statement, autocommitted) calls after it."""
+    with _listeners_lock:
+        listeners = list(_listeners)
+    for listener in listeners:
+        listener()
 
 
 def _rolled_back(session: Session) -> None:

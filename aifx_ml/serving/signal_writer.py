@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from aifx_ml.db.engine import DATABASE_UNAVAILABLE, transaction
+from aifx_ml.db.engine import DATABASE_UNAVAILABLE
 from aifx_ml.errors import StoreUnavailableError
 from aifx_ml.monitoring.health import error_line
 from aifx_ml.monitoring.queries import Family
-from aifx_ml.signals import SHADOW, insert_absent_signal_rows
+from aifx_ml.signals import SHADOW, store_absent_signal_rows
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +281,7 @@ class SignalWriter:
         this transaction only): a server crash could lose the last fraction of a second of
         signals, never corrupt or half-write them, and a request is not held for a disk sync.
         """
-        with transaction(self._engine) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(text("SET LOCAL synchronous_commit = off"))
-            new = insert_absent_signal_rows(session, rows, rows[0]["created_at"])
+        new = store_absent_signal_rows(self._engine, rows, rows[0]["created_at"], synchronous=False)
         self._count(committed=new)
 
     def _count(self, committed: int = 0, rejected: int = 0) -> None:

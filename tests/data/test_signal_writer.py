@@ -44,6 +44,7 @@ def signal_row(i: int, **changes: Any) -> dict[str, Any]:
         "model_version": None,
         "ab_test_id": None,
         "routing_key": f"acct-{i}",
+        "verified": True,
         **changes,
     }
 
