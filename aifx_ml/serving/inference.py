@@ -261,6 +261,11 @@ class ModelServer:
             model.compile_batches()
         if then is not None:
             then()
+        for model_type in types:
+            # Read again last: read before the compilations, it is seconds old by now, and
+            # the first request after ready would have to read it (on a thread, ~4 ms).
+            self.invalidate(model_type)
+            self.assignment(model_type)
         self._readiness = Readiness(True, self.loaded_versions(), unserved)
         return self._readiness
 

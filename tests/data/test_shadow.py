@@ -367,3 +367,21 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
         loaded_before = server.loaded_versions()
         answer = client.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"})
         assert answer.status_code == 200 and server.loaded_versions() == loaded_before
+
+
+def test_who_serves_is_read_last_so_the_first_request_after_ready_finds_it(
+    world: World,
+) -> None:
+    a, b = arms(world)
+    shadow_test(world, a, b)
+    clock = [0.0]
+    server = ModelServer(world.engine, world.store, refresh_seconds=2.0, monotonic=lambda: clock[0])
+
+    def compiling_took_long() -> None:  # the compilations and windows: longer than the refresh
+        clock[0] += 10.0
+
+    assert server.preload(then=compiling_took_long).ready
+    found = server.assignment_in_memory("lstm")  # no database question for the first request
+    assert found is not None
+    assert found.arm_a is not None and found.arm_b is not None
+    assert (found.arm_a.version, found.arm_b.version) == (a, b)
