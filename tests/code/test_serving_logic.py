@@ -6,6 +6,7 @@ import math
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,17 @@ from aifx_ml.features.dataset import Scaler
 from aifx_ml.models.calibration import Platt
 from aifx_ml.serving.inference import Assignment, ServingModel
 from aifx_ml.serving.inputs import WARMUP, InputWindow, request_window
-from aifx_ml.serving.predict import Pick, no_edge, pick, staleness
+from aifx_ml.serving.predict import (
+    Pick,
+    Prediction,
+    PredictionService,
+    PredictRequest,
+    _row,
+    no_edge,
+    pick,
+    staleness,
+)
+from aifx_ml.signals import SERVED_KEYS, SHADOW_KEYS
 from tests.conftest import hourly_candles
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -190,3 +201,21 @@ def test_request_candles_need_a_warm_up_and_give_the_newest_window() -> None:
     repeated = pd.concat([candles, candles.iloc[[-1]]])
     with pytest.raises(InvalidInputError, match="repeat a timestamp"):
         request_window(repeated, "1h", 8)
+
+
+def test_the_service_builds_rows_the_writer_stores_in_one_statement() -> None:
+    """`signals.SERVED_KEYS` and `SHADOW_KEYS` restate what `_row` and `_shadow_row` build:
+    rows of another shape still get stored, by the slower transaction, so a key added on one
+    side only would cost every round its single statement without failing anything."""
+    answer = Prediction(
+        signal_id=uuid.uuid4(), pair="EUR/USD", timeframe="1h", signal="buy", confidence=0.3,
+        probability=0.7, entry_price=1.1, created_at=NOW, model_version="lstm-v1",
+        ab_test_id=uuid.uuid4(), variant="a", reason=None,
+    )  # fmt: skip
+    service = SimpleNamespace(policy=SignalPolicy())
+    shadow = PredictionService._shadow_row(
+        service,  # type: ignore[arg-type]  (only its policy is read)
+        model("lstm-v2"), inputs(NOW), lambda: 0.4, answer, PredictRequest("EUR/USD", "1h"), NOW,
+    )  # fmt: skip
+    assert set(_row(answer, "acct-1")) == SERVED_KEYS
+    assert set(shadow) == SHADOW_KEYS
