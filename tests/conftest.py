@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,16 @@ def db_url(
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'aifx.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    """PostgreSQL alone, migrated: for what only PostgreSQL does."""
+    for url in _postgres_database():
+        eng = make_engine(url)
+        upgrade(eng)
+        yield eng
+        eng.dispose()
 
 
 @pytest.fixture
@@ -376,3 +387,11 @@ def replay_store(tmp_path_factory: pytest.TempPathFactory, prefect_api: None) ->
     run = run_to_end(settings, params, "short-replay", wall=wall)
     assert run.status == "completed", run.error
     return ReplayStore(settings, params, run.name)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Until `condition()` holds (another thread's work, seen from the test), or fail."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)

@@ -37,6 +37,7 @@ from aifx_ml.data.validation import (
 )
 from aifx_ml.db.engine import transaction
 from aifx_ml.db.models import DataQuarantine, MarketData
+from aifx_ml.db.notices import MARKET_DATA_CHANNEL, announce, series_key
 from aifx_ml.events.outbox import enqueue
 from aifx_ml.events.schemas import NewMarketData
 from aifx_ml.features.indicators import compute_indicators
@@ -250,6 +251,8 @@ def _store_candles(
             ),
             as_of,
         )
+        # Whoever keeps this series in memory (the prediction service) hears it at commit.
+        announce(session, MARKET_DATA_CHANNEL, series_key(pair, timeframe))
     else:
         series = stored
     lo, hi = incoming.ns[0], incoming.ns[-1]

@@ -20,10 +20,10 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from aifx_ml.db.notices import Listener
 from aifx_ml.events.outbox import NOTIFY_CHANNEL, on_commit
 from aifx_ml.events.relay import RelayReport, redis_client, relay_events
 
@@ -52,18 +52,24 @@ class RelayLoop:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._remove_listener: Callable[[], None] | None = None
-        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._run, name="event-relay", daemon=True)
+        self._listener: Listener | None = None
         self.published = 0
 
     def start(self) -> RelayLoop:
         self._remove_listener = on_commit(self._wake.set)
-        self._threads = [threading.Thread(target=self._run, name="event-relay", daemon=True)]
         if self._engine.dialect.name == "postgresql":
-            self._threads.append(
-                threading.Thread(target=self._listen, name="event-relay-listen", daemon=True)
-            )
-        for thread in self._threads:
-            thread.start()
+            # Every NOTIFY of a commit that wrote events (any process) wakes the relay, and
+            # so does (re)connecting: what was committed while nobody listened.
+            wake = self._wake.set
+            self._listener = Listener(
+                self._engine,
+                {NOTIFY_CHANNEL: lambda _payload: wake()},
+                on_connect=wake,
+                retry=self._interval,
+                name="event-relay-listen",
+            ).start()
+        self._thread.start()
         self._wake.set()  # what waited before this process started
         return self
 
@@ -72,8 +78,10 @@ class RelayLoop:
             self._remove_listener()
         self._stopping.set()
         self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
+        if self._listener is not None:
+            self._listener.stop(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         self._client.close()
 
     def _run(self) -> None:
@@ -107,18 +115,3 @@ class RelayLoop:
         if self._on_report is not None:
             self._on_report(report)
         return report
-
-    def _listen(self) -> None:
-        """Wake the relay on every NOTIFY of a commit that wrote events (any process)."""
-        dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._wake.set()  # what was committed while this was not listening
-                    while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self._wake.set()
-            except psycopg.Error as exc:
-                log.warning("listening for new events failed (%s); polling meanwhile", exc)
-                self._stopping.wait(self._interval)

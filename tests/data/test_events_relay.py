@@ -9,7 +9,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from aifx_ml.events.relay import (
 )
 from aifx_ml.events.schemas import EventPayload, NewPrediction
 from aifx_ml.signals import record_signals
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, wait_for
 from tests.event_payloads import model_deployed, new_prediction, sample_payload
 from tests.tcp_proxy import CuttableProxy
 
@@ -58,13 +58,6 @@ def outbox_ids(engine: Engine) -> list[str]:
     """Event ids in the order they were written."""
     with engine.connect() as conn:
         return [str(i) for i in conn.scalars(select(EventOutbox.id).order_by(EventOutbox.seq))]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_relay_publishes_on_channels_and_stream_in_order(

@@ -15,12 +15,10 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import DBAPIError
 
 from aifx_ml.abtest.store import create_test
-from aifx_ml.db.engine import make_engine, upgrade
 from aifx_ml.db.models import ShadowSignal, TradingSignal
 from aifx_ml.events.outbox import NOTIFY_CHANNEL, on_commit
 from aifx_ml.events.schemas import NewPrediction
 from aifx_ml.signals import SHADOW, store_absent_signal_rows
-from tests.conftest import _postgres_database
 from tests.event_payloads import announced
 from tests.memory_registry import T0, World
 
@@ -73,16 +71,6 @@ def shadow_test(engine: Engine) -> tuple[uuid.UUID, str, str]:
         traffic_split=None, as_of=T0, mode="shadow",
     )  # fmt: skip
     return test.id, a, b
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    """PostgreSQL alone, migrated: for what only PostgreSQL does."""
-    for url in _postgres_database():
-        eng = make_engine(url)
-        upgrade(eng)
-        yield eng
-        eng.dispose()
 
 
 @pytest.fixture
