@@ -159,6 +159,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         relay_loop = None
+        predictions.hear_candles()
         if relay and settings.redis_url is not None:
             relay_loop = RelayLoop(engine, settings.redis_url, now).start()
         if preload:

@@ -9,6 +9,7 @@ caller's candles is unverified, and its entry price is the stored close where th
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from sqlalchemy import Engine, select
 from aifx_ml.data.validation import validate_candles
 from aifx_ml.db.engine import session_factory
 from aifx_ml.db.models import MarketData
+from aifx_ml.db.notices import series_of
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.features.engineering import candle_features
@@ -156,6 +158,53 @@ def _window(frame: pd.DataFrame, timeframe: str, window: int, label: str) -> Inp
     )
 
 
+class SeriesChanges:
+    """What this process has heard of changes to stored candles, per series.
+
+    `changed(payload)` is called for each announcement on the market-data channel (this
+    process's commits, and on PostgreSQL every process's through a `db.notices.Listener`);
+    `listening()` / `deaf()` when that listener starts and stops hearing. `token(pair,
+    timeframe)` is equal at two moments only if nothing was announced for the series in
+    between *and* the listener heard everything meanwhile; it is None while not listening
+    (then nothing can be known without asking the database).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epochs = itertools.count()
+        self._epoch: int | None = None
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def listening(self) -> None:
+        with self._lock:
+            self._epoch = next(self._epochs)  # tokens from before the gap never match again
+
+    def deaf(self) -> None:
+        with self._lock:
+            self._epoch = None
+
+    def changed(self, payload: str) -> None:
+        series = series_of(payload)
+        with self._lock:
+            self._counts[series] = self._counts.get(series, 0) + 1
+
+    def token(self, pair: str, timeframe: str) -> tuple[int, int] | None:
+        with self._lock:
+            if self._epoch is None:
+                return None
+            return self._epoch, self._counts.get((pair, timeframe), 0)
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """The answer of one question for a series' newest window."""
+
+    began: float  # monotonic, when the question began
+    window: InputWindow
+    token: tuple[int, int] | None  # SeriesChanges' token just before asking
+    newest_possible: pd.Timestamp | None  # the grid's newest closed candle then
+
+
 class WindowCache:
     """The newest window per (pair, timeframe, length), reused until a newer candle arrives.
 
@@ -165,29 +214,52 @@ class WindowCache:
     candles from memory.
 
     When the window cannot end at the grid's newest candle (a weekend, a feed that is late),
-    every request must ask. Concurrent requests for one series then share one question: a
-    request that waited while another asked takes that answer if the asking began after it
-    arrived (it is as fresh as its own would have been), so a burst of requests costs one
-    query, not one pooled connection each.
+    a request must ask, unless `changes` (a `SeriesChanges` that is listening) says no candle
+    of the series was stored since the last question and the grid's newest candle is still
+    the same: then that answer stands (it is checked again after `recheck_seconds` in any
+    case). Without `changes`, or while it is not listening, every such request asks.
+    Concurrent requests for one series then share one question: a request that waited while
+    another asked takes that answer if the asking began after it arrived (it is as fresh as
+    its own would have been), so a burst of requests costs one query, not one pooled
+    connection each.
     """
 
-    def __init__(self, engine: Engine, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        monotonic: Callable[[], float] = time.monotonic,
+        *,
+        changes: SeriesChanges | None = None,
+        recheck_seconds: float = 10.0,
+    ) -> None:
         self._engine = engine
         self._monotonic = monotonic
+        self._changes, self._recheck = changes, recheck_seconds
         self._windows: dict[tuple[str, str, int], InputWindow] = {}
         self._lock = threading.Lock()
         self._asking: dict[tuple[str, str, int], threading.Lock] = {}
-        self._asked: dict[tuple[str, str, int], tuple[float, InputWindow]] = {}
+        self._asked: dict[tuple[str, str, int], _Asked] = {}
 
     def in_memory(
         self, pair: str, timeframe: str, window: int, now: datetime
     ) -> InputWindow | None:
         """The window `get` would give if it needs no question (None: it must ask)."""
-        cached = self._windows.get((pair, timeframe, window))
-        if cached is not None and cached.last_open == newest_closed_open(
-            pd.Timestamp(now), timeframe
-        ):
+        key = (pair, timeframe, window)
+        cached = self._windows.get(key)
+        newest_possible = newest_closed_open(pd.Timestamp(now), timeframe)
+        if cached is not None and cached.last_open == newest_possible:
             return cached  # it already ends at the newest candle there can be
+        asked = self._asked.get(key)
+        if (
+            asked is not None
+            and asked.token is not None
+            and newest_possible is not None
+            and asked.newest_possible == newest_possible
+            and self._changes is not None
+            and self._changes.token(pair, timeframe) == asked.token
+            and self._monotonic() - asked.began < self._recheck
+        ):
+            return asked.window  # nothing stored for the series since it was asked
         return None
 
     def get(self, pair: str, timeframe: str, window: int, now: datetime) -> InputWindow:
@@ -200,11 +272,13 @@ class WindowCache:
             asking = self._asking.setdefault(key, threading.Lock())
         with asking:
             answered = self._asked.get(key)
-            if answered is not None and answered[0] >= arrived:
-                return answered[1]  # asked after this request arrived: as fresh as asking
+            if answered is not None and answered.began >= arrived:
+                return answered.window  # asked after this request arrived: as fresh as asking
+            token = None if self._changes is None else self._changes.token(pair, timeframe)
             began = self._monotonic()
             fresh = self._ask(key, now)
-            self._asked[key] = (began, fresh)
+            newest_possible = newest_closed_open(pd.Timestamp(now), timeframe)
+            self._asked[key] = _Asked(began, fresh, token, newest_possible)
             return fresh
 
     def _ask(self, key: tuple[str, str, int], now: datetime) -> InputWindow:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from aifx_ml.abtest.routing import assign_variant
 from aifx_ml.db.models import MarketData
+from aifx_ml.db.notices import MARKET_DATA_CHANNEL, Listener, subscribe
 from aifx_ml.domain import Cutoffs, SignalPolicy, TestMode, decide
 from aifx_ml.errors import AifxError, NotFoundError
 from aifx_ml.markets import step_offset, validate_pair, validate_timeframe
@@ -36,6 +37,7 @@ from aifx_ml.serving.inference import (
 )
 from aifx_ml.serving.inputs import (
     InputWindow,
+    SeriesChanges,
     WindowCache,
     check_request_candles,
     request_window,
@@ -165,7 +167,9 @@ class PredictionService:
     ) -> None:
         self.engine, self.server, self.now = engine, server, now
         self.policy = policy or SignalPolicy()
-        self.windows = WindowCache(engine)
+        self.changes = SeriesChanges()
+        self.windows = WindowCache(engine, changes=self.changes)
+        self._stops: list[Callable[[], None]] = []
         self.writer = SignalWriter(
             engine, spill_dir=spill_dir, max_buffer=max_buffer, on_rejected=on_rejected
         )
@@ -341,9 +345,29 @@ class PredictionService:
         """Wait until every answered prediction is committed (False: `timeout` passed)."""
         return self.writer.flush(timeout)
 
+    def hear_candles(self) -> None:
+        """On PostgreSQL, hear every commit that stores candles, this process's and (LISTEN)
+        every other's: a series whose newest candle is late (a weekend, a late feed) is then
+        answered from memory until candles for it are stored, instead of each request asking
+        the database whether they were. Until `close`. (SQLite: nothing to hear; they ask.)"""
+        if self.engine.dialect.name != "postgresql" or self._stops:
+            return
+        self._stops.append(subscribe(MARKET_DATA_CHANNEL, self.changes.changed))
+        listener = Listener(
+            self.engine,
+            {MARKET_DATA_CHANNEL: self.changes.changed},
+            on_connect=self.changes.listening,
+            on_disconnect=self.changes.deaf,
+            name="market-data-listen",
+        )
+        self._stops.append(listener.start().stop)
+
     def close(self) -> None:
-        """Commit what waits (or spill it, the database being away), then stop the writer."""
+        """Commit what waits (or spill it, the database being away), then stop the writer
+        (and the listening for candles)."""
         self.writer.close()
+        while self._stops:
+            self._stops.pop()()
 
     def _plan(self, request: PredictRequest, now: datetime) -> _Plan:
         """Who answers the request, on which inputs (asking the database or the model store

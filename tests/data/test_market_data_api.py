@@ -1,6 +1,6 @@
 """Candles pushed over HTTP land exactly like an import: counts that add up, bad rows
 quarantined with their reason, nothing stored twice, one event; and the next prediction
-uses them, without a restart."""
+uses them, without a restart, even when the one before was answered on a late series."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from aifx_ml.db.models import DataQuarantine, MarketData
 from aifx_ml.events.schemas import NewMarketData
+from tests.conftest import wait_for
 from tests.event_payloads import announced
 from tests.memory_registry import T0, TOKEN, World, serving_app, serving_world
 
@@ -66,8 +67,20 @@ def test_pushed_candles_land_like_an_import_and_the_next_prediction_uses_them(
             candle(4, 1.3, close="x"),  # not a number: quarantined
         ],
     }
+    # The feed is 3 candles late: this answer is on the last stored one, and the service keeps
+    # it in memory until candles for the series are stored (on PostgreSQL, where it hears
+    # every commit that stores some).
+    changes = api.app.state.services.predictions.changes  # type: ignore[attr-defined]
+    hears = world.engine.dialect.name == "postgresql"
+    if hears:
+        wait_for(lambda: changes.token("EUR/USD", "1h") is not None)
+    late = api.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"}).json()
+    assert late["entry_price"] != pytest.approx(1.33)
+    heard = changes.token("EUR/USD", "1h")
     assert api.post("/api/v1/market-data", json=body).status_code == 401
     pushed = api.post("/api/v1/market-data", json=body, headers=AUTH)
+    if hears:  # heard by the time the push is answered
+        assert changes.token("EUR/USD", "1h") != heard
     assert pushed.status_code == 200, pushed.text
     got = pushed.json()
     assert (got["read"], got["accepted"], got["duplicates"], got["quarantined"]) == (6, 3, 1, 2)
