@@ -99,8 +99,9 @@ def database(work: Path) -> tuple[str, str | None]:
         return f"sqlite:///{work / 'aifx.db'}", None
 
 
-def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
-    """Candles up to NOW, two LSTM versions (v1 Production, v2 Staging) in an A/B test."""
+def prepare(db_url: str, mlflow_uri: str, artifacts: str, late: int = 0) -> tuple[str, str]:
+    """Candles up to NOW (`late` hours fewer: a late feed), two LSTM versions (v1 Production,
+    v2 Staging) in an A/B test."""
     from aifx_ml.abtest.store import create_test  # noqa: PLC0415
     from aifx_ml.models.calibration import Platt, Thresholds  # noqa: PLC0415
     from aifx_ml.models.lstm import LSTMConfig  # noqa: PLC0415
@@ -109,7 +110,10 @@ def prepare(db_url: str, mlflow_uri: str, artifacts: str) -> tuple[str, str]:
     engine = make_engine(db_url)
     upgrade(engine)
     frames = synthesize_candles(
-        PAIRS, "1h", pd.Timestamp(NOW - timedelta(days=20)), pd.Timestamp(NOW - timedelta(hours=1))
+        PAIRS,
+        "1h",
+        pd.Timestamp(NOW - timedelta(days=20)),
+        pd.Timestamp(NOW - timedelta(hours=1 + late)),
     )
     for pair, frame in frames.items():
         import_frame(engine, frame, pair, "1h", NOW, source="bench")
@@ -397,6 +401,13 @@ def main() -> None:
     parser.add_argument("--wrk-connections", type=int, default=16, help="2-worker phase")
     parser.add_argument("--wrk-seconds", type=int, default=10, help="2-worker phase, per run")
     parser.add_argument("--workers-only", action="store_true", help="only the 2-worker phase")
+    parser.add_argument(
+        "--late",
+        type=int,
+        default=0,
+        help="the candles end this many hours before the newest closed one (a late feed, as "
+        "every FX weekend): the service cannot know from the grid that it has the newest",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="aifx-bench-predict-"))
@@ -405,7 +416,7 @@ def main() -> None:
     try:
         mlflow_uri = f"sqlite:///{work / 'mlflow.db'}"
         artifacts = str(work / "artifacts")
-        a, b = prepare(db_url, mlflow_uri, artifacts)
+        a, b = prepare(db_url, mlflow_uri, artifacts, args.late)
         bares = bare_call(db_url, mlflow_uri, artifacts, a, 300)
         bare = bares["xla"]
         env = {
@@ -421,6 +432,7 @@ def main() -> None:
             workers = two_workers(env, work, args.wrk_connections, args.wrk_seconds)
             print(json.dumps({
                 "benchmark": "predict_http_workers",
+                "feed_late_hours": args.late,
                 "bare_model_call_ms": round(bare * 1000, 3),
                 "workers2": workers,
                 "targets": TARGETS,
@@ -482,6 +494,7 @@ def main() -> None:
             "benchmark": "predict_http",
             "database": "postgresql" if pg_name else "sqlite",
             "ab_test_active": True,
+            "feed_late_hours": args.late,
             "bare_model_call_ms": round(bare * 1000, 3),
             "bare_graph_call_ms": round(bares["graph"] * 1000, 3),
             "latency": {
