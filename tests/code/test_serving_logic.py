@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,13 +15,14 @@ import pandas as pd
 import pytest
 
 from aifx_ml.abtest.routing import assign_variant, bucket
-from aifx_ml.cli.serve import BUY_ENV, SELL_ENV, policy_from_env
+from aifx_ml.cli.serve import BUY_ENV, SELL_ENV, multiprocess_metrics_dir, policy_from_env
 from aifx_ml.domain import Cutoffs, SignalPolicy, TestMode, decide
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.features.dataset import Scaler
 from aifx_ml.models.calibration import Platt
 from aifx_ml.serving.inference import Assignment, ServingModel
 from aifx_ml.serving.inputs import WARMUP, InputWindow, request_window
+from aifx_ml.serving.metrics import MULTIPROC_ENV
 from aifx_ml.serving.predict import (
     Pick,
     Prediction,
@@ -219,3 +222,30 @@ def test_the_service_builds_rows_the_writer_stores_in_one_statement() -> None:
     )  # fmt: skip
     assert set(_row(answer, "acct-1")) == SERVED_KEYS
     assert set(shadow) == SHADOW_KEYS
+
+
+def test_the_workers_metric_files_go_to_shared_memory_emptied_unless_a_folder_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aifx serve --workers N` puts prometheus_client's files in shared memory (writes to a
+    disk-backed folder cost throughput), one folder per data dir, emptied of a previous run's
+    samples; PROMETHEUS_MULTIPROC_DIR wins; without shared memory, `<data dir>/prometheus`."""
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    shm, data = tmp_path / "shm", tmp_path / "data"
+    shm.mkdir()
+    first = multiprocess_metrics_dir(data, shared_memory=shm)
+    assert first.parent == shm and first.name.startswith("aifx-prometheus-")
+    assert os.environ[MULTIPROC_ENV] == str(first)
+    (first / "histogram_123.db").write_bytes(b"old")
+    monkeypatch.delenv(MULTIPROC_ENV)
+    assert multiprocess_metrics_dir(data, shared_memory=shm) == first
+    assert not list(first.iterdir())  # the previous run's samples are gone
+    monkeypatch.delenv(MULTIPROC_ENV)
+    assert multiprocess_metrics_dir(tmp_path / "other", shared_memory=shm) != first
+
+    monkeypatch.delenv(MULTIPROC_ENV)
+    assert multiprocess_metrics_dir(data, shared_memory=tmp_path / "none") == data / "prometheus"
+
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "given"))
+    assert multiprocess_metrics_dir(data, shared_memory=shm) == tmp_path / "given"
+    assert (tmp_path / "given").is_dir()

@@ -3,6 +3,7 @@ app from the settings and answer over HTTP, and whose metrics add up in one scra
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -40,6 +41,8 @@ def test_serve_with_two_workers_answers(tmp_path: Path) -> None:
     env = {**os.environ, "AIFX_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     for name in ("AIFX_DATABASE_URL", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(name, None)
+    digest = hashlib.sha256(str(tmp_path.resolve()).encode()).hexdigest()[:12]
+    metrics_dir = Path("/dev/shm") / f"aifx-prometheus-{digest}"  # where the command puts it
     server = subprocess.Popen(
         [str(AIFX), "serve", "--workers", "2", "--no-access-log", "--port", str(port)],
         cwd=tmp_path,
@@ -74,14 +77,16 @@ def test_serve_with_two_workers_answers(tmp_path: Path) -> None:
             assert reply.status_code == 200
             assert reply.json() == {"tests": []}
         # Whichever worker answers a scrape, it counts every worker's requests
-        # (prometheus_client's multiprocess mode, in <data dir>/prometheus).
+        # (prometheus_client's multiprocess mode, in shared memory: the command says where).
         for _ in range(4):
             scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
             assert scrape.status_code == 200
             assert served_list(scrape.text) == ASKED
-        assert list((tmp_path / "prometheus").glob("histogram_*.db"))
+        assert str(metrics_dir) in " ".join(lines).replace("\n", " ")  # the command says where
+        assert list(metrics_dir.glob("histogram_*.db"))
         # --no-access-log: uvicorn wrote no line per request (the proxy in front logs them).
         assert not [line for line in lines if "GET /api/v1/ml/ab-tests" in line], "".join(lines)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+    assert not metrics_dir.exists()  # removed as the command ended
