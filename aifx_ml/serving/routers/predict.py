@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from aifx_ml.errors import InvalidInputError
 from aifx_ml.markets import PAIR_RE, TIMEFRAMES
-from aifx_ml.serving.deps import PredictAccess, PredictRate, ServicesDep
+from aifx_ml.serving.deps import PredictGate
 from aifx_ml.serving.errors import error_responses
 from aifx_ml.serving.fields import Identifier, Price, Timestamp, text
 from aifx_ml.serving.predict import Prediction, PredictRequest
@@ -111,10 +111,8 @@ class BatchOut(BaseModel):
     predictions: list[PredictOut]
 
 
-@router.post(
-    "", response_model=PredictOut, dependencies=[PredictRate, PredictAccess], responses=ERRORS
-)
-async def predict(body: PredictIn, svc: ServicesDep) -> Response:
+@router.post("", response_model=PredictOut, responses=ERRORS)
+async def predict(body: PredictIn, svc: PredictGate) -> Response:
     """A signal for one series from the model that serves it (Production, or an A/B arm)."""
     started = time.perf_counter()
     # Candles sent with the request become a frame off the event loop (up to 5,000 rows).
@@ -130,13 +128,8 @@ async def predict(body: PredictIn, svc: ServicesDep) -> Response:
     )
 
 
-@router.post(
-    "/batch",
-    response_model=BatchOut,
-    dependencies=[PredictRate, PredictAccess],
-    responses=ERRORS,
-)
-def predict_batch(body: BatchIn, svc: ServicesDep) -> BatchOut:
+@router.post("/batch", response_model=BatchOut, responses=ERRORS)
+def predict_batch(body: BatchIn, svc: PredictGate) -> BatchOut:
     """Signals for many series in one call (one model call per model, one transaction)."""
     # A batch is committed before it is answered: bulk callers read their signals right after.
     answers = svc.predictions.predict([r.to_request() for r in body.requests], wait=True)
