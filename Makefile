@@ -61,6 +61,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_refresh.py
 	$(BIN)/python benchmarks/bench_thresholds.py
 	$(BIN)/python benchmarks/bench_signal_commit.py
+	$(BIN)/python benchmarks/bench_http_stack.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_study.py
