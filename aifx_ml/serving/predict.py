@@ -43,7 +43,7 @@ from aifx_ml.serving.inputs import (
     request_window,
     stored_close,
 )
-from aifx_ml.serving.metrics import PREDICTION_SECONDS
+from aifx_ml.serving.metrics import PREDICTION_SECONDS, open_version_series
 from aifx_ml.serving.signal_writer import RejectedRow, SignalWriter
 from aifx_ml.signals import SHADOW, check_storable_text
 
@@ -327,18 +327,24 @@ class PredictionService:
 
     def warm(self) -> int:
         """Build the input windows the loaded versions will ask for, for every stored series,
-        so that the first request of each reads them like any other; how many were built."""
+        scaled for each version, and each version's metric series, so that the first request
+        of each reads them like any other; how many windows were built."""
         with self.engine.connect() as conn:
             series = conn.execute(select(MarketData.pair, MarketData.timeframe).distinct()).all()
-        windows = {model.window for model in self.server.loaded_models()}
+        models = self.server.loaded_models()
         built, now = 0, self.now()
         for pair, timeframe in series:
-            for window in windows:
+            for window in {model.window for model in models}:
                 try:
-                    self.windows.get(pair, timeframe, window, now)
+                    inputs = self.windows.get(pair, timeframe, window, now)
                 except AifxError:  # too few candles for this length: its requests will say so
                     continue
+                for model in models:
+                    if model.window == window:
+                        self._scaled(model, inputs)
                 built += 1
+        for model in models:
+            open_version_series(model.version)
         return built
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -363,6 +363,12 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
         # What was loaded is out of the collector's full passes (`aifx serve` asks for it).
         assert gc.get_freeze_count() > frozen_before
         gc.unfreeze()  # this is a test process: give its objects back to the collector
+        # The windows were built ahead and scaled for each arm: the first request builds nothing.
+        (window,) = {model.window for model in server.loaded_models()}
+        inputs = app.state.services.predictions.windows.in_memory(
+            "EUR/USD", "1h", window, T0 + timedelta(hours=1)
+        )
+        assert inputs is not None and set(inputs._scaled) == {a, b}
         # Loaded ahead: the first request loads nothing.
         loaded_before = server.loaded_versions()
         answer = client.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"})
