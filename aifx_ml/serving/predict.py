@@ -327,12 +327,14 @@ class PredictionService:
 
     def warm(self) -> int:
         """Build the input windows the loaded versions will ask for, for every stored series,
-        scaled for each version, and each version's metric series, so that the first request
-        of each reads them like any other; how many windows were built."""
+        scaled for each version, make one call of each version on its worker thread, and open
+        each version's metric series, so that the first request of each finds everything as
+        later ones do; how many windows were built."""
         with self.engine.connect() as conn:
             series = conn.execute(select(MarketData.pair, MarketData.timeframe).distinct()).all()
         models = self.server.loaded_models()
         built, now = 0, self.now()
+        warm_up: dict[str, tuple[ServingModel, InputWindow]] = {}
         for pair, timeframe in series:
             for window in {model.window for model in models}:
                 try:
@@ -342,7 +344,12 @@ class PredictionService:
                 for model in models:
                     if model.window == window:
                         self._scaled(model, inputs)
+                        warm_up.setdefault(model.version, (model, inputs))
                 built += 1
+        for model, inputs in warm_up.values():
+            # One call on the model's own worker thread, as requests' are made: that thread's
+            # first TensorFlow call sets up its state (the answer is not used nor recorded).
+            model.p_up_later([self._scaled(model, inputs)])()
         for model in models:
             open_version_series(model.version)
         return built

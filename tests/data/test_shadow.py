@@ -35,6 +35,7 @@ from aifx_ml.serving.app import create_app
 from aifx_ml.serving.deps import RegistryActions
 from aifx_ml.serving.forward import BUCKETS
 from aifx_ml.serving.inference import Assignment, ModelServer
+from aifx_ml.serving.metrics import REGISTRY
 from aifx_ml.serving.predict import PredictionService, PredictRequest
 from registry.abtest import complete_with_winner
 from tests.event_payloads import announced
@@ -349,6 +350,14 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
     )
     server = app.state.model_server
     assert server.readiness.ready is False  # nothing loaded before the app starts
+
+    def model_calls(version: str) -> float:
+        found = REGISTRY.get_sample_value(
+            "aifx_model_call_duration_seconds_count", {"model_version": version}
+        )
+        return found or 0.0
+
+    calls_before = {v: model_calls(v) for v in (a, b)}
     frozen_before = gc.get_freeze_count()
     with TestClient(app) as client:
         deadline = time.monotonic() + 60
@@ -369,6 +378,8 @@ def test_the_service_is_ready_once_both_arms_are_loaded_and_compiled(
             "EUR/USD", "1h", window, T0 + timedelta(hours=1)
         )
         assert inputs is not None and set(inputs._scaled) == {a, b}
+        # One call of each version on its worker thread (its first TensorFlow call), no more.
+        assert {v: model_calls(v) - calls_before[v] for v in (a, b)} == {a: 1.0, b: 1.0}
         # Loaded ahead: the first request loads nothing.
         loaded_before = server.loaded_versions()
         answer = client.post("/api/v1/predict", json={"pair": "EUR/USD", "timeframe": "1h"})
