@@ -205,7 +205,9 @@ def serve_cmd(
             os.environ.pop(name, None)
         else:
             os.environ[name] = str(value)
-    ours = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    from aifx_ml.serving.metrics import MULTIPROC_ENV  # noqa: PLC0415  (prometheus_client: only when serving)
+
+    ours = not os.environ.get(MULTIPROC_ENV)
     metrics_dir = multiprocess_metrics_dir(app_ctx.settings.data_dir)
     console.print(f"metrics: every worker's samples in {metrics_dir}, summed at /metrics")
     try:
